@@ -1,0 +1,9 @@
+/** @type {import('jest').Config} */
+module.exports = {
+  testEnvironment: 'node',
+  roots: ['<rootDir>/test'],
+  testMatch: ['**/*.test.ts'],
+  transform: { '^.+\\.ts$': ['ts-jest', { tsconfig: { target: 'ES2022', module: 'commonjs', esModuleInterop: true, strict: true, skipLibCheck: true, lib: ['ES2022', 'ESNext.AsyncIterable', 'ESNext.Disposable'] }, diagnostics: { warnOnly: false } }] },
+  testTimeout: 120000,
+  maxWorkers: 1,
+};

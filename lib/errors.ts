@@ -1,0 +1,104 @@
+/**
+ * Typed errors. Every error specdec throws is a SpecdecError with a stable `code`.
+ * Native code throws plain errors whose message starts with "[CODE] "; `fromNative`
+ * turns them into the matching class.
+ */
+export type SpecdecErrorCode =
+  | 'ERR_FILE_NOT_FOUND'
+  | 'ERR_NOT_GGUF'
+  | 'ERR_TRUNCATED_FILE'
+  | 'ERR_UNSUPPORTED_ARCHITECTURE'
+  | 'ERR_MISSING_TENSOR'
+  | 'ERR_TENSOR_SHAPE'
+  | 'ERR_TENSOR_TYPE'
+  | 'ERR_BAD_METADATA'
+  | 'ERR_INVALID_OPTION'
+  | 'ERR_TOKEN_OUT_OF_RANGE'
+  | 'ERR_CONTEXT_OVERFLOW'
+  | 'ERR_BACKEND_UNAVAILABLE'
+  | 'ERR_DISPOSED'
+  | 'ERR_BUSY'
+  | 'ERR_ABORTED'
+  | 'ERR_NATIVE_BINDING'
+  | 'ERR_INTERNAL';
+
+export class SpecdecError extends Error {
+  readonly code: SpecdecErrorCode;
+  constructor(code: SpecdecErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.code = code;
+    this.name = new.target.name;
+  }
+}
+
+/** The model file is not a valid GGUF model specdec can run (missing, not GGUF, truncated, bad metadata, tensors). */
+export class ModelFileError extends SpecdecError {}
+/** The architecture in the file is not one specdec implements. */
+export class UnsupportedArchitectureError extends ModelFileError {}
+/** An option passed by the caller is invalid (wrong type, out of range, unknown value). */
+export class InvalidOptionError extends SpecdecError {
+  constructor(message: string) {
+    super('ERR_INVALID_OPTION', message);
+  }
+}
+/** A token id is outside the vocabulary. */
+export class TokenOutOfRangeError extends SpecdecError {
+  constructor(message: string) {
+    super('ERR_TOKEN_OUT_OF_RANGE', message);
+  }
+}
+/** The prompt (plus generation) does not fit the session's context. */
+export class ContextOverflowError extends SpecdecError {
+  constructor(message: string) {
+    super('ERR_CONTEXT_OVERFLOW', message);
+  }
+}
+/** The requested compute backend is not compiled in or has no device. */
+export class BackendUnavailableError extends SpecdecError {
+  constructor(message: string) {
+    super('ERR_BACKEND_UNAVAILABLE', message);
+  }
+}
+/** The object was disposed. */
+export class DisposedError extends SpecdecError {
+  constructor(what: string) {
+    super('ERR_DISPOSED', `${what} has been disposed`);
+  }
+}
+/** The session is already generating. */
+export class BusyError extends SpecdecError {
+  constructor(message: string) {
+    super('ERR_BUSY', message);
+  }
+}
+/** The native addon could not be found or loaded. */
+export class NativeBindingError extends SpecdecError {
+  constructor(message: string, cause?: unknown) {
+    super('ERR_NATIVE_BINDING', message, { cause });
+  }
+}
+
+const MODEL_FILE_CODES = new Set<SpecdecErrorCode>([
+  'ERR_FILE_NOT_FOUND', 'ERR_NOT_GGUF', 'ERR_TRUNCATED_FILE', 'ERR_MISSING_TENSOR',
+  'ERR_TENSOR_SHAPE', 'ERR_TENSOR_TYPE', 'ERR_BAD_METADATA',
+]);
+
+/** Converts an error thrown by the native addon ("[CODE] message") into a typed error. */
+export function fromNative(err: unknown): Error {
+  if (err instanceof SpecdecError) return err;
+  const message = err instanceof Error ? err.message : String(err);
+  const m = /^\[(ERR_[A-Z_]+)\] ([\s\S]*)$/.exec(message);
+  if (!m) return new SpecdecError('ERR_INTERNAL', message, { cause: err });
+  const code = m[1] as SpecdecErrorCode;
+  const text = m[2];
+  if (code === 'ERR_UNSUPPORTED_ARCHITECTURE') return new UnsupportedArchitectureError(code, text);
+  if (MODEL_FILE_CODES.has(code)) return new ModelFileError(code, text);
+  switch (code) {
+    case 'ERR_INVALID_OPTION': return new InvalidOptionError(text);
+    case 'ERR_TOKEN_OUT_OF_RANGE': return new TokenOutOfRangeError(text);
+    case 'ERR_CONTEXT_OVERFLOW': return new ContextOverflowError(text);
+    case 'ERR_BACKEND_UNAVAILABLE': return new BackendUnavailableError(text);
+    case 'ERR_BUSY': return new BusyError(text);
+    default: return new SpecdecError(code, text, { cause: err });
+  }
+}
