@@ -1,0 +1,58 @@
+// The addon's entry point: registers the wrapper classes.
+#include "addon/model_wrap.h"
+#include "addon/session_wrap.h"
+#include "runtime/backends.h"
+
+#include <napi.h>
+
+#include <thread>
+
+namespace specdec {
+
+static Napi::Value devices(const Napi::CallbackInfo & info) {
+    Napi::Env env = info.Env();
+    Napi::Array out = Napi::Array::New(env);
+    uint32_t i = 0;
+    for (const auto & d : list_devices()) {
+        Napi::Object o = Napi::Object::New(env);
+        o.Set("name", d.name);
+        o.Set("description", d.description);
+        o.Set("type", d.type);
+        out.Set(i++, o);
+    }
+    return out;
+}
+
+static Napi::Value build_info(const Napi::CallbackInfo & info) {
+    Napi::Env env = info.Env();
+    Napi::Object o = Napi::Object::New(env);
+#if defined(SPECDEC_WITH_CUDA)
+    o.Set("cuda", true);
+#else
+    o.Set("cuda", false);
+#endif
+#if defined(SPECDEC_WITH_METAL)
+    o.Set("metal", true);
+#else
+    o.Set("metal", false);
+#endif
+    o.Set("hardwareConcurrency", std::thread::hardware_concurrency());
+    return o;
+}
+
+Napi::Object init(Napi::Env env, Napi::Object exports) {
+    backends_init();
+    exports.Set("Model", model_wrap::init(env));
+    exports.Set("LoadTask", load_task_wrap::init(env));
+    exports.Set("Session", session_wrap::init(env));
+    exports.Set("createSession", Napi::Function::New(env, create_session));
+    exports.Set("devices", Napi::Function::New(env, devices));
+    exports.Set("buildInfo", Napi::Function::New(env, build_info));
+    return exports;
+}
+
+} // namespace specdec
+
+static Napi::Object module_init(Napi::Env env, Napi::Object exports) { return specdec::init(env, exports); }
+
+NODE_API_MODULE(specdec, module_init)

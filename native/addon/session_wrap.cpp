@@ -1,0 +1,383 @@
+#include "addon/session_wrap.h"
+#include "addon/model_wrap.h"
+#include "common/error.h"
+
+namespace specdec {
+
+Napi::FunctionReference session_wrap::constructor;
+
+namespace {
+
+uint32_t get_u32(Napi::Object o, const char * key, uint32_t def) {
+    if (!o.Has(key)) return def;
+    Napi::Value v = o.Get(key);
+    if (v.IsUndefined() || v.IsNull()) return def;
+    return v.As<Napi::Number>().Uint32Value();
+}
+
+double get_f64(Napi::Object o, const char * key, double def) {
+    if (!o.Has(key)) return def;
+    Napi::Value v = o.Get(key);
+    if (v.IsUndefined() || v.IsNull()) return def;
+    return v.As<Napi::Number>().DoubleValue();
+}
+
+std::vector<int32_t> to_tokens(Napi::Value v) {
+    std::vector<int32_t> out;
+    if (v.IsTypedArray()) {
+        Napi::Int32Array a = v.As<Napi::Int32Array>();
+        out.assign(a.Data(), a.Data() + a.ElementLength());
+    } else if (v.IsArray()) {
+        Napi::Array a = v.As<Napi::Array>();
+        out.resize(a.Length());
+        for (uint32_t i = 0; i < a.Length(); ++i) out[i] = a.Get(i).As<Napi::Number>().Int32Value();
+    }
+    return out;
+}
+
+Napi::Object stats_object(Napi::Env env, const generation & g) {
+    Napi::Object s = Napi::Object::New(env);
+    s.Set("promptTokens", g.stats.n_prompt);
+    s.Set("promptTokensReused", g.stats.n_prompt_reused);
+    s.Set("generatedTokens", g.stats.n_generated);
+    s.Set("prefillMs", g.stats.ms_prefill);
+    s.Set("decodeMs", g.stats.ms_decode);
+    s.Set("forwardPasses", g.stats.n_forward);
+    s.Set("stopReason", stop_reason_name(g.reason));
+    return s;
+}
+
+// A promise-returning worker that owns a reference to the session wrapper and its busy flag.
+class session_worker : public Napi::AsyncWorker {
+public:
+    session_worker(Napi::Env env, session_wrap * w)
+        : Napi::AsyncWorker(env), wrap(w), self(Napi::Persistent(w->Value())), deferred(Napi::Promise::Deferred::New(env)) {}
+    ~session_worker() override { wrap->busy.store(false); }
+    Napi::Promise promise() { return deferred.Promise(); }
+    void OnError(const Napi::Error & e) override { wrap->busy.store(false); deferred.Reject(e.Value()); }
+
+protected:
+    session_wrap *          wrap;
+    Napi::ObjectReference   self;
+    Napi::Promise::Deferred deferred;
+};
+
+class step_worker : public session_worker {
+public:
+    step_worker(Napi::Env env, session_wrap * w, double budget_ms, uint32_t max_new)
+        : session_worker(env, w), budget(budget_ms), max_new(max_new) {}
+
+    void Execute() override {
+        try {
+            wrap->gen()->step(budget, max_new, out);
+            wrap->get()->pause_threads();
+        } catch (const std::exception & e) {
+            SetError(e.what());
+        }
+    }
+
+    void OnOK() override {
+        Napi::Env env = Env();
+        Napi::HandleScope scope(env);
+        wrap->busy.store(false);
+        generation * g = wrap->gen();
+        Napi::Object r = Napi::Object::New(env);
+        Napi::Int32Array toks = Napi::Int32Array::New(env, out.size());
+        std::copy(out.begin(), out.end(), toks.Data());
+        r.Set("tokens", toks);
+        r.Set("done", g->done());
+        r.Set("stats", stats_object(env, *g));
+        deferred.Resolve(r);
+    }
+
+private:
+    double budget;
+    uint32_t max_new;
+    std::vector<int32_t> out;
+};
+
+class eval_worker : public session_worker {
+public:
+    eval_worker(Napi::Env env, session_wrap * w, std::vector<int32_t> toks, bool all)
+        : session_worker(env, w), toks(std::move(toks)), all(all) {}
+
+    void Execute() override {
+        try {
+            wrap->get()->eval_chain(toks, all, true, logits);
+            wrap->get()->pause_threads();
+        } catch (const std::exception & e) {
+            SetError(e.what());
+        }
+    }
+
+    void OnOK() override {
+        Napi::Env env = Env();
+        Napi::HandleScope scope(env);
+        wrap->busy.store(false);
+        Napi::Float32Array a = Napi::Float32Array::New(env, logits.size());
+        std::copy(logits.begin(), logits.end(), a.Data());
+        deferred.Resolve(a);
+    }
+
+private:
+    std::vector<int32_t> toks;
+    bool all;
+    std::vector<float> logits;
+};
+
+class calibrate_worker : public session_worker {
+public:
+    calibrate_worker(Napi::Env env, session_wrap * w, std::vector<int> candidates)
+        : session_worker(env, w), candidates(std::move(candidates)) {}
+
+    void Execute() override {
+        try {
+            best = wrap->get()->calibrate_threads(candidates, ms);
+            wrap->get()->pause_threads();
+        } catch (const std::exception & e) {
+            SetError(e.what());
+        }
+    }
+
+    void OnOK() override {
+        Napi::Env env = Env();
+        Napi::HandleScope scope(env);
+        wrap->busy.store(false);
+        Napi::Object r = Napi::Object::New(env);
+        r.Set("threads", best);
+        Napi::Array a = Napi::Array::New(env, ms.size());
+        for (size_t i = 0; i < ms.size(); ++i) a.Set((uint32_t) i, ms[i]);
+        r.Set("msPerToken", a);
+        deferred.Resolve(r);
+    }
+
+private:
+    std::vector<int> candidates;
+    std::vector<double> ms;
+    int best = 1;
+};
+
+class create_worker : public Napi::AsyncWorker {
+public:
+    create_worker(Napi::Env env, Napi::Object model_obj, std::shared_ptr<const model> m, session_params p)
+        : Napi::AsyncWorker(env), model_ref(Napi::Persistent(model_obj)), m(std::move(m)), par(p),
+          deferred(Napi::Promise::Deferred::New(env)) {}
+    Napi::Promise promise() { return deferred.Promise(); }
+
+    void Execute() override {
+        try {
+            result = std::make_unique<session>(m, par);
+        } catch (const std::exception & e) {
+            SetError(e.what());
+        }
+    }
+    void OnOK() override {
+        Napi::HandleScope scope(Env());
+        session * raw = result.release();
+        Napi::Object obj = session_wrap::constructor.New({ Napi::External<session>::New(Env(), raw) });
+        deferred.Resolve(obj);
+    }
+    void OnError(const Napi::Error & e) override { deferred.Reject(e.Value()); }
+
+private:
+    Napi::ObjectReference model_ref;
+    std::shared_ptr<const model> m;
+    session_params par;
+    Napi::Promise::Deferred deferred;
+    std::unique_ptr<session> result;
+};
+
+} // namespace
+
+Napi::Function session_wrap::init(Napi::Env env) {
+    Napi::Function f = DefineClass(env, "Session", {
+        InstanceMethod("begin", &session_wrap::begin),
+        InstanceMethod("step", &session_wrap::step),
+        InstanceMethod("evaluate", &session_wrap::evaluate),
+        InstanceMethod("tokens", &session_wrap::tokens),
+        InstanceMethod("truncate", &session_wrap::truncate),
+        InstanceMethod("abort", &session_wrap::abort),
+        InstanceMethod("setThreads", &session_wrap::set_threads),
+        InstanceMethod("calibrateThreads", &session_wrap::calibrate_threads),
+        InstanceMethod("info", &session_wrap::info),
+        InstanceMethod("dispose", &session_wrap::dispose),
+    });
+    constructor = Napi::Persistent(f);
+    constructor.SuppressDestruct();
+    return f;
+}
+
+session_wrap::session_wrap(const Napi::CallbackInfo & info) : Napi::ObjectWrap<session_wrap>(info) {
+    if (info.Length() != 1 || !info[0].IsExternal()) {
+        Napi::TypeError::New(info.Env(), "[ERR_INTERNAL] Session objects are made by createSession()").ThrowAsJavaScriptException();
+        return;
+    }
+    sess.reset(info[0].As<Napi::External<session>>().Data());
+}
+
+bool session_wrap::check(Napi::Env env) {
+    if (!sess) {
+        Napi::Error::New(env, "[ERR_DISPOSED] the session has been disposed").ThrowAsJavaScriptException();
+        return false;
+    }
+    if (busy.load()) {
+        Napi::Error::New(env, "[ERR_BUSY] the session is busy with another evaluation").ThrowAsJavaScriptException();
+        return false;
+    }
+    return true;
+}
+
+Napi::Value session_wrap::begin(const Napi::CallbackInfo & info) {
+    Napi::Env env = info.Env();
+    if (!check(env)) return env.Undefined();
+    try {
+        Napi::Object o = info[0].As<Napi::Object>();
+        generation_params p;
+        p.prompt = to_tokens(o.Get("prompt"));
+        p.max_tokens = get_u32(o, "maxTokens", 256);
+        for (int32_t t : to_tokens(o.Get("eog"))) p.eog.insert(t);
+        sampling_params & sp = p.sampling;
+        sp.temperature       = (float) get_f64(o, "temperature", 0.0);
+        sp.top_k             = (int32_t) get_f64(o, "topK", 40);
+        sp.top_p             = (float) get_f64(o, "topP", 0.95);
+        sp.min_p             = (float) get_f64(o, "minP", 0.05);
+        sp.repeat_penalty    = (float) get_f64(o, "repeatPenalty", 1.0);
+        sp.frequency_penalty = (float) get_f64(o, "frequencyPenalty", 0.0);
+        sp.presence_penalty  = (float) get_f64(o, "presencePenalty", 0.0);
+        sp.penalty_last_n    = (int32_t) get_f64(o, "penaltyLastN", 64);
+        sp.seed              = (uint64_t) get_f64(o, "seed", 0);
+        sess->clear_abort();
+        generation_ = std::make_unique<generation>(*sess, std::move(p));
+    } catch (const std::exception & e) {
+        throw_js(env, e);
+    }
+    return env.Undefined();
+}
+
+Napi::Value session_wrap::step(const Napi::CallbackInfo & info) {
+    Napi::Env env = info.Env();
+    if (!check(env)) return env.Undefined();
+    if (!generation_) {
+        Napi::Error::New(env, "[ERR_INTERNAL] step() without begin()").ThrowAsJavaScriptException();
+        return env.Undefined();
+    }
+    const double budget = info[0].As<Napi::Number>().DoubleValue();
+    const uint32_t max_new = info[1].As<Napi::Number>().Uint32Value();
+    busy.store(true);
+    auto * w = new step_worker(env, this, budget, max_new);
+    Napi::Promise p = w->promise();
+    w->Queue();
+    return p;
+}
+
+Napi::Value session_wrap::evaluate(const Napi::CallbackInfo & info) {
+    Napi::Env env = info.Env();
+    if (!check(env)) return env.Undefined();
+    std::vector<int32_t> toks = to_tokens(info[0]);
+    const bool all = info.Length() > 1 && info[1].ToBoolean().Value();
+    if (toks.empty()) {
+        Napi::Error::New(env, "[ERR_INVALID_OPTION] evaluate() needs at least one token").ThrowAsJavaScriptException();
+        return env.Undefined();
+    }
+    sess->clear_abort();
+    busy.store(true);
+    auto * w = new eval_worker(env, this, std::move(toks), all);
+    Napi::Promise p = w->promise();
+    w->Queue();
+    return p;
+}
+
+Napi::Value session_wrap::tokens(const Napi::CallbackInfo & info) {
+    Napi::Env env = info.Env();
+    if (!sess) return Napi::Int32Array::New(env, 0);
+    const auto & t = sess->tokens();
+    Napi::Int32Array a = Napi::Int32Array::New(env, t.size());
+    std::copy(t.begin(), t.end(), a.Data());
+    return a;
+}
+
+Napi::Value session_wrap::truncate(const Napi::CallbackInfo & info) {
+    Napi::Env env = info.Env();
+    if (!check(env)) return env.Undefined();
+    sess->truncate(info[0].As<Napi::Number>().Uint32Value());
+    return env.Undefined();
+}
+
+Napi::Value session_wrap::abort(const Napi::CallbackInfo & info) {
+    if (sess) sess->request_abort();
+    return info.Env().Undefined();
+}
+
+Napi::Value session_wrap::set_threads(const Napi::CallbackInfo & info) {
+    Napi::Env env = info.Env();
+    if (!check(env)) return env.Undefined();
+    try {
+        sess->set_threads(info[0].As<Napi::Number>().Int32Value());
+    } catch (const std::exception & e) {
+        throw_js(env, e);
+    }
+    return env.Undefined();
+}
+
+Napi::Value session_wrap::calibrate_threads(const Napi::CallbackInfo & info) {
+    Napi::Env env = info.Env();
+    if (!check(env)) return env.Undefined();
+    std::vector<int> cands;
+    for (int32_t t : to_tokens(info[0])) {
+        if (t >= 1 && t <= 512) cands.push_back(t);
+    }
+    if (cands.empty()) {
+        Napi::Error::New(env, "[ERR_INVALID_OPTION] calibrateThreads needs thread counts >= 1").ThrowAsJavaScriptException();
+        return env.Undefined();
+    }
+    busy.store(true);
+    auto * w = new calibrate_worker(env, this, std::move(cands));
+    Napi::Promise p = w->promise();
+    w->Queue();
+    return p;
+}
+
+Napi::Value session_wrap::info(const Napi::CallbackInfo & info) {
+    Napi::Env env = info.Env();
+    Napi::Object o = Napi::Object::New(env);
+    if (!sess) return o;
+    o.Set("contextSize", sess->n_ctx());
+    o.Set("batchSize", sess->n_batch());
+    o.Set("threads", sess->n_threads());
+    o.Set("usedTokens", (uint32_t) sess->tokens().size());
+    return o;
+}
+
+Napi::Value session_wrap::dispose(const Napi::CallbackInfo & info) {
+    Napi::Env env = info.Env();
+    if (busy.load()) {
+        Napi::Error::New(env, "[ERR_BUSY] cannot dispose a session while it evaluates").ThrowAsJavaScriptException();
+        return env.Undefined();
+    }
+    generation_.reset();
+    sess.reset();
+    return env.Undefined();
+}
+
+Napi::Value create_session(const Napi::CallbackInfo & info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 2 || !info[0].IsObject() || !info[1].IsObject()) {
+        Napi::TypeError::New(env, "[ERR_INTERNAL] createSession(model, options)").ThrowAsJavaScriptException();
+        return env.Undefined();
+    }
+    Napi::Object model_obj = info[0].As<Napi::Object>();
+    model_wrap * mw = Napi::ObjectWrap<model_wrap>::Unwrap(model_obj);
+    std::shared_ptr<const model> m = mw->get(env);
+    if (!m) return env.Undefined();
+    Napi::Object o = info[1].As<Napi::Object>();
+    session_params p;
+    p.n_ctx     = get_u32(o, "contextSize", m->hp.n_ctx_train);
+    p.n_batch   = get_u32(o, "batchSize", 512);
+    p.n_threads = (int) get_u32(o, "threads", 1);
+    auto * w = new create_worker(env, model_obj, m, p);
+    Napi::Promise pr = w->promise();
+    w->Queue();
+    return pr;
+}
+
+} // namespace specdec

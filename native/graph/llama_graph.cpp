@@ -1,0 +1,195 @@
+// The forward graph, op for op as llama.cpp builds it for these architectures
+// (src/models/llama.cpp, qwen2.cpp, qwen3.cpp; llm_graph_context::build_attn with
+// flash attention, which llama.cpp's "auto" setting selects on the CPU): same ops in
+// the same order give the same numbers.
+#include "graph/llama_graph.h"
+
+#include <algorithm>
+#include <cmath>
+
+namespace specdec {
+
+// ggml's CPU flash attention picks its kernel from the shapes: one query row over
+// >= 512 cells splits the KV range across threads; >= 64 query rows use a tiled kernel;
+// anything else runs row by row over the whole range. Each gives different rounding.
+static constexpr uint32_t FA_SPLIT_KV_MIN = 512;
+static constexpr uint32_t FA_TILED_MIN_ROWS = 64;
+
+size_t llama_graph_max_nodes(const model & m) {
+    // worst case: invariant attention with its views, one flash-attention node and one concat per row
+    return 64 + (64 + 10 * MAX_INVARIANT_BATCH) * m.hp.n_layer;
+}
+
+uint32_t decode_n_kv(uint32_t n_total, uint32_t kv_size) {
+    const uint32_t pad = 256;
+    const uint32_t padded = ((n_total + pad - 1) / pad) * pad;
+    return std::min(kv_size, std::max(pad, padded));
+}
+
+// Attention of a batch whose rows must each match a one-token decode bit for bit.
+//   q: [head_dim, n_tokens, n_head] (permuted view), mask: [n_kv, n_tokens]
+//   returns [head_dim, n_head, n_tokens]
+static ggml_tensor * build_attn_invariant(ggml_context * ctx0, const kv_cache & kv, int il,
+                                          ggml_tensor * q, ggml_tensor * mask, const graph_shape & shape, float kq_scale) {
+    const int64_t n_tokens = shape.n_tokens;
+    std::vector<ggml_tensor *> parts;
+    int64_t i = 0;
+    while (i < n_tokens) {
+        const uint32_t nkv_i = shape.row_n_kv[i];
+        int64_t n_rows = 1;
+        uint32_t n_kv = nkv_i;
+        if (nkv_i < FA_SPLIT_KV_MIN) {
+            // rows decoded by the row-by-row kernel: group them (any KV length gives the
+            // same result, masked cells are skipped), below the tiled kernel's threshold
+            while (i + n_rows < n_tokens && n_rows < FA_TILED_MIN_ROWS - 1 && shape.row_n_kv[i + n_rows] < FA_SPLIT_KV_MIN) {
+                n_rows++;
+            }
+            if (n_rows > 1) {
+                n_kv = shape.n_kv;
+            }
+        }
+        ggml_tensor * q_rows = ggml_view_3d(ctx0, q, q->ne[0], n_rows, q->ne[2], q->nb[1], q->nb[2], i * q->nb[1]);
+        ggml_tensor * m_rows = n_kv == shape.n_kv
+            ? ggml_view_2d(ctx0, mask, n_kv, n_rows, mask->nb[1], i * mask->nb[1])
+            : ggml_view_2d(ctx0, mask, n_kv, 1, mask->nb[1], i * mask->nb[1]);
+        ggml_tensor * k = ggml_permute(ctx0, kv.view_k(ctx0, il, n_kv), 0, 2, 1, 3);
+        ggml_tensor * v = ggml_permute(ctx0, kv.view_v(ctx0, il, n_kv), 0, 2, 1, 3);
+        ggml_tensor * cur = ggml_flash_attn_ext(ctx0, q_rows, k, v, m_rows, kq_scale, 0.0f, 0.0f);  // [head_dim, n_head, n_rows]
+        ggml_flash_attn_ext_set_prec(cur, GGML_PREC_F32);
+        parts.push_back(cur);
+        i += n_rows;
+    }
+    // join the parts along the token dimension (pairwise, so copies stay O(n log n))
+    while (parts.size() > 1) {
+        std::vector<ggml_tensor *> next;
+        for (size_t j = 0; j + 1 < parts.size(); j += 2) {
+            next.push_back(ggml_concat(ctx0, parts[j], parts[j + 1], 2));
+        }
+        if (parts.size() % 2) next.push_back(parts.back());
+        parts.swap(next);
+    }
+    return parts[0];
+}
+
+static ggml_tensor * build_norm(ggml_context * ctx0, ggml_tensor * cur, ggml_tensor * w, float eps) {
+    cur = ggml_rms_norm(ctx0, cur, eps);
+    return ggml_mul(ctx0, cur, w);
+}
+
+static ggml_tensor * build_rope(ggml_context * ctx0, const model & m, ggml_tensor * x, ggml_tensor * pos) {
+    const hparams & hp = m.hp;
+    return ggml_rope_ext(ctx0, x, pos, m.rope_freqs,
+            hp.n_rot, hp.rope_type, hp.n_ctx_orig, hp.rope_freq_base, hp.rope_freq_scale,
+            hp.yarn_ext_factor, hp.yarn_attn_factor, hp.yarn_beta_fast, hp.yarn_beta_slow);
+}
+
+ggml_cgraph * build_llama_graph(ggml_context * ctx0, const model & m, const kv_cache & kv,
+                                const graph_shape & shape, graph_inputs & in) {
+    const hparams & hp = m.hp;
+    const int64_t n_tokens    = shape.n_tokens;
+    const int64_t n_embd_head = hp.n_embd_head_k;
+    const float   kq_scale    = hp.f_attn_scale != 0.0f ? hp.f_attn_scale : 1.0f / sqrtf((float) n_embd_head);
+
+    ggml_cgraph * gf = ggml_new_graph_custom(ctx0, llama_graph_max_nodes(m), false);
+
+    in.tokens = ggml_new_tensor_1d(ctx0, GGML_TYPE_I32, n_tokens);
+    ggml_set_name(in.tokens, "inp_tokens");
+    ggml_set_input(in.tokens);
+    in.pos = ggml_new_tensor_1d(ctx0, GGML_TYPE_I32, n_tokens);
+    ggml_set_name(in.pos, "inp_pos");
+    ggml_set_input(in.pos);
+    in.kv_idxs = ggml_new_tensor_1d(ctx0, GGML_TYPE_I64, n_tokens);
+    ggml_set_name(in.kv_idxs, "inp_kv_idxs");
+    ggml_set_input(in.kv_idxs);
+    in.mask = ggml_new_tensor_2d(ctx0, GGML_TYPE_F16, shape.n_kv, n_tokens);
+    ggml_set_name(in.mask, "inp_kq_mask");
+    ggml_set_input(in.mask);
+    in.out_ids = nullptr;
+    if (shape.n_outputs != n_tokens) {
+        in.out_ids = ggml_new_tensor_1d(ctx0, GGML_TYPE_I32, shape.n_outputs);
+        ggml_set_name(in.out_ids, "inp_out_ids");
+        ggml_set_input(in.out_ids);
+    }
+
+    ggml_tensor * inpL = ggml_get_rows(ctx0, m.tok_embd, in.tokens);  // [n_embd, n_tokens]
+    ggml_tensor * cur  = nullptr;
+
+    for (int il = 0; il < (int) hp.n_layer; ++il) {
+        const layer_weights & L = m.layers[il];
+        ggml_tensor * inpSA = inpL;
+
+        cur = build_norm(ctx0, inpL, L.attn_norm, hp.f_norm_rms_eps);  // [n_embd, n_tokens]
+
+        // self-attention
+        {
+            ggml_tensor * Qcur = ggml_mul_mat(ctx0, L.wq, cur);  // [n_embd_q, n_tokens]
+            if (L.bq) Qcur = ggml_add(ctx0, Qcur, L.bq);
+            ggml_tensor * Kcur = ggml_mul_mat(ctx0, L.wk, cur);  // [n_embd_k_gqa, n_tokens]
+            if (L.bk) Kcur = ggml_add(ctx0, Kcur, L.bk);
+            ggml_tensor * Vcur = ggml_mul_mat(ctx0, L.wv, cur);  // [n_embd_v_gqa, n_tokens]
+            if (L.bv) Vcur = ggml_add(ctx0, Vcur, L.bv);
+
+            Qcur = ggml_reshape_3d(ctx0, Qcur, n_embd_head, hp.n_head,    n_tokens);  // [head_dim, n_head, n_tokens]
+            Kcur = ggml_reshape_3d(ctx0, Kcur, n_embd_head, hp.n_head_kv, n_tokens);  // [head_dim, n_head_kv, n_tokens]
+            Vcur = ggml_reshape_3d(ctx0, Vcur, n_embd_head, hp.n_head_kv, n_tokens);
+
+            if (L.q_norm) Qcur = build_norm(ctx0, Qcur, L.q_norm, hp.f_norm_rms_eps);
+            Qcur = build_rope(ctx0, m, Qcur, in.pos);
+            if (L.k_norm) Kcur = build_norm(ctx0, Kcur, L.k_norm, hp.f_norm_rms_eps);
+            Kcur = build_rope(ctx0, m, Kcur, in.pos);
+
+            ggml_build_forward_expand(gf, Qcur);
+            ggml_build_forward_expand(gf, Vcur);
+            ggml_build_forward_expand(gf, Kcur);
+
+            // store K and V of the batch into their cells
+            ggml_tensor * k_rows = ggml_view_2d(ctx0, Kcur, hp.n_embd_k_gqa(), n_tokens, Kcur->nb[2], 0);  // [n_embd_k_gqa, n_tokens]
+            ggml_tensor * v_rows = ggml_view_2d(ctx0, Vcur, hp.n_embd_v_gqa(), n_tokens, Vcur->nb[2], 0);
+            ggml_build_forward_expand(gf, ggml_set_rows(ctx0, kv.k_layer(il), k_rows, in.kv_idxs));
+            ggml_build_forward_expand(gf, ggml_set_rows(ctx0, kv.v_layer(il), v_rows, in.kv_idxs));
+
+            ggml_tensor * q = ggml_permute(ctx0, Qcur, 0, 2, 1, 3);  // [head_dim, n_tokens, n_head]
+            if (shape.invariant && n_tokens > 1) {
+                cur = build_attn_invariant(ctx0, kv, il, q, in.mask, shape, kq_scale);  // [head_dim, n_head, n_tokens]
+            } else {
+                ggml_tensor * k = ggml_permute(ctx0, kv.view_k(ctx0, il, shape.n_kv), 0, 2, 1, 3);  // [head_dim, n_kv, n_head_kv]
+                ggml_tensor * v = ggml_permute(ctx0, kv.view_v(ctx0, il, shape.n_kv), 0, 2, 1, 3);  // [head_dim, n_kv, n_head_kv]
+                cur = ggml_flash_attn_ext(ctx0, q, k, v, in.mask, kq_scale, 0.0f, 0.0f);  // [head_dim, n_head, n_tokens]
+                ggml_flash_attn_ext_set_prec(cur, GGML_PREC_F32);
+            }
+            cur = ggml_reshape_2d(ctx0, cur, cur->ne[0] * cur->ne[1], cur->ne[2] * cur->ne[3]);  // [n_embd_q, n_tokens]
+
+            cur = ggml_mul_mat(ctx0, L.wo, cur);  // [n_embd, n_tokens]
+            if (L.bo) cur = ggml_add(ctx0, cur, L.bo);
+        }
+
+        if (il == (int) hp.n_layer - 1 && in.out_ids) {
+            // only the rows whose logits are wanted go on
+            cur   = ggml_get_rows(ctx0, cur,   in.out_ids);  // [n_embd, n_outputs]
+            inpSA = ggml_get_rows(ctx0, inpSA, in.out_ids);
+        }
+
+        ggml_tensor * ffn_inp = ggml_add(ctx0, cur, inpSA);
+
+        // feed-forward: down(silu(gate(x)) * up(x))
+        cur = build_norm(ctx0, ffn_inp, L.ffn_norm, hp.f_norm_rms_eps);
+        ggml_tensor * up   = ggml_mul_mat(ctx0, L.ffn_up, cur);    // [n_ff, n]
+        ggml_tensor * gate = ggml_mul_mat(ctx0, L.ffn_gate, cur);  // [n_ff, n]
+        cur = ggml_swiglu_split(ctx0, gate, up);
+        cur = ggml_mul_mat(ctx0, L.ffn_down, cur);                 // [n_embd, n]
+
+        cur  = ggml_add(ctx0, cur, ffn_inp);
+        inpL = cur;
+    }
+
+    cur = build_norm(ctx0, inpL, m.output_norm, hp.f_norm_rms_eps);  // [n_embd, n_outputs]
+    cur = ggml_mul_mat(ctx0, m.output, cur);                          // [n_vocab, n_outputs]
+    ggml_set_name(cur, "result_output");
+    ggml_set_output(cur);
+    in.logits = cur;
+
+    ggml_build_forward_expand(gf, cur);
+    return gf;
+}
+
+} // namespace specdec

@@ -1,0 +1,48 @@
+// One graph builder for every evaluation of a llama/qwen2/qwen3 model: a one-token
+// decode is a batch of one, a prefill is a chain, a verification is a tree. The
+// positions and the attention mask are inputs, so any token tree fits the same graph.
+#pragma once
+
+#include "kv/kv_cache.h"
+#include "model/model.h"
+
+#include <vector>
+
+namespace specdec {
+
+// The largest batch evaluated with batch-invariant attention (tree verification, evaluate()).
+static constexpr uint32_t MAX_INVARIANT_BATCH = 256;
+
+struct graph_shape {
+    uint32_t n_tokens  = 0;  // tokens evaluated (written to cells [kv_head, kv_head + n_tokens))
+    uint32_t n_kv      = 0;  // cells attended over (>= kv_head + n_tokens, padded)
+    uint32_t n_outputs = 0;  // rows of logits wanted (selected by out_ids)
+
+    // Batch-invariant attention: when set, row i's attention is computed exactly as a
+    // one-token decode of that token computes it (same kernel path, same KV length
+    // row_n_kv[i]), so its logits equal one-token decoding bit for bit. Off for prompt
+    // prefill, which follows llama.cpp's batched kernels.
+    bool                  invariant = false;
+    std::vector<uint32_t> row_n_kv;  // [n_tokens] when invariant
+};
+
+// Length of the KV view a one-token decode uses when the cache holds n_total cells
+// (llama.cpp pads to 256 so that graph shapes repeat).
+uint32_t decode_n_kv(uint32_t n_total, uint32_t kv_size);
+
+struct graph_inputs {
+    ggml_tensor * tokens  = nullptr;  // [n_tokens] i32
+    ggml_tensor * pos     = nullptr;  // [n_tokens] i32: RoPE positions
+    ggml_tensor * kv_idxs = nullptr;  // [n_tokens] i64: the cache cell each token's K/V goes to
+    ggml_tensor * mask    = nullptr;  // [n_kv, n_tokens] f16: 0 where a token may attend, -inf elsewhere
+    ggml_tensor * out_ids = nullptr;  // [n_outputs] i32: which tokens produce logits (null: all)
+    ggml_tensor * logits  = nullptr;  // [n_vocab, n_outputs] f32
+};
+
+ggml_cgraph * build_llama_graph(ggml_context * ctx0, const model & m, const kv_cache & kv,
+                                const graph_shape & shape, graph_inputs & in);
+
+// Upper bound of graph nodes for the given model (for ggml_new_graph_custom and the compute context).
+size_t llama_graph_max_nodes(const model & m);
+
+} // namespace specdec

@@ -1,0 +1,77 @@
+// The immutable model: hyper-parameters and weights placed on a backend.
+// Many sessions (mutable state) can run over one model at once.
+#pragma once
+
+#include "model/hparams.h"
+
+#include "ggml.h"
+#include "ggml-backend.h"
+#include "gguf.h"
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace specdec {
+
+struct layer_weights {
+    ggml_tensor * attn_norm = nullptr;  // [n_embd]
+    ggml_tensor * wq = nullptr;         // [n_embd, n_embd_q]
+    ggml_tensor * wk = nullptr;         // [n_embd, n_embd_k_gqa]
+    ggml_tensor * wv = nullptr;         // [n_embd, n_embd_v_gqa]
+    ggml_tensor * wo = nullptr;         // [n_embd_q, n_embd]
+    ggml_tensor * bq = nullptr;         // qwen2: [n_embd_q]
+    ggml_tensor * bk = nullptr;         // qwen2: [n_embd_k_gqa]
+    ggml_tensor * bv = nullptr;         // qwen2: [n_embd_v_gqa]
+    ggml_tensor * bo = nullptr;         // optional: [n_embd]
+    ggml_tensor * q_norm = nullptr;     // qwen3: [n_embd_head_k]
+    ggml_tensor * k_norm = nullptr;     // qwen3: [n_embd_head_k]
+    ggml_tensor * ffn_norm = nullptr;   // [n_embd]
+    ggml_tensor * ffn_gate = nullptr;   // [n_embd, n_ff]
+    ggml_tensor * ffn_up = nullptr;     // [n_embd, n_ff]
+    ggml_tensor * ffn_down = nullptr;   // [n_ff, n_embd]
+};
+
+enum backend_kind { BACKEND_AUTO, BACKEND_CPU, BACKEND_CUDA, BACKEND_METAL };
+
+struct load_params {
+    std::string  path;
+    backend_kind backend = BACKEND_AUTO;
+    // called with a fraction in [0, 1]; return false to cancel the load
+    std::function<bool(float)> progress;
+};
+
+struct model {
+    hparams hp;
+
+    ggml_tensor * tok_embd    = nullptr;  // [n_embd, n_vocab]
+    ggml_tensor * output_norm = nullptr;  // [n_embd]
+    ggml_tensor * output      = nullptr;  // [n_embd, n_vocab] (tok_embd when tied)
+    ggml_tensor * rope_freqs  = nullptr;  // optional [n_rot/2] (Llama 3)
+    std::vector<layer_weights> layers;
+
+    bool     tied_embeddings = false;
+    uint64_t n_params        = 0;
+    uint64_t n_bytes         = 0;
+    std::string file_type;            // dominant weight type, e.g. "q8_0"
+
+    ggml_backend_dev_t device = nullptr;  // where the weights live
+    std::string        device_name;
+    backend_kind       kind = BACKEND_CPU;
+
+    ~model();
+
+    ggml_context *                     ctx_w   = nullptr;  // tensor metadata (no_alloc)
+    gguf_context *                     gguf    = nullptr;
+    std::vector<ggml_backend_buffer_t> buffers;
+    void *                             mapping = nullptr;
+    size_t                             mapping_size = 0;
+};
+
+// Loads and validates a model file. Throws specdec::error with a code on any problem.
+std::shared_ptr<model> model_load(const load_params & params);
+
+} // namespace specdec

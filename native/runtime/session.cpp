@@ -1,0 +1,301 @@
+#include "runtime/session.h"
+#include "common/error.h"
+
+#include "ggml-cpu.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <cstdlib>
+
+namespace specdec {
+
+static bool abort_cb(void * data) {
+    return static_cast<std::atomic<bool> *>(data)->load(std::memory_order_relaxed);
+}
+
+session::session(std::shared_ptr<const model> model_, const session_params & params)
+    : m(std::move(model_)), par(params), kv(*m, m->device, params.n_ctx) {
+    backend_cpu = ggml_backend_dev_init(ggml_backend_dev_by_type(GGML_BACKEND_DEVICE_TYPE_CPU), nullptr);
+    if (!backend_cpu) {
+        fail("ERR_BACKEND_UNAVAILABLE", "cannot start the CPU backend");
+    }
+    make_threadpool(par.n_threads);
+    ggml_backend_cpu_set_abort_callback(backend_cpu, abort_cb, &abort_flag);
+
+    std::vector<ggml_backend_t> backends;
+    if (m->kind != BACKEND_CPU) {
+        backend_dev = ggml_backend_dev_init(m->device, nullptr);
+        if (!backend_dev) {
+            ggml_backend_free(backend_cpu);
+            fail("ERR_BACKEND_UNAVAILABLE", format("cannot start backend %s", m->device_name.c_str()));
+        }
+        backends.push_back(backend_dev);
+    }
+    backends.push_back(backend_cpu);
+
+    const size_t max_nodes = llama_graph_max_nodes(*m);
+    sched = ggml_backend_sched_new(backends.data(), nullptr, (int) backends.size(), max_nodes, false, true);
+    graph_buf.resize(ggml_tensor_overhead() * max_nodes * 2 + ggml_graph_overhead_custom(max_nodes, false));
+
+    // measure the compute buffers once, from the worst-case graph
+    ggml_init_params ip = { graph_buf.size(), graph_buf.data(), true };
+    ggml_context * ctx0 = ggml_init(ip);
+    graph_shape worst { par.n_batch, kv.size(), par.n_batch };
+    graph_inputs in;
+    ggml_cgraph * gf = build_llama_graph(ctx0, *m, kv, worst, in);
+    bool ok = ggml_backend_sched_reserve(sched, gf);
+    ggml_free(ctx0);
+    if (ok) {
+        // and from the worst batch-invariant graph (one attention node per row)
+        const uint32_t n = std::min(par.n_batch, MAX_INVARIANT_BATCH);
+        graph_shape inv { n, kv.size(), n, true, std::vector<uint32_t>(n, kv.size()) };
+        ctx0 = ggml_init(ip);
+        gf = build_llama_graph(ctx0, *m, kv, inv, in);
+        ok = ggml_backend_sched_reserve(sched, gf);
+        ggml_free(ctx0);
+    }
+    if (!ok) {
+        ggml_backend_sched_free(sched);
+        if (backend_dev) ggml_backend_free(backend_dev);
+        ggml_backend_free(backend_cpu);
+        ggml_threadpool_free(threadpool);
+        fail("ERR_BACKEND_UNAVAILABLE", "cannot allocate the compute buffers (context or batch size too large for the device?)");
+    }
+}
+
+session::~session() {
+    if (sched) ggml_backend_sched_free(sched);
+    if (backend_dev) ggml_backend_free(backend_dev);
+    if (backend_cpu) ggml_backend_free(backend_cpu);
+    if (threadpool) ggml_threadpool_free(threadpool);
+}
+
+void session::make_threadpool(int n) {
+    // One persistent pool per session: threads are created once, not per graph.
+    ggml_threadpool_params tpp = ggml_threadpool_params_default(n);
+    ggml_threadpool * tp = ggml_threadpool_new(&tpp);
+    if (!tp) {
+        fail("ERR_BACKEND_UNAVAILABLE", format("cannot start %d compute threads", n));
+    }
+    ggml_backend_cpu_set_n_threads(backend_cpu, n);
+    ggml_backend_cpu_set_threadpool(backend_cpu, tp);
+    if (threadpool) ggml_threadpool_free(threadpool);
+    threadpool = tp;
+    par.n_threads = n;
+}
+
+void session::set_threads(int n) {
+    if (n != par.n_threads) make_threadpool(n);
+}
+
+int session::calibrate_threads(const std::vector<int> & candidates, std::vector<double> & ms_per_token) {
+    if (!committed.empty()) {
+        fail("ERR_INTERNAL", "thread calibration needs an empty session");
+    }
+    std::vector<float> logits;
+    const std::vector<int32_t> tok = { 0 };
+    int best = par.n_threads;
+    double best_ms = 1e30;
+    ms_per_token.clear();
+    for (int n : candidates) {
+        set_threads(n);
+        std::vector<double> times;
+        for (int rep = 0; rep < 8; ++rep) {
+            const auto t0 = std::chrono::steady_clock::now();
+            compute(tok, { -1 }, { 0 }, false, logits);
+            const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+            if (rep >= 2) times.push_back(ms);  // the first runs warm caches and threads
+        }
+        std::sort(times.begin(), times.end());
+        const double med = times[times.size() / 2];
+        ms_per_token.push_back(med);
+        if (med < best_ms * 0.95) {
+            best_ms = med;
+            best = n;
+        }
+    }
+    set_threads(best);
+    timing = eval_timing();
+    return best;
+}
+
+void session::pause_threads() {
+    if (threadpool) ggml_threadpool_pause(threadpool);
+}
+
+void session::truncate(uint32_t n) {
+    if (n < committed.size()) {
+        committed.resize(n);
+    }
+    kv.truncate((uint32_t) committed.size());
+}
+
+void session::compute(const std::vector<int32_t> & tokens, const std::vector<int32_t> & parents,
+                      const std::vector<uint32_t> & outputs, bool invariant, std::vector<float> & logits) {
+    const auto t0 = std::chrono::steady_clock::now();
+    const uint32_t n_tokens = (uint32_t) tokens.size();
+    const uint32_t n_past   = kv.used();
+    const uint32_t n_vocab  = m->hp.n_vocab;
+
+    if (n_tokens == 0 || n_tokens > par.n_batch || (invariant && n_tokens > MAX_INVARIANT_BATCH)) {
+        fail("ERR_INTERNAL", format("batch of %u tokens (batch size %u)", n_tokens, par.n_batch));
+    }
+    if (n_past + n_tokens > kv.size()) {
+        fail("ERR_CONTEXT_OVERFLOW", format("the context is full: %u cells used + %u new > context size %u", n_past, n_tokens, kv.size()));
+    }
+    for (int32_t t : tokens) {
+        if (t < 0 || (uint32_t) t >= n_vocab) {
+            fail("ERR_TOKEN_OUT_OF_RANGE", format("token id %d is out of range [0, %u)", t, n_vocab));
+        }
+    }
+
+    // positions: n_past + depth in the tree
+    depth.resize(n_tokens);
+    for (uint32_t i = 0; i < n_tokens; ++i) {
+        const int32_t p = parents[i];
+        if (p >= (int32_t) i) {
+            fail("ERR_INTERNAL", "tree parents must precede their children");
+        }
+        depth[i] = p < 0 ? 0 : depth[p] + 1;
+    }
+
+    graph_shape shape { n_tokens, decode_n_kv(n_past + n_tokens, kv.size()), (uint32_t) outputs.size() };
+    if (invariant) {
+        shape.invariant = true;
+        shape.row_n_kv.resize(n_tokens);
+        for (uint32_t i = 0; i < n_tokens; ++i) {
+            // the KV length a one-token decode of this token would see; a tree node stored
+            // past that length (a later sibling) needs the longer view to see itself
+            shape.row_n_kv[i] = std::max(decode_n_kv(n_past + depth[i] + 1, kv.size()), decode_n_kv(n_past + i + 1, kv.size()));
+        }
+    }
+    bool identity_outputs = outputs.size() == n_tokens;
+    for (uint32_t i = 0; identity_outputs && i < n_tokens; ++i) identity_outputs = outputs[i] == i;
+    if (identity_outputs) shape.n_outputs = n_tokens;
+
+    ggml_init_params ip = { graph_buf.size(), graph_buf.data(), true };
+    ggml_context * ctx0 = ggml_init(ip);
+    graph_inputs in;
+    ggml_cgraph * gf = build_llama_graph(ctx0, *m, kv, shape, in);
+    if (!identity_outputs && !in.out_ids) {
+        ggml_free(ctx0);
+        fail("ERR_INTERNAL", "outputs must be given as a selection");
+    }
+
+    ggml_backend_sched_reset(sched);
+    if (!ggml_backend_sched_alloc_graph(sched, gf)) {
+        ggml_free(ctx0);
+        fail("ERR_INTERNAL", "cannot allocate the graph");
+    }
+
+    std::vector<int32_t> pos(n_tokens);
+    std::vector<int64_t> idxs(n_tokens);
+    for (uint32_t i = 0; i < n_tokens; ++i) {
+        pos[i]  = (int32_t) n_past + depth[i];
+        idxs[i] = (int64_t) n_past + i;
+    }
+    ggml_backend_tensor_set(in.tokens, tokens.data(), 0, n_tokens * sizeof(int32_t));
+    ggml_backend_tensor_set(in.pos, pos.data(), 0, n_tokens * sizeof(int32_t));
+    ggml_backend_tensor_set(in.kv_idxs, idxs.data(), 0, n_tokens * sizeof(int64_t));
+
+    // mask: row i may see the committed cells, its ancestors and itself
+    const ggml_fp16_t zero = ggml_fp32_to_fp16(0.0f);
+    const ggml_fp16_t ninf = ggml_fp32_to_fp16(-INFINITY);
+    const uint32_t n_kv = shape.n_kv;
+    mask.assign((size_t) n_kv * n_tokens, ninf);
+    for (uint32_t i = 0; i < n_tokens; ++i) {
+        ggml_fp16_t * row = mask.data() + (size_t) i * n_kv;
+        for (uint32_t j = 0; j < n_past; ++j) row[j] = zero;
+        for (int32_t a = (int32_t) i; a >= 0; a = parents[a]) row[n_past + a] = zero;
+    }
+    ggml_backend_tensor_set(in.mask, mask.data(), 0, mask.size() * sizeof(ggml_fp16_t));
+    if (in.out_ids) {
+        std::vector<int32_t> out_ids(outputs.begin(), outputs.end());
+        for (int32_t o : out_ids) {
+            if (o < 0 || (uint32_t) o >= n_tokens) {
+                ggml_free(ctx0);
+                fail("ERR_INTERNAL", "output index out of range");
+            }
+        }
+        ggml_backend_tensor_set(in.out_ids, out_ids.data(), 0, out_ids.size() * sizeof(int32_t));
+    }
+
+    const ggml_status st = ggml_backend_sched_graph_compute(sched, gf);
+    if (st != GGML_STATUS_SUCCESS) {
+        ggml_free(ctx0);
+        if (st == GGML_STATUS_ABORTED) {
+            fail("ERR_ABORTED", "evaluation aborted");
+        }
+        fail("ERR_INTERNAL", format("graph computation failed (status %d)", (int) st));
+    }
+
+    logits.resize((size_t) outputs.size() * n_vocab);
+    ggml_backend_tensor_get(in.logits, logits.data(), 0, logits.size() * sizeof(float));
+    ggml_free(ctx0);
+
+    timing.ms_total += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    timing.n_evals  += 1;
+    timing.n_tokens += n_tokens;
+}
+
+void session::eval_tree(const std::vector<int32_t> & tokens, const std::vector<int32_t> & parents,
+                        const std::vector<uint32_t> & outputs, std::vector<float> & logits) {
+    if (parents.size() != tokens.size()) {
+        fail("ERR_INTERNAL", "tokens and parents differ in length");
+    }
+    compute(tokens, parents, outputs, true, logits);
+}
+
+void session::eval_chain(const std::vector<int32_t> & tokens, bool all_logits, bool invariant, std::vector<float> & logits) {
+    const uint32_t n_vocab = m->hp.n_vocab;
+    if (committed.size() + tokens.size() > kv.size()) {
+        fail("ERR_CONTEXT_OVERFLOW", format("%zu tokens do not fit the context: %zu already used of %u",
+                tokens.size(), committed.size(), kv.size()));
+    }
+    logits.clear();
+    std::vector<float> chunk_logits;
+    const size_t batch = invariant ? std::min(par.n_batch, MAX_INVARIANT_BATCH) : par.n_batch;
+    for (size_t start = 0; start < tokens.size(); start += batch) {
+        if (abort_requested()) {
+            fail("ERR_ABORTED", "evaluation aborted");
+        }
+        const size_t n = std::min<size_t>(batch, tokens.size() - start);
+        std::vector<int32_t> chunk(tokens.begin() + start, tokens.begin() + start + n);
+        std::vector<int32_t> parents(n);
+        for (size_t i = 0; i < n; ++i) parents[i] = (int32_t) i - 1;
+        std::vector<uint32_t> outputs;
+        if (all_logits) {
+            for (size_t i = 0; i < n; ++i) outputs.push_back((uint32_t) i);
+        } else if (start + n == tokens.size()) {
+            outputs.push_back((uint32_t) n - 1);
+        } else {
+            outputs.push_back((uint32_t) n - 1);  // a graph needs one output; discarded
+        }
+        compute(chunk, parents, outputs, invariant, chunk_logits);
+        commit_chain(chunk, (uint32_t) n);
+        if (all_logits) {
+            logits.insert(logits.end(), chunk_logits.begin(), chunk_logits.end());
+        } else if (start + n == tokens.size()) {
+            logits.assign(chunk_logits.end() - n_vocab, chunk_logits.end());
+        }
+    }
+}
+
+void session::commit_chain(const std::vector<int32_t> & tokens, uint32_t n) {
+    kv.commit(n);
+    committed.insert(committed.end(), tokens.begin(), tokens.begin() + n);
+}
+
+void session::commit_path(const std::vector<int32_t> & tokens, const std::vector<uint32_t> & path) {
+    const uint32_t n_past = (uint32_t) committed.size();
+    std::vector<uint32_t> cells;
+    for (uint32_t idx : path) {
+        cells.push_back(n_past + idx);
+        committed.push_back(tokens[idx]);
+    }
+    kv.keep(n_past, cells);
+}
+
+} // namespace specdec

@@ -1,0 +1,105 @@
+// A session: the mutable state over an immutable model (KV cache, scheduler, compute
+// threads, the committed token sequence). One evaluation at a time.
+#pragma once
+
+#include "graph/llama_graph.h"
+#include "kv/kv_cache.h"
+#include "model/model.h"
+
+#include "ggml-backend.h"
+
+#include <atomic>
+#include <memory>
+#include <vector>
+
+namespace specdec {
+
+struct session_params {
+    uint32_t n_ctx     = 0;  // 0: the model's training context
+    uint32_t n_batch   = 512;
+    int      n_threads = 1;
+};
+
+struct eval_timing {
+    double   ms_total   = 0.0;
+    uint64_t n_evals    = 0;
+    uint64_t n_tokens   = 0;
+};
+
+class session {
+public:
+    session(std::shared_ptr<const model> m, const session_params & params);
+    ~session();
+    session(const session &) = delete;
+    session & operator=(const session &) = delete;
+
+    const model & mdl() const { return *m; }
+    uint32_t n_ctx() const { return kv.size(); }
+    uint32_t n_batch() const { return par.n_batch; }
+    uint32_t n_vocab() const { return m->hp.n_vocab; }
+    int n_threads() const { return par.n_threads; }
+    void set_threads(int n);
+
+    // The tokens whose K/V the cache holds, in order.
+    const std::vector<int32_t> & tokens() const { return committed; }
+
+    // Drop everything at or after position n.
+    void truncate(uint32_t n);
+
+    // Evaluates `tokens` as a tree hanging off the committed sequence: parents[i] is the
+    // index of token i's parent in this batch, or -1 for a child of the last committed
+    // token. Token i gets position n_past + depth(i) and attends to the committed cells,
+    // its ancestors and itself. Writes logits for `outputs` (indices into tokens) to
+    // `logits` ([outputs.size()][n_vocab]). Nothing is committed: call commit_chain or
+    // commit_path afterwards. At most n_batch tokens.
+    void eval_tree(const std::vector<int32_t> & tokens, const std::vector<int32_t> & parents,
+                   const std::vector<uint32_t> & outputs, std::vector<float> & logits);
+
+    // Evaluates a chain and commits it; logits of the last token (or of all tokens when
+    // all_logits) go to `logits`. `invariant`: every token's logits equal those of a
+    // one-token decode (batches of at most MAX_INVARIANT_BATCH); otherwise batches of
+    // n_batch with llama.cpp's batched attention kernels (prompt prefill).
+    void eval_chain(const std::vector<int32_t> & tokens, bool all_logits, bool invariant, std::vector<float> & logits);
+
+    // Commits the first n tokens of the last eval_tree batch, which must be a chain prefix.
+    void commit_chain(const std::vector<int32_t> & tokens, uint32_t n);
+    // Commits the batch tokens at `path` (indices of the last eval_tree batch, root first).
+    void commit_path(const std::vector<int32_t> & tokens, const std::vector<uint32_t> & path);
+
+    // Times one-token decoding at each thread count in `candidates` (the cache must be
+    // empty) and switches to the fastest; fewer threads win ties within 5 %.
+    int calibrate_threads(const std::vector<int> & candidates, std::vector<double> & ms_per_token);
+
+    // The compute threads spin between graphs; pause them while the session is idle.
+    void pause_threads();
+
+    // Abort: checked between steps and inside graph computation.
+    void request_abort() { abort_flag.store(true); }
+    void clear_abort() { abort_flag.store(false); }
+    bool abort_requested() const { return abort_flag.load(); }
+
+    eval_timing timing;
+
+private:
+    void compute(const std::vector<int32_t> & tokens, const std::vector<int32_t> & parents,
+                 const std::vector<uint32_t> & outputs, bool invariant, std::vector<float> & logits);
+    void make_threadpool(int n);
+
+    std::shared_ptr<const model> m;
+    session_params par;
+    kv_cache kv;
+    std::vector<int32_t> committed;
+
+    ggml_backend_t backend_cpu = nullptr;
+    ggml_threadpool * threadpool = nullptr;  // persistent compute threads of this session
+    ggml_backend_t backend_dev = nullptr;  // null when the model is on the CPU
+    ggml_backend_sched_t sched = nullptr;
+    std::vector<uint8_t> graph_buf;
+    std::atomic<bool> abort_flag { false };
+
+    // scratch
+    std::vector<int32_t> depth;
+    std::vector<ggml_fp16_t> mask;
+};
+
+} // namespace specdec

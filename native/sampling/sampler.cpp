@@ -1,0 +1,127 @@
+#include "sampling/sampler.h"
+
+#include <algorithm>
+#include <cmath>
+#include <unordered_map>
+
+namespace specdec {
+
+sampler_chain::sampler_chain(const sampling_params & params) : par(params), rng(params.seed) {}
+
+void sampler_chain::apply_penalties(std::vector<float> & logits, const std::vector<int32_t> & history) const {
+    const bool any = par.repeat_penalty != 1.0f || par.frequency_penalty != 0.0f || par.presence_penalty != 0.0f;
+    if (!any || par.penalty_last_n == 0 || history.empty()) {
+        return;
+    }
+    const size_t n = par.penalty_last_n < 0 ? history.size() : std::min(history.size(), (size_t) par.penalty_last_n);
+    std::unordered_map<int32_t, int> counts;
+    for (size_t i = history.size() - n; i < history.size(); ++i) {
+        counts[history[i]]++;
+    }
+    for (const auto & [id, count] : counts) {
+        if (id < 0 || (size_t) id >= logits.size()) continue;
+        float & l = logits[id];
+        // as llama.cpp's penalties sampler: divide positive logits, multiply negative ones
+        if (l <= 0.0f) {
+            l *= par.repeat_penalty;
+        } else {
+            l /= par.repeat_penalty;
+        }
+        l -= (float) count * par.frequency_penalty + (count > 0 ? 1.0f : 0.0f) * par.presence_penalty;
+    }
+}
+
+void sampler_chain::distribution(const float * logits, int32_t n_vocab, const std::vector<int32_t> & history,
+                                 std::vector<token_prob> & out) const {
+    scratch.assign(logits, logits + n_vocab);
+    apply_penalties(scratch, history);
+
+    out.clear();
+    if (greedy()) {
+        int32_t best = 0;
+        for (int32_t i = 1; i < n_vocab; ++i) {
+            if (scratch[i] > scratch[best]) best = i;
+        }
+        out.push_back({ best, scratch[best], 1.0f });
+        return;
+    }
+
+    cands.resize(n_vocab);
+    for (int32_t i = 0; i < n_vocab; ++i) {
+        cands[i] = { i, scratch[i], 0.0f };
+    }
+    auto by_logit = [](const token_prob & a, const token_prob & b) {
+        return a.logit > b.logit || (a.logit == b.logit && a.id < b.id);
+    };
+    size_t n = cands.size();
+    // top-k
+    if (par.top_k > 0 && (size_t) par.top_k < n) {
+        std::partial_sort(cands.begin(), cands.begin() + par.top_k, cands.end(), by_logit);
+        n = par.top_k;
+    } else {
+        std::sort(cands.begin(), cands.end(), by_logit);
+    }
+    cands.resize(n);
+
+    auto softmax = [&](float temp) {
+        const float max_l = cands[0].logit;
+        double sum = 0.0;
+        for (auto & c : cands) {
+            c.p = expf((c.logit - max_l) / temp);
+            sum += c.p;
+        }
+        for (auto & c : cands) {
+            c.p = (float) (c.p / sum);
+        }
+    };
+
+    // top-p on the untempered distribution
+    if (par.top_p < 1.0f) {
+        softmax(1.0f);
+        double cum = 0.0;
+        size_t keep = cands.size();
+        for (size_t i = 0; i < cands.size(); ++i) {
+            cum += cands[i].p;
+            if (cum >= par.top_p) {
+                keep = i + 1;
+                break;
+            }
+        }
+        cands.resize(std::max<size_t>(1, keep));
+    }
+    // min-p: keep tokens with p >= min_p * p_max, i.e. logit >= max + log(min_p)
+    if (par.min_p > 0.0f) {
+        const float threshold = cands[0].logit + logf(par.min_p);
+        size_t keep = 1;
+        while (keep < cands.size() && cands[keep].logit >= threshold) keep++;
+        cands.resize(keep);
+    }
+    // temperature + softmax
+    softmax(par.temperature);
+    out = cands;
+}
+
+int32_t sampler_chain::sample_from(const std::vector<token_prob> & dist) {
+    if (dist.size() == 1) {
+        return dist[0].id;
+    }
+    const double u = uniform();
+    double cum = 0.0;
+    for (const auto & c : dist) {
+        cum += c.p;
+        if (u < cum) return c.id;
+    }
+    return dist.back().id;
+}
+
+double sampler_chain::uniform() {
+    return std::uniform_real_distribution<double>(0.0, 1.0)(rng);
+}
+
+int32_t sampler_chain::sample(const float * logits, int32_t n_vocab, const std::vector<int32_t> & history) {
+    std::vector<token_prob> dist;
+    distribution(logits, n_vocab, history, dist);
+    return greedy() ? dist[0].id : sample_from(dist);
+}
+
+} // namespace specdec
