@@ -1,0 +1,83 @@
+/**
+ * Finds and loads the native addon. Order: SPECDEC_BINDING (explicit path), the local
+ * build (build/Release), then prebuilds/<platform>-<arch>/. Every failure is reported
+ * with what to do about it.
+ */
+import { existsSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { NativeBindingError } from './errors';
+
+/** The shape of the native module (native/addon). Internal. */
+export interface NativeModelInfo {
+  architecture: string; parameterCount: number; sizeBytes: number; weightType: string;
+  contextLength: number; vocabSize: number; embeddingLength: number; layerCount: number;
+  headCount: number; headCountKv: number; feedForwardLength: number; ropeFreqBase: number;
+  ropeScaling: string; tiedEmbeddings: boolean; backend: 'cpu' | 'cuda' | 'metal'; device: string;
+}
+export interface NativeModel { info(): NativeModelInfo; dispose(): void }
+export interface NativeStepResult {
+  tokens: Int32Array;
+  done: boolean;
+  stats: {
+    promptTokens: number; promptTokensReused: number; generatedTokens: number;
+    prefillMs: number; decodeMs: number; forwardPasses: number;
+    stopReason: 'none' | 'eos' | 'maxTokens' | 'contextFull' | 'abort';
+  };
+}
+export interface NativeBeginParams {
+  prompt: Int32Array; maxTokens: number; eog: Int32Array; temperature: number; topK: number; topP: number;
+  minP: number; repeatPenalty: number; frequencyPenalty: number; presencePenalty: number; penaltyLastN: number; seed: number;
+}
+export interface NativeSession {
+  begin(params: NativeBeginParams): void;
+  step(budgetMs: number, maxNew: number): Promise<NativeStepResult>;
+  evaluate(tokens: Int32Array, allLogits: boolean): Promise<Float32Array>;
+  tokens(): Int32Array;
+  truncate(n: number): void;
+  abort(): void;
+  setThreads(n: number): void;
+  calibrateThreads(candidates: Int32Array): Promise<{ threads: number; msPerToken: number[] }>;
+  info(): { contextSize: number; batchSize: number; threads: number; usedTokens: number };
+  dispose(): void;
+}
+export interface NativeBinding {
+  LoadTask: new (path: string, backend: string) => { start(onProgress?: (f: number) => void): Promise<NativeModel>; cancel(): void };
+  createSession(model: NativeModel, options: { contextSize: number; batchSize: number; threads: number }): Promise<NativeSession>;
+  devices(): { name: string; description: string; type: string }[];
+  buildInfo(): { cuda: boolean; metal: boolean; hardwareConcurrency: number };
+}
+
+function packageRoot(): string {
+  // lib/ (ts-jest) and dist/ (compiled) both sit directly under the package root
+  return resolve(__dirname, '..');
+}
+
+let cached: NativeBinding | undefined;
+
+export function binding(): NativeBinding {
+  if (cached) return cached;
+  const root = packageRoot();
+  const candidates: string[] = [];
+  if (process.env.SPECDEC_BINDING) candidates.push(resolve(process.env.SPECDEC_BINDING));
+  candidates.push(join(root, 'build', 'Release', 'specdec.node'));
+  const prebuildDir = join(root, 'prebuilds', `${process.platform}-${process.arch}`);
+  candidates.push(join(prebuildDir, 'specdec.node'), join(prebuildDir, 'node.napi.node'));
+  const failures: string[] = [];
+  for (const file of candidates) {
+    if (!existsSync(file)) {
+      failures.push(`${file}: not found`);
+      continue;
+    }
+    try {
+      // eslint-disable-next-line @typescript-eslint/no-require-imports
+      cached = require(file) as NativeBinding;
+      return cached;
+    } catch (err) {
+      failures.push(`${file}: ${(err as Error).message}`);
+    }
+  }
+  throw new NativeBindingError(
+    `cannot load the specdec native addon. Tried:\n  ${failures.join('\n  ')}\n` +
+      'Build it with `npm run build` (needs cmake and a C++17 compiler), or set SPECDEC_BINDING to a specdec.node file.',
+  );
+}

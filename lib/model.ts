@@ -1,0 +1,183 @@
+/** The immutable model: weights on a backend, the tokenizer, and the sessions made from it. */
+import { binding, type NativeModel } from './binding';
+import { DisposedError, InvalidOptionError, fromNative } from './errors';
+import { readGguf, ggufString, type GgufFile } from './gguf/reader';
+import { checkObject, optEnum, optFunction, optNumber, optSignal, rejectUnknown } from './options';
+import { Session, type SessionOptions } from './session';
+import { Tokenizer, type DetokenizeOptions } from './tokenizer';
+
+export type Backend = 'auto' | 'cpu' | 'cuda' | 'metal';
+
+export interface LoadModelOptions {
+  /** Compute backend. 'auto' (default) takes a compiled-in GPU backend with a device, else the CPU. */
+  backend?: Backend;
+  /** Default compute threads for sessions of this model (default: see README, "Threads"). */
+  threads?: number;
+  /** Cancels the load: the promise rejects with the signal's reason. */
+  signal?: AbortSignal;
+  /** Called with the fraction of the weights loaded, 0..1. */
+  onProgress?: (fraction: number) => void;
+}
+
+export interface ModelInfo {
+  path: string;
+  name?: string;
+  architecture: string;
+  parameterCount: number;
+  sizeBytes: number;
+  weightType: string;
+  contextLength: number;
+  vocabSize: number;
+  embeddingLength: number;
+  layerCount: number;
+  headCount: number;
+  headCountKv: number;
+  feedForwardLength: number;
+  ropeFreqBase: number;
+  ropeScaling: string;
+  tiedEmbeddings: boolean;
+  tokenizer: { type: 'spm' | 'bpe'; model: string; preTokenizer: string; bos: number; eos: number; addBos: boolean; eogTokens: number[] };
+  backend: 'cpu' | 'cuda' | 'metal';
+  device: string;
+}
+
+export interface TokenizeOptions {
+  /** Parse special/control tokens written in the text. Default false. */
+  special?: boolean;
+  /** Prepend BOS. Default: the model's metadata (add_bos_token). */
+  addBos?: boolean;
+}
+
+const LOAD_OPTIONS = ['backend', 'threads', 'signal', 'onProgress'] as const;
+
+export async function loadModel(path: string, options: LoadModelOptions = {}): Promise<Model> {
+  if (typeof path !== 'string' || path.length === 0) {
+    throw new InvalidOptionError(`loadModel(path): path must be a non-empty string, got ${typeof path}`);
+  }
+  const o = checkObject(options, 'loadModel options');
+  rejectUnknown(o, LOAD_OPTIONS, 'loadModel');
+  const backend = optEnum<Backend>(o, 'backend', ['auto', 'cpu', 'cuda', 'metal'], 'auto');
+  const threads = o.threads === undefined ? undefined : optNumber(o, 'threads', 1, 1, 512, true);
+  const signal = optSignal(o);
+  const onProgress = optFunction<(f: number) => void>(o, 'onProgress');
+  signal?.throwIfAborted();
+
+  // The header first, in TypeScript: typed errors for bad files, and the tokenizer.
+  const file = await readGguf(path);
+  signal?.throwIfAborted();
+  const tokenizer = Tokenizer.fromGguf(file);
+
+  const task = new (binding().LoadTask)(path, backend);
+  const onAbort = () => task.cancel();
+  signal?.addEventListener('abort', onAbort, { once: true });
+  let native: NativeModel;
+  try {
+    native = await task.start(onProgress ? (f) => onProgress(f) : undefined);
+  } catch (err) {
+    if (signal?.aborted) throw signal.reason;
+    throw fromNative(err);
+  } finally {
+    signal?.removeEventListener('abort', onAbort);
+  }
+  if (signal?.aborted) {
+    native.dispose();
+    throw signal.reason;
+  }
+  return new Model(path, file, native, tokenizer, threads);
+}
+
+export class Model {
+  /** What the model is. */
+  readonly info: ModelInfo;
+  /** The tokenizer (identical to llama.cpp's for this file). */
+  readonly tokenizer: Tokenizer;
+  /** Default thread count for sessions, when given at load. */
+  readonly threads: number | undefined;
+
+  private native: NativeModel | undefined;
+  private readonly sessions = new Set<Session>();
+
+  /** @internal */
+  constructor(path: string, file: GgufFile, native: NativeModel, tokenizer: Tokenizer, threads: number | undefined) {
+    this.native = native;
+    this.tokenizer = tokenizer;
+    this.threads = threads;
+    const n = native.info();
+    this.info = {
+      path,
+      name: ggufString(file, 'general.name'),
+      architecture: n.architecture,
+      parameterCount: n.parameterCount,
+      sizeBytes: n.sizeBytes,
+      weightType: n.weightType,
+      contextLength: n.contextLength,
+      vocabSize: n.vocabSize,
+      embeddingLength: n.embeddingLength,
+      layerCount: n.layerCount,
+      headCount: n.headCount,
+      headCountKv: n.headCountKv,
+      feedForwardLength: n.feedForwardLength,
+      ropeFreqBase: n.ropeFreqBase,
+      ropeScaling: n.ropeScaling,
+      tiedEmbeddings: n.tiedEmbeddings,
+      tokenizer: {
+        type: tokenizer.type,
+        model: tokenizer.model,
+        preTokenizer: tokenizer.preTokenizer,
+        bos: tokenizer.bos,
+        eos: tokenizer.eos,
+        addBos: tokenizer.addBos,
+        eogTokens: [...tokenizer.eogTokens].sort((a, b) => a - b),
+      },
+      backend: n.backend,
+      device: n.device,
+    };
+    if (tokenizer.nVocab !== n.vocabSize) {
+      throw new InvalidOptionError(`the tokenizer has ${tokenizer.nVocab} tokens but the model ${n.vocabSize}`);
+    }
+  }
+
+  get disposed(): boolean {
+    return this.native === undefined;
+  }
+
+  /** @internal */
+  nativeModel(): NativeModel {
+    if (!this.native) throw new DisposedError('the model');
+    return this.native;
+  }
+
+  /** Text to token ids, exactly as llama.cpp tokenizes it. */
+  tokenize(text: string, options: TokenizeOptions = {}): number[] {
+    this.nativeModel();
+    const o = checkObject(options, 'tokenize options');
+    rejectUnknown(o, ['special', 'addBos'], 'tokenize');
+    return this.tokenizer.tokenize(text, { special: o.special === true, addBos: o.addBos as boolean | undefined, addEos: false });
+  }
+
+  /** Token ids to text, exactly as llama.cpp detokenizes them. */
+  detokenize(tokens: ArrayLike<number>, options: DetokenizeOptions = {}): string {
+    this.nativeModel();
+    return this.tokenizer.detokenize(tokens, options);
+  }
+
+  /** Creates a session (KV cache, compute threads) over this model. */
+  async createSession(options: SessionOptions = {}): Promise<Session> {
+    const session = await Session.create(this, options);
+    this.sessions.add(session);
+    session.onDispose(() => this.sessions.delete(session));
+    return session;
+  }
+
+  /** Disposes every session of the model (waiting for their in-flight work), then the weights. */
+  async dispose(): Promise<void> {
+    if (!this.native) return;
+    await Promise.all([...this.sessions].map((s) => s.dispose()));
+    this.native.dispose();
+    this.native = undefined;
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.dispose();
+  }
+}

@@ -1,0 +1,435 @@
+/** A session: mutable state (KV cache, compute threads) over a model, and generation. */
+import { binding, type NativeSession, type NativeStepResult } from './binding';
+import {
+  BusyError, ContextOverflowError, DisposedError, InvalidOptionError, TokenOutOfRangeError, fromNative,
+} from './errors';
+import type { Model } from './model';
+import { checkObject, describe, optBoolean, optNumber, optSignal, rejectUnknown } from './options';
+import { threadCandidates } from './threads';
+import { Utf8StreamDecoder } from './tokenizer';
+
+export interface SessionOptions {
+  /** KV cache size in tokens (default: the model's training context, at most 4096). */
+  contextSize?: number;
+  /** Prompt tokens evaluated per forward pass during prefill (default 512). */
+  batchSize?: number;
+  /** Compute threads (default: the model's `threads`, else chosen as README "Threads" says). */
+  threads?: number;
+}
+
+/** Decoding methods available now. Speculative methods arrive as they are finished. */
+export const METHODS = ['autoregressive'] as const;
+export type Method = (typeof METHODS)[number];
+
+export interface GenerateOptions {
+  /** Most tokens to generate (default 256). */
+  maxTokens?: number;
+  /** 0 (default) is greedy decoding; > 0 samples. */
+  temperature?: number;
+  /** Keep the k most likely tokens (default 40; 0 = off). */
+  topK?: number;
+  /** Nucleus sampling (default 0.95; 1 = off). */
+  topP?: number;
+  /** Drop tokens below minP × the top probability (default 0.05; 0 = off). */
+  minP?: number;
+  /** Repetition penalty over the last penaltyLastN tokens (default 1 = off). */
+  repeatPenalty?: number;
+  /** Subtracted per occurrence (default 0). */
+  frequencyPenalty?: number;
+  /** Subtracted once if present (default 0). */
+  presencePenalty?: number;
+  /** How many recent tokens the penalties look at (default 64; -1 = all). */
+  penaltyLastN?: number;
+  /** RNG seed: the same seed gives the same output (default: random, reported in stats). */
+  seed?: number;
+  /** Stop when the text contains one of these (the stop string is not included). */
+  stop?: string | string[];
+  /** Stops at the next step; the iteration rejects with the signal's reason. */
+  signal?: AbortSignal;
+  /** Decoding method (default 'autoregressive'). */
+  method?: Method;
+  /** Parse special tokens written in a text prompt (default false). */
+  special?: boolean;
+  /** Prepend BOS to a text prompt (default: the model's metadata). */
+  addBos?: boolean;
+}
+
+export type StopReason = 'eos' | 'maxTokens' | 'stop' | 'contextFull' | 'abort';
+
+export interface GenerationStats {
+  method: Method;
+  promptTokens: number;
+  /** Prompt tokens found in the KV cache from the previous generation and not evaluated again. */
+  promptTokensReused: number;
+  generatedTokens: number;
+  prefillMs: number;
+  decodeMs: number;
+  prefillTokensPerSecond: number;
+  decodeTokensPerSecond: number;
+  /** Target-model forward passes. */
+  forwardPasses: number;
+  threads: number;
+  seed: number;
+  stopReason: StopReason;
+}
+
+export interface GenerationChunk {
+  /** New text: complete UTF-8 characters only. */
+  text: string;
+  /** Token ids generated in this chunk. */
+  tokens: number[];
+}
+
+const GENERATE_OPTIONS = [
+  'maxTokens', 'temperature', 'topK', 'topP', 'minP', 'repeatPenalty', 'frequencyPenalty', 'presencePenalty',
+  'penaltyLastN', 'seed', 'stop', 'signal', 'method', 'special', 'addBos',
+] as const;
+
+// A step holds a libuv worker for at most about this long; the first is short so the first tokens stream out fast.
+const FIRST_STEP_BUDGET_MS = 8;
+const STEP_BUDGET_MS = 25;
+
+export class Session {
+  readonly model: Model;
+  private native: NativeSession | undefined;
+  private active: Generation | undefined;
+  private inflight: Promise<unknown> | undefined;
+  private disposing: Promise<void> | undefined;
+  private readonly disposeListeners: (() => void)[] = [];
+
+  /** @internal */
+  static async create(model: Model, options: SessionOptions): Promise<Session> {
+    const o = checkObject(options, 'createSession options');
+    rejectUnknown(o, ['contextSize', 'batchSize', 'threads'], 'createSession');
+    const maxCtx = model.info.contextLength;
+    const contextSize = optNumber(o, 'contextSize', Math.min(maxCtx, 4096), 1, 1 << 20, true);
+    if (contextSize > maxCtx) {
+      throw new InvalidOptionError(`contextSize ${contextSize} is larger than the model's training context ${maxCtx}`);
+    }
+    const batchSize = optNumber(o, 'batchSize', 512, 1, 8192, true);
+    const explicit = o.threads !== undefined ? optNumber(o, 'threads', 1, 1, 512, true) : model.threads;
+    const candidates = explicit !== undefined ? [explicit] : threadCandidates(model.info.sizeBytes);
+    let native: NativeSession;
+    try {
+      native = await binding().createSession(model.nativeModel(), {
+        contextSize, batchSize: Math.min(batchSize, contextSize), threads: candidates[candidates.length - 1],
+      });
+      if (candidates.length > 1) await native.calibrateThreads(Int32Array.from(candidates));
+    } catch (err) {
+      throw fromNative(err);
+    }
+    return new Session(model, native);
+  }
+
+  private constructor(model: Model, native: NativeSession) {
+    this.model = model;
+    this.native = native;
+  }
+
+  /** @internal */
+  onDispose(fn: () => void): void {
+    this.disposeListeners.push(fn);
+  }
+
+  get disposed(): boolean {
+    return this.native === undefined || this.disposing !== undefined;
+  }
+
+  /** @internal */
+  nativeSession(): NativeSession {
+    if (!this.native || this.disposing) throw new DisposedError('the session');
+    return this.native;
+  }
+
+  /** Context size, batch size, threads and how many tokens the KV cache holds. */
+  get info(): { contextSize: number; batchSize: number; threads: number; usedTokens: number } {
+    return this.nativeSession().info();
+  }
+
+  /** The token ids whose K/V the cache holds. */
+  get tokens(): number[] {
+    return Array.from(this.nativeSession().tokens());
+  }
+
+  /**
+   * Starts a generation. Nothing runs until it is iterated (`for await`) or `result()` is called.
+   * The prompt's longest prefix already in the KV cache is reused.
+   */
+  generate(prompt: string | ArrayLike<number>, options: GenerateOptions = {}): Generation {
+    this.nativeSession();
+    const o = checkObject(options, 'generate options');
+    rejectUnknown(o, GENERATE_OPTIONS, 'generate');
+    const method = o.method === undefined ? 'autoregressive' : o.method;
+    if (!METHODS.includes(method as Method)) {
+      throw new InvalidOptionError(`method must be one of ${METHODS.map((m) => `'${m}'`).join(', ')}, got ${describe(method)}`);
+    }
+    const special = optBoolean(o, 'special', false);
+    const addBos = o.addBos === undefined ? undefined : optBoolean(o, 'addBos', true);
+    const promptTokens = this.promptTokens(prompt, special, addBos);
+    const contextSize = this.info.contextSize;
+    if (promptTokens.length > contextSize) {
+      throw new ContextOverflowError(`the prompt has ${promptTokens.length} tokens, more than the context size ${contextSize}`);
+    }
+    let stop: string[] = [];
+    if (o.stop !== undefined) {
+      stop = typeof o.stop === 'string' ? [o.stop] : Array.isArray(o.stop) ? (o.stop as unknown[]).map((s) => s as string) : [];
+      if ((typeof o.stop !== 'string' && !Array.isArray(o.stop)) || stop.some((s) => typeof s !== 'string' || s.length === 0)) {
+        throw new InvalidOptionError(`option 'stop' must be a non-empty string or an array of them, got ${describe(o.stop)}`);
+      }
+    }
+    const seed = o.seed === undefined ? Math.floor(Math.random() * 2 ** 32) : optNumber(o, 'seed', 0, 0, Number.MAX_SAFE_INTEGER, true);
+    const params = {
+      maxTokens: optNumber(o, 'maxTokens', 256, 0, 1 << 30, true),
+      temperature: optNumber(o, 'temperature', 0, 0, 100),
+      topK: optNumber(o, 'topK', 40, 0, 1 << 30, true),
+      topP: optNumber(o, 'topP', 0.95, 0, 1),
+      minP: optNumber(o, 'minP', 0.05, 0, 1),
+      repeatPenalty: optNumber(o, 'repeatPenalty', 1, 0, 100),
+      frequencyPenalty: optNumber(o, 'frequencyPenalty', 0, -100, 100),
+      presencePenalty: optNumber(o, 'presencePenalty', 0, -100, 100),
+      penaltyLastN: optNumber(o, 'penaltyLastN', 64, -1, 1 << 30, true),
+      seed,
+    };
+    return new Generation(this, promptTokens, params, stop, optSignal(o), method as Method);
+  }
+
+  private promptTokens(prompt: string | ArrayLike<number>, special: boolean, addBos: boolean | undefined): number[] {
+    if (typeof prompt === 'string') {
+      const toks = this.model.tokenizer.tokenize(prompt, { special, addBos, addEos: false });
+      if (toks.length === 0) throw new InvalidOptionError('the prompt is empty: it tokenizes to no tokens');
+      return toks;
+    }
+    if (prompt === null || typeof prompt !== 'object' || typeof (prompt as ArrayLike<number>).length !== 'number') {
+      throw new InvalidOptionError(`the prompt must be a string or an array of token ids, got ${describe(prompt)}`);
+    }
+    const n = this.model.info.vocabSize;
+    const toks = Array.from(prompt as ArrayLike<number>);
+    if (toks.length === 0) throw new InvalidOptionError('the prompt is empty: give at least one token');
+    toks.forEach((t, i) => {
+      if (typeof t !== 'number' || !Number.isInteger(t) || t < 0 || t >= n) {
+        throw new TokenOutOfRangeError(`prompt token ${i} (${describe(t)}) is not a token id in [0, ${n})`);
+      }
+    });
+    return toks;
+  }
+
+  /**
+   * Appends tokens to the sequence and returns logits: of the last token, or of every
+   * token ([n][vocab] row-major) with `allLogits`. Every row equals what one-token decoding
+   * of that token gives, bit for bit.
+   */
+  async evaluate(tokens: ArrayLike<number>, options: { allLogits?: boolean } = {}): Promise<Float32Array> {
+    const native = this.nativeSession();
+    const toks = this.promptTokens(tokens, false, undefined);
+    this.claim();
+    const p = native.evaluate(Int32Array.from(toks), options.allLogits === true);
+    try {
+      return await this.track(p);
+    } catch (err) {
+      throw fromNative(err);
+    } finally {
+      this.active = undefined;
+    }
+  }
+
+  /** Drops the cached tokens at and after position n (0 clears the session). */
+  truncate(n: number): void {
+    if (!Number.isInteger(n) || n < 0) throw new InvalidOptionError(`truncate(n): n must be a non-negative integer, got ${describe(n)}`);
+    if (this.active) throw new BusyError('the session is generating');
+    this.nativeSession().truncate(n);
+  }
+
+  /** @internal marks the session busy (one generation or evaluation at a time) */
+  claim(gen?: Generation): void {
+    if (this.active || this.inflight) throw new BusyError('the session is already generating; wait for it or abort it');
+    this.active = gen ?? (true as unknown as Generation);
+  }
+
+  /** @internal */
+  release(gen: Generation): void {
+    if (this.active === gen) this.active = undefined;
+  }
+
+  /** @internal keeps the in-flight native promise so that dispose() can wait for it */
+  async track<T>(p: Promise<T>): Promise<T> {
+    this.inflight = p;
+    try {
+      return await p;
+    } finally {
+      this.inflight = undefined;
+    }
+  }
+
+  /** Stops any generation, waits for in-flight native work, frees the KV cache and threads. */
+  dispose(): Promise<void> {
+    if (!this.native) return Promise.resolve();
+    if (this.disposing) return this.disposing;
+    const native = this.native;
+    native.abort();
+    this.disposing = (async () => {
+      while (this.inflight) {
+        await this.inflight.catch(() => undefined);
+      }
+      native.dispose();
+      this.native = undefined;
+      for (const fn of this.disposeListeners) fn();
+    })();
+    return this.disposing;
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.dispose();
+  }
+}
+
+interface SamplingParams {
+  maxTokens: number; temperature: number; topK: number; topP: number; minP: number; repeatPenalty: number;
+  frequencyPenalty: number; presencePenalty: number; penaltyLastN: number; seed: number;
+}
+
+/** One generate() call: an async iterable of chunks; `stats` is set when it ends. */
+export class Generation implements AsyncIterable<GenerationChunk> {
+  /** The prompt as token ids. */
+  readonly promptTokens: number[];
+  /** All text generated so far (stop strings excluded). */
+  text = '';
+  /** All token ids generated so far. */
+  readonly tokens: number[] = [];
+  /** Set when the generation has ended (also after an abort or an error). */
+  stats: GenerationStats | undefined;
+
+  private started = false;
+
+  /** @internal */
+  constructor(
+    private readonly session: Session,
+    promptTokens: number[],
+    private readonly params: SamplingParams,
+    private readonly stop: string[],
+    private readonly signal: AbortSignal | undefined,
+    private readonly method: Method,
+  ) {
+    this.promptTokens = promptTokens;
+  }
+
+  [Symbol.asyncIterator](): AsyncIterator<GenerationChunk> {
+    if (this.started) throw new InvalidOptionError('a generation can be iterated only once');
+    this.started = true;
+    return this.run();
+  }
+
+  /** Runs the generation to its end and returns the text, tokens and stats. */
+  async result(): Promise<{ text: string; tokens: number[]; stats: GenerationStats }> {
+    for await (const _ of this) {
+      // consume
+    }
+    return { text: this.text, tokens: this.tokens, stats: this.stats! };
+  }
+
+  private async *run(): AsyncGenerator<GenerationChunk> {
+    const session = this.session;
+    const native = session.nativeSession();
+    this.signal?.throwIfAborted();
+    session.claim(this);
+    const tokenizer = session.model.tokenizer;
+    const decoder = new Utf8StreamDecoder();
+    const maxStop = this.stop.reduce((m, s) => Math.max(m, s.length), 0);
+    let sent = 0; // characters of this.text already yielded
+    let all = ''; // text including held-back characters
+    let stopped = false;
+    let last: NativeStepResult['stats'] | undefined;
+    const onAbort = () => native.abort();
+    this.signal?.addEventListener('abort', onAbort, { once: true });
+    try {
+      native.begin({
+        prompt: Int32Array.from(this.promptTokens),
+        eog: Int32Array.from(tokenizer.eogTokens),
+        ...this.params,
+      });
+      let budget = FIRST_STEP_BUDGET_MS;
+      for (;;) {
+        if (session.disposed) throw new DisposedError('the session');
+        let r: NativeStepResult;
+        try {
+          r = await session.track(native.step(budget, 1 << 30));
+        } catch (err) {
+          if (this.signal?.aborted) throw this.signal.reason;
+          throw fromNative(err);
+        }
+        budget = STEP_BUDGET_MS;
+        last = r.stats;
+        const chunkTokens: number[] = [];
+        for (const t of r.tokens) {
+          chunkTokens.push(t);
+          this.tokens.push(t);
+          all += decoder.push(tokenizer.tokenToBytes(t));
+          if (maxStop > 0) {
+            const from = Math.max(0, all.length - maxStop - 8);
+            let at = -1;
+            for (const s of this.stop) {
+              const i = all.indexOf(s, Math.max(0, from - s.length));
+              if (i >= 0 && (at < 0 || i < at)) at = i;
+            }
+            if (at >= 0) {
+              all = all.slice(0, at);
+              stopped = true;
+              break;
+            }
+          }
+        }
+        if (r.done || stopped) all += stopped ? '' : decoder.flush();
+        // hold back a tail that could still become a stop string
+        let keep = 0;
+        if (!stopped && !r.done && maxStop > 0) {
+          for (let k = Math.min(maxStop - 1, all.length); k > 0; k--) {
+            const tail = all.slice(all.length - k);
+            if (this.stop.some((s) => s.startsWith(tail))) {
+              keep = k;
+              break;
+            }
+          }
+        }
+        const upto = all.length - keep;
+        const text = all.slice(sent, upto);
+        sent = upto;
+        this.text = all.slice(0, sent);
+        if (this.signal?.aborted) {
+          this.finish(last, 'abort');
+          throw this.signal.reason;
+        }
+        if (text.length > 0 || chunkTokens.length > 0) yield { text, tokens: chunkTokens };
+        if (stopped || r.done) {
+          this.text = all;
+          this.finish(last, stopped ? 'stop' : (last.stopReason as StopReason));
+          return;
+        }
+      }
+    } finally {
+      this.signal?.removeEventListener('abort', onAbort);
+      if (!this.stats) this.finish(last, 'abort');
+      session.release(this);
+    }
+  }
+
+  private finish(s: NativeStepResult['stats'] | undefined, reason: StopReason): void {
+    const promptTokens = this.promptTokens.length;
+    const reused = s?.promptTokensReused ?? 0;
+    const prefillMs = s?.prefillMs ?? 0;
+    const decodeMs = s?.decodeMs ?? 0;
+    const generated = this.tokens.length;
+    this.stats = {
+      method: this.method,
+      promptTokens,
+      promptTokensReused: reused,
+      generatedTokens: generated,
+      prefillMs,
+      decodeMs,
+      prefillTokensPerSecond: prefillMs > 0 ? ((promptTokens - reused) * 1000) / prefillMs : 0,
+      decodeTokensPerSecond: decodeMs > 0 ? ((s?.generatedTokens ?? generated) * 1000) / decodeMs : 0,
+      forwardPasses: s?.forwardPasses ?? 0,
+      threads: this.session.disposed ? 0 : this.session.info.threads,
+      seed: this.params.seed,
+      stopReason: reason,
+    };
+  }
+}
