@@ -1,0 +1,92 @@
+// Greedy token identity with llama.cpp (node-llama-cpp 3.21.1, live in the test and through the
+// committed references) on the real models in ../shared/models.
+import { describe, expect, it } from '@jest/globals';
+import * as fs from 'fs';
+import * as path from 'path';
+import { describeShared } from './utils/shared';
+import { llamaCppGreedy } from './utils/reference';
+import { firstDiff, specdecGreedy, withModel } from './utils/engine';
+
+interface RefEntry { prompt?: string; id?: string; prompt_tokens: number[]; generated_tokens: number[]; n: number }
+
+function readRef(dir: string, name: string): RefEntry[] {
+  return JSON.parse(fs.readFileSync(path.join(dir, 'models', 'reference', name), 'utf8')) as RefEntry[];
+}
+
+function expectSame(ours: number[][], theirs: number[][], labels: string[]): void {
+  const report = ours.map((o, i) => ({ prompt: labels[i], firstDiff: firstDiff(o, theirs[i]) })).filter((r) => r.firstDiff >= 0);
+  expect(report).toEqual([]);
+}
+
+describeShared('greedy identity with llama.cpp', (dir) => {
+  const models = path.join(dir, 'models');
+
+  it('stories260K: the committed reference (64 tokens, 3 prompts)', async () => {
+    const ref = readRef(dir, 'stories260K-greedy.json');
+    await withModel(path.join(models, 'stories260K.gguf'), async (m) => {
+      for (const threads of [1, 2]) {
+        const ours = await specdecGreedy(m, ref.map((r) => r.prompt_tokens), 64, { threads, contextSize: 2048 });
+        expectSame(ours, ref.map((r) => r.generated_tokens), ref.map((r) => r.prompt ?? ''));
+      }
+      // the text of the reference is the detokenization in the context of the prompt
+      const s = await m.createSession({ contextSize: 2048 });
+      const run = await s.generate(ref[0].prompt!, { maxTokens: 64 }).result();
+      expect(run.tokens).toEqual(ref[0].generated_tokens);
+      expect(run.text).toBe((ref[0] as unknown as { text: string }).text);
+      await s.dispose();
+    });
+  });
+
+  it('stories260K: live llama.cpp on more prompts (96 tokens)', async () => {
+    await withModel(path.join(models, 'stories260K.gguf'), async (m) => {
+      const texts = ['Once upon a time', 'The cat sat', 'Tom and Lily went to the park', 'One day, a big', 'She was very happy because', 'The sun', 'A little bird wanted to fly', 'Mom said'];
+      const prompts = texts.map((t) => m.tokenize(t));
+      const theirs = await llamaCppGreedy(m.info.path, prompts, 96, { threads: 1, contextSize: 2048 });
+      const ours = await specdecGreedy(m, prompts, 96, { threads: 1, contextSize: 2048 });
+      expectSame(ours, theirs, texts);
+    });
+  });
+
+  it('llama-2-tiny-random: the committed reference (32 tokens, 4 prompts, byte fallback)', async () => {
+    const ref = readRef(dir, 'llama-2-tiny-random-greedy.json');
+    await withModel(path.join(models, 'llama-2-tiny-random.gguf'), async (m) => {
+      for (const r of ref) expect(m.tokenize(r.prompt!)).toEqual(r.prompt_tokens);
+      const ours = await specdecGreedy(m, ref.map((r) => r.prompt_tokens), 32, { threads: 1, contextSize: 4096 });
+      expectSame(ours, ref.map((r) => r.generated_tokens), ref.map((r) => r.prompt ?? ''));
+    });
+  });
+
+  const codeTarget = path.join(models, 'code', 'code-target-q8_0.gguf');
+  const codeDraft = path.join(models, 'code', 'code-draft-f16.gguf');
+  (fs.existsSync(codeTarget) ? it : it.skip)('code target (Q8_0): the committed reference, 12 prompts x 64 tokens, 2 threads', async () => {
+    const ref = readRef(dir, 'code-target-greedy.json');
+    await withModel(codeTarget, async (m) => {
+      // llama.cpp's own output at long contexts depends on its thread count (flash attention
+      // splits the KV range across threads); the reference was made with 2 threads.
+      const ours = await specdecGreedy(m, ref.map((r) => r.prompt_tokens), 64, { threads: 2, contextSize: 1024 });
+      expectSame(ours, ref.map((r) => r.generated_tokens), ref.map((r) => r.id ?? ''));
+    });
+  });
+
+  (fs.existsSync(codeTarget) ? it : it.skip)('code target and draft: live llama.cpp at 1 thread on eval prompts (64 tokens)', async () => {
+    const all = JSON.parse(fs.readFileSync(path.join(dir, 'eval', 'code-prompts.json'), 'utf8')) as unknown;
+    const list = (Array.isArray(all) ? all : (all as { prompts: unknown[] }).prompts) as ({ prompt: string } | string)[];
+    const texts = list.slice(12, 20).map((p) => (typeof p === 'string' ? p : p.prompt));
+    for (const file of [codeTarget, codeDraft]) {
+      await withModel(file, async (m) => {
+        const prompts = texts.map((t) => m.tokenize(t).slice(-200));
+        const theirs = await llamaCppGreedy(file, prompts, 64, { threads: 1, contextSize: 1024 });
+        const ours = await specdecGreedy(m, prompts, 64, { threads: 1, contextSize: 1024 });
+        expectSame(ours, theirs, texts.map((t) => `${path.basename(file)}: ${t.slice(0, 30)}`));
+      });
+    }
+  });
+});
+
+describe('greedy identity helpers', () => {
+  it('firstDiff finds the first difference', () => {
+    expect(firstDiff([1, 2, 3], [1, 2, 3])).toBe(-1);
+    expect(firstDiff([1, 2, 3], [1, 5, 3])).toBe(1);
+    expect(firstDiff([1, 2], [1, 2, 3])).toBe(2);
+  });
+});
