@@ -86,7 +86,9 @@ const MODEL_FILE_CODES = new Set<SpecdecErrorCode>([
 /** Converts an error thrown by the native addon ("[CODE] message") into a typed error. */
 export function fromNative(err: unknown): Error {
   if (err instanceof SpecdecError) return err;
-  const message = err instanceof Error ? err.message : String(err);
+  // errors from the addon may come from another realm (jest, vm contexts): read the message duck-typed
+  const m0 = (err as { message?: unknown } | null)?.message;
+  const message = typeof m0 === 'string' ? m0 : String(err);
   const m = /^\[(ERR_[A-Z_]+)\] ([\s\S]*)$/.exec(message);
   if (!m) return new SpecdecError('ERR_INTERNAL', message, { cause: err });
   const code = m[1] as SpecdecErrorCode;

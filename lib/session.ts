@@ -5,7 +5,7 @@ import {
 } from './errors';
 import type { Model } from './model';
 import { checkObject, describe, optBoolean, optNumber, optSignal, rejectUnknown } from './options';
-import { threadCandidates } from './threads';
+import { defaultThreads, threadCandidates } from './threads';
 import { Utf8StreamDecoder } from './tokenizer';
 
 export interface SessionOptions {
@@ -13,8 +13,11 @@ export interface SessionOptions {
   contextSize?: number;
   /** Prompt tokens evaluated per forward pass during prefill (default 512). */
   batchSize?: number;
-  /** Compute threads (default: the model's `threads`, else chosen as README "Threads" says). */
-  threads?: number;
+  /**
+   * Compute threads (default: the model's `threads`, else 1 for models under 16 MB and one per
+   * available CPU, at most 8, otherwise). 'auto' times the candidates at creation and takes the fastest.
+   */
+  threads?: number | 'auto';
 }
 
 /** Decoding methods available now. Speculative methods arrive as they are finished. */
@@ -48,6 +51,8 @@ export interface GenerateOptions {
   signal?: AbortSignal;
   /** Decoding method (default 'autoregressive'). */
   method?: Method;
+  /** Keep generating past end-of-generation tokens (as llama.cpp's --ignore-eos; default false). */
+  ignoreEos?: boolean;
   /** Parse special tokens written in a text prompt (default false). */
   special?: boolean;
   /** Prepend BOS to a text prompt (default: the model's metadata). */
@@ -82,7 +87,7 @@ export interface GenerationChunk {
 
 const GENERATE_OPTIONS = [
   'maxTokens', 'temperature', 'topK', 'topP', 'minP', 'repeatPenalty', 'frequencyPenalty', 'presencePenalty',
-  'penaltyLastN', 'seed', 'stop', 'signal', 'method', 'special', 'addBos',
+  'penaltyLastN', 'seed', 'stop', 'signal', 'method', 'special', 'addBos', 'ignoreEos',
 ] as const;
 
 // A step holds a libuv worker for at most about this long; the first is short so the first tokens stream out fast.
@@ -107,8 +112,10 @@ export class Session {
       throw new InvalidOptionError(`contextSize ${contextSize} is larger than the model's training context ${maxCtx}`);
     }
     const batchSize = optNumber(o, 'batchSize', 512, 1, 8192, true);
-    const explicit = o.threads !== undefined ? optNumber(o, 'threads', 1, 1, 512, true) : model.threads;
-    const candidates = explicit !== undefined ? [explicit] : threadCandidates(model.info.sizeBytes);
+    let candidates: number[];
+    if (o.threads === 'auto') candidates = threadCandidates(model.info.sizeBytes);
+    else if (o.threads !== undefined) candidates = [optNumber(o, 'threads', 1, 1, 512, true)];
+    else candidates = [model.threads ?? defaultThreads(model.info.sizeBytes)];
     let native: NativeSession;
     try {
       native = await binding().createSession(model.nativeModel(), {
@@ -190,7 +197,8 @@ export class Session {
       penaltyLastN: optNumber(o, 'penaltyLastN', 64, -1, 1 << 30, true),
       seed,
     };
-    return new Generation(this, promptTokens, params, stop, optSignal(o), method as Method);
+    const ignoreEos = optBoolean(o, 'ignoreEos', false);
+    return new Generation(this, promptTokens, params, stop, optSignal(o), method as Method, ignoreEos);
   }
 
   private promptTokens(prompt: string | ArrayLike<number>, special: boolean, addBos: boolean | undefined): number[] {
@@ -308,6 +316,7 @@ export class Generation implements AsyncIterable<GenerationChunk> {
     private readonly stop: string[],
     private readonly signal: AbortSignal | undefined,
     private readonly method: Method,
+    private readonly ignoreEos: boolean,
   ) {
     this.promptTokens = promptTokens;
   }
@@ -343,7 +352,7 @@ export class Generation implements AsyncIterable<GenerationChunk> {
     try {
       native.begin({
         prompt: Int32Array.from(this.promptTokens),
-        eog: Int32Array.from(tokenizer.eogTokens),
+        eog: Int32Array.from(this.ignoreEos ? [] : tokenizer.eogTokens),
         ...this.params,
       });
       let budget = FIRST_STEP_BUDGET_MS;
