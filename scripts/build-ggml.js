@@ -13,7 +13,7 @@ if (!fetchGgml()) process.exit(1);
 const src = path.join(root, 'deps', 'llama.cpp', 'ggml');
 const run = (args) => execFileSync('cmake', args, { cwd: root, stdio: ['ignore', 'ignore', 'inherit'] });
 run(['-S', src, '-B', out, '-DCMAKE_BUILD_TYPE=Release', '-DBUILD_SHARED_LIBS=OFF', '-DCMAKE_POSITION_INDEPENDENT_CODE=ON',
-  '-DGGML_NATIVE=OFF', '-DGGML_LLAMAFILE=OFF', '-DGGML_OPENMP=OFF', '-DGGML_BACKEND_DL=OFF', '-DGGML_BUILD_TESTS=OFF',
+  '-DGGML_NATIVE=OFF', '-DGGML_LLAMAFILE=ON', '-DGGML_OPENMP=OFF', '-DGGML_BACKEND_DL=OFF', '-DGGML_BUILD_TESTS=OFF',
   '-DGGML_BUILD_EXAMPLES=OFF', '-DGGML_CCACHE=OFF']);
 run(['--build', out, '--config', 'Release', '--target', 'ggml', 'ggml-base', 'ggml-cpu', '--parallel', String(require('node:os').availableParallelism())]);
 // node-gyp reads the library paths from this line

@@ -9,6 +9,7 @@
 #include "runtime/generation.h"
 #include "runtime/session.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -66,9 +67,16 @@ int main(int argc, char ** argv) {
                 generation_params gp;
                 gp.prompt = p;
                 gp.max_tokens = n_tokens;
+                // end of generation: the tokenizer's EOS/EOT ids from the metadata
+                for (const char * key : { "tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id" }) {
+                    const int64_t id = gguf_find_key(m->gguf, key);
+                    if (id >= 0 && gguf_get_kv_type(m->gguf, id) == GGUF_TYPE_UINT32) gp.eog.insert((int32_t) gguf_get_val_u32(m->gguf, id));
+                }
                 generation g(s, gp);
                 std::vector<int32_t> out;
                 while (!g.done()) g.step(1e9, 1u << 30, out);
+                fprintf(stderr, "decode %.1f tok/s, prefill %.1f tok/s\n", g.stats.n_generated * 1000.0 / std::max(1e-9, g.stats.ms_decode),
+                        (p.size()) * 1000.0 / std::max(1e-9, g.stats.ms_prefill));
                 for (size_t i = 0; i < out.size(); ++i) printf("%s%d", i ? " " : "", out[i]);
                 printf("\n");
                 continue;
