@@ -1,7 +1,7 @@
 #!/usr/bin/env node
-// Builds ggml's static libraries with CMake for the node-gyp build (binding.gyp), with the
-// same options as CMakeLists.txt but portable (no -march=native: AVX2/FMA/F16C baseline on
-// x86-64), as prebuilt binaries must run on any machine of their platform.
+// Builds ggml's static libraries with CMake for the node-gyp build (binding.gyp): the project's
+// own CMakeLists.txt (outside cmake-js it configures ggml only) with SPECDEC_NATIVE=OFF, so the
+// libraries are portable (AVX2/FMA/F16C baseline on x86-64) as prebuilt binaries must be.
 'use strict';
 const { execFileSync } = require('node:child_process');
 const path = require('node:path');
@@ -10,11 +10,8 @@ const { fetchGgml } = require('./fetch-ggml');
 const root = path.resolve(__dirname, '..');
 const out = path.resolve(process.argv[2] || path.join(root, 'build', 'ggml-static'));
 if (!fetchGgml()) process.exit(1);
-const src = path.join(root, 'deps', 'llama.cpp', 'ggml');
 const run = (args) => execFileSync('cmake', args, { cwd: root, stdio: ['ignore', 'ignore', 'inherit'] });
-run(['-S', src, '-B', out, '-DCMAKE_BUILD_TYPE=Release', '-DBUILD_SHARED_LIBS=OFF', '-DCMAKE_POSITION_INDEPENDENT_CODE=ON',
-  '-DGGML_NATIVE=OFF', '-DGGML_LLAMAFILE=ON', '-DGGML_OPENMP=OFF', '-DGGML_BACKEND_DL=OFF', '-DGGML_BUILD_TESTS=OFF',
-  '-DGGML_BUILD_EXAMPLES=OFF', '-DGGML_CCACHE=OFF']);
+run(['-S', root, '-B', out, '-DCMAKE_BUILD_TYPE=Release', '-DSPECDEC_NATIVE=OFF']);
 run(['--build', out, '--config', 'Release', '--target', 'ggml', 'ggml-base', 'ggml-cpu', '--parallel', String(require('node:os').availableParallelism())]);
 // node-gyp reads the library paths from this line
-process.stdout.write(['ggml', 'ggml-base', 'ggml-cpu'].map((l) => path.join(out, 'src', `lib${l}.a`)).join(' '));
+process.stdout.write(['ggml', 'ggml-cpu', 'ggml-base'].map((l) => path.join(out, 'ggml', 'src', `lib${l}.a`)).join(' '));
