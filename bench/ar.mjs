@@ -32,6 +32,16 @@ async function worker([engine, modelPath, threadsArg, promptsFile, nArg]) {
   const ctxSize = Number(process.env.BENCH_CTX ?? 1024);
   const out = { prefill: [], decode: [] };
   const now = () => performance.now();
+  // gen(prompt, k) runs one greedy generation of k tokens from a cleared cache and returns its ms
+  const measure = async (gen) => {
+    await gen(prompts[0], 8); // warm-up
+    for (const p of prompts) {
+      const P = await gen(p, 1);
+      const F = await gen(p, n);
+      out.prefill.push((p.length * 1000) / P);
+      out.decode.push(((n - 1) * 1000) / (F - P));
+    }
+  };
   if (engine === 'specdec') {
     const { loadModel } = await import(path.join(root, 'dist', 'index.mjs'));
     const model = await loadModel(modelPath, { backend: 'cpu' });
@@ -43,13 +53,7 @@ async function worker([engine, modelPath, threadsArg, promptsFile, nArg]) {
       if (r.tokens.length !== k) throw new Error(`specdec stopped after ${r.tokens.length} tokens (${r.stats.stopReason})`);
       return now() - t0;
     };
-    await gen(prompts[0], 8); // warm-up
-    for (const p of prompts) {
-      const P = await gen(p, 1);
-      const F = await gen(p, n);
-      out.prefill.push((p.length * 1000) / P);
-      out.decode.push(((n - 1) * 1000) / (F - P));
-    }
+    await measure(gen);
     await model.dispose();
   } else {
     const { getLlama } = await import('node-llama-cpp');
@@ -68,13 +72,7 @@ async function worker([engine, modelPath, threadsArg, promptsFile, nArg]) {
       if (got !== k) throw new Error(`node-llama-cpp stopped after ${got} tokens`);
       return dt;
     };
-    await gen(prompts[0], 8);
-    for (const p of prompts) {
-      const P = await gen(p, 1);
-      const F = await gen(p, n);
-      out.prefill.push((p.length * 1000) / P);
-      out.decode.push(((n - 1) * 1000) / (F - P));
-    }
+    await measure(gen);
     await ctx.dispose();
     await model.dispose();
   }
