@@ -21,12 +21,14 @@ export interface NativeStepResult {
   stats: {
     promptTokens: number; promptTokensReused: number; generatedTokens: number;
     prefillMs: number; decodeMs: number; forwardPasses: number;
+    draftedTokens: number; acceptedTokens: number; verifyPasses: number; draftMs: number; verifyMs: number;
     stopReason: 'none' | 'eos' | 'maxTokens' | 'contextFull' | 'abort';
   };
 }
 export interface NativeBeginParams {
   prompt: Int32Array; maxTokens: number; eog: Int32Array; temperature: number; topK: number; topP: number;
   minP: number; repeatPenalty: number; frequencyPenalty: number; presencePenalty: number; penaltyLastN: number; seed: number;
+  method: string; draftMax: number; lookupMaxNgram: number;
 }
 export interface NativeSession {
   begin(params: NativeBeginParams): void;

@@ -20,8 +20,12 @@ export interface SessionOptions {
   threads?: number | 'auto';
 }
 
-/** Decoding methods available now. Speculative methods arrive as they are finished. */
-export const METHODS = ['autoregressive'] as const;
+/**
+ * Decoding methods available now: 'autoregressive', and 'lookup' (prompt lookup: speculative
+ * decoding with drafts copied from earlier n-gram matches in the prompt and output, verified
+ * in one forward pass; lossless). More speculative methods arrive as they are finished.
+ */
+export const METHODS = ['autoregressive', 'lookup'] as const;
 export type Method = (typeof METHODS)[number];
 
 export interface GenerateOptions {
@@ -51,6 +55,10 @@ export interface GenerateOptions {
   signal?: AbortSignal;
   /** Decoding method (default 'autoregressive'). */
   method?: Method;
+  /** Speculative methods: most draft tokens verified per forward pass (default 8). */
+  draftMax?: number;
+  /** Prompt lookup: longest n-gram matched (default 4). */
+  lookup?: { maxNgram?: number };
   /** Keep generating past end-of-generation tokens (as llama.cpp's --ignore-eos; default false). */
   ignoreEos?: boolean;
   /** Parse special tokens written in a text prompt (default false). */
@@ -73,6 +81,16 @@ export interface GenerationStats {
   decodeTokensPerSecond: number;
   /** Target-model forward passes. */
   forwardPasses: number;
+  /** Speculative methods: tokens proposed, tokens accepted, verification passes. */
+  draftedTokens: number;
+  acceptedTokens: number;
+  verifyPasses: number;
+  /** acceptedTokens / draftedTokens (0 without drafts). */
+  acceptanceRate: number;
+  /** Mean tokens produced per verification pass, τ = (accepted + verifyPasses) / verifyPasses. */
+  meanAcceptedLength: number;
+  draftMs: number;
+  verifyMs: number;
   threads: number;
   seed: number;
   stopReason: StopReason;
@@ -87,7 +105,7 @@ export interface GenerationChunk {
 
 const GENERATE_OPTIONS = [
   'maxTokens', 'temperature', 'topK', 'topP', 'minP', 'repeatPenalty', 'frequencyPenalty', 'presencePenalty',
-  'penaltyLastN', 'seed', 'stop', 'signal', 'method', 'special', 'addBos', 'ignoreEos',
+  'penaltyLastN', 'seed', 'stop', 'signal', 'method', 'special', 'addBos', 'ignoreEos', 'draftMax', 'lookup', '_testBiasedVerifier',
 ] as const;
 
 // A step holds a libuv worker for at most about this long; the first is short so the first tokens stream out fast.
@@ -198,7 +216,16 @@ export class Session {
       seed,
     };
     const ignoreEos = optBoolean(o, 'ignoreEos', false);
-    return new Generation(this, promptTokens, params, stop, optSignal(o), method as Method, ignoreEos);
+    const lookup = checkObject(o.lookup, 'lookup options');
+    rejectUnknown(lookup, ['maxNgram'], 'lookup');
+    const spec = {
+      method: method as string,
+      draftMax: optNumber(o, 'draftMax', 8, 1, 255, true),
+      lookupMaxNgram: optNumber(lookup, 'maxNgram', 4, 1, 64, true),
+      // test only: the negative control of the distribution test (a wrong verifier)
+      _testBiasedVerifier: o._testBiasedVerifier === true,
+    };
+    return new Generation(this, promptTokens, { ...params, ...spec }, stop, optSignal(o), method as Method, ignoreEos);
   }
 
   private promptTokens(prompt: string | ArrayLike<number>, special: boolean, addBos: boolean | undefined): number[] {
@@ -293,6 +320,7 @@ export class Session {
 interface SamplingParams {
   maxTokens: number; temperature: number; topK: number; topP: number; minP: number; repeatPenalty: number;
   frequencyPenalty: number; presencePenalty: number; penaltyLastN: number; seed: number;
+  method: string; draftMax: number; lookupMaxNgram: number; _testBiasedVerifier: boolean;
 }
 
 /** One generate() call: an async iterable of chunks; `stats` is set when it ends. */
@@ -436,6 +464,13 @@ export class Generation implements AsyncIterable<GenerationChunk> {
       prefillTokensPerSecond: prefillMs > 0 ? ((promptTokens - reused) * 1000) / prefillMs : 0,
       decodeTokensPerSecond: decodeMs > 0 ? ((s?.generatedTokens ?? generated) * 1000) / decodeMs : 0,
       forwardPasses: s?.forwardPasses ?? 0,
+      draftedTokens: s?.draftedTokens ?? 0,
+      acceptedTokens: s?.acceptedTokens ?? 0,
+      verifyPasses: s?.verifyPasses ?? 0,
+      acceptanceRate: s && s.draftedTokens > 0 ? s.acceptedTokens / s.draftedTokens : 0,
+      meanAcceptedLength: s && s.verifyPasses > 0 ? (s.acceptedTokens + s.verifyPasses) / s.verifyPasses : 0,
+      draftMs: s?.draftMs ?? 0,
+      verifyMs: s?.verifyMs ?? 0,
       threads: this.session.disposed ? 0 : this.session.info.threads,
       seed: this.params.seed,
       stopReason: reason,

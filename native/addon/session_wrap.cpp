@@ -1,6 +1,7 @@
 #include "addon/session_wrap.h"
 #include "addon/model_wrap.h"
 #include "common/error.h"
+#include "spec/drafters/prompt_lookup.h"
 
 namespace specdec {
 
@@ -43,6 +44,11 @@ Napi::Object stats_object(Napi::Env env, const generation & g) {
     s.Set("prefillMs", g.stats.ms_prefill);
     s.Set("decodeMs", g.stats.ms_decode);
     s.Set("forwardPasses", g.stats.n_forward);
+    s.Set("draftedTokens", g.stats.n_drafted);
+    s.Set("acceptedTokens", g.stats.n_accepted);
+    s.Set("verifyPasses", g.stats.n_verify);
+    s.Set("draftMs", g.stats.ms_draft);
+    s.Set("verifyMs", g.stats.ms_verify);
     s.Set("stopReason", stop_reason_name(g.reason));
     return s;
 }
@@ -246,6 +252,15 @@ Napi::Value session_wrap::begin(const Napi::CallbackInfo & info) {
         sp.presence_penalty  = (float) get_f64(o, "presencePenalty", 0.0);
         sp.penalty_last_n    = (int32_t) get_f64(o, "penaltyLastN", 64);
         sp.seed              = (uint64_t) get_f64(o, "seed", 0);
+        std::string method = "autoregressive";
+        if (o.Has("method") && o.Get("method").IsString()) method = o.Get("method").As<Napi::String>().Utf8Value();
+        if (method == "lookup") {
+            p.draft = std::make_shared<prompt_lookup_drafter>(get_u32(o, "lookupMaxNgram", 4), 1);
+            p.draft_max = get_u32(o, "draftMax", 8);
+            p.biased_verifier = o.Has("_testBiasedVerifier") && o.Get("_testBiasedVerifier").ToBoolean().Value();
+        } else if (method != "autoregressive") {
+            throw error("ERR_INVALID_OPTION", "unknown method '" + method + "'");
+        }
         sess->clear_abort();
         generation_ = std::make_unique<generation>(*sess, std::move(p));
     } catch (const std::exception & e) {

@@ -1,7 +1,9 @@
 #include "runtime/generation.h"
 #include "common/error.h"
 
+#include <algorithm>
 #include <chrono>
+#include <cmath>
 
 namespace specdec {
 
@@ -81,27 +83,30 @@ void generation::step(double budget_ms, uint32_t max_new, std::vector<int32_t> &
             reason = STOP_ABORTED;
             break;
         }
+        // drafted tokens the last verification accepted come out first (no forward pass of
+        // their own), then the token the target chose after them
+        bool stopped = false;
+        for (size_t i = 0; i < accepted.size() && !stopped; ++i) {
+            stopped = !emit(accepted[i], out, n_new);
+        }
+        accepted.clear();
+        if (stopped) break;
         const int32_t t = pending;
-        if (par.eog.count(t)) {
-            reason = STOP_EOS;
-            break;
-        }
-        out.push_back(t);
-        history.push_back(t);
-        stats.n_generated++;
-        n_new++;
         pending = -1;
-        if (stats.n_generated >= par.max_tokens) {
-            reason = STOP_MAX_TOKENS;
-            break;
-        }
+        if (!emit(t, out, n_new)) break;
         if (s.tokens().size() + 1 > s.n_ctx()) {
             reason = STOP_CONTEXT_FULL;
             break;
         }
-        one[0] = t;
         try {
-            s.eval_chain(one, false, false, logits);
+            if (par.draft) {
+                speculate(t);
+            } else {
+                one[0] = t;
+                s.eval_chain(one, false, false, logits);
+                stats.n_forward++;
+                pending = chain.sample(logits.data(), (int32_t) s.n_vocab(), history);
+            }
         } catch (const error &) {
             if (s.abort_requested()) {
                 reason = STOP_ABORTED;
@@ -109,11 +114,111 @@ void generation::step(double budget_ms, uint32_t max_new, std::vector<int32_t> &
             }
             throw;
         }
-        stats.n_forward++;
-        pending = chain.sample(logits.data(), (int32_t) s.n_vocab(), history);
         if (n_new >= max_new || ms_since(t0) >= budget_ms) break;
     }
     stats.ms_decode += ms_since(td);
+}
+
+} // namespace specdec
+
+namespace specdec {
+
+bool generation::emit(int32_t t, std::vector<int32_t> & out, uint32_t & n_new) {
+    if (par.eog.count(t)) {
+        reason = STOP_EOS;
+        return false;
+    }
+    out.push_back(t);
+    history.push_back(t);
+    stats.n_generated++;
+    n_new++;
+    if (stats.n_generated >= par.max_tokens) {
+        reason = STOP_MAX_TOKENS;
+        return false;
+    }
+    return true;
+}
+
+void generation::speculate(int32_t t) {
+    // draft: history already ends with t
+    const auto t0 = clk::now();
+    std::vector<int32_t> draft;
+    const uint32_t room = s.n_ctx() - (uint32_t) s.tokens().size() - 1;  // cells left after t
+    const uint32_t left = par.max_tokens - stats.n_generated;             // tokens still wanted
+    const uint32_t budget = std::min({ par.draft_max, room, left, MAX_INVARIANT_BATCH - 1 });
+    if (budget > 0) par.draft->propose(history, budget, draft);
+    stats.ms_draft += ms_since(t0);
+
+    // verify t + draft in one forward pass; row i predicts the token after batch[i]
+    const auto t1 = clk::now();
+    std::vector<int32_t> batch = { t };
+    batch.insert(batch.end(), draft.begin(), draft.end());
+    std::vector<int32_t> parents(batch.size());
+    std::vector<uint32_t> outputs(batch.size());
+    for (size_t i = 0; i < batch.size(); ++i) {
+        parents[i] = (int32_t) i - 1;
+        outputs[i] = (uint32_t) i;
+    }
+    s.eval_tree(batch, parents, outputs, logits);
+    stats.n_forward++;
+    stats.n_verify++;
+    stats.n_drafted += (uint32_t) draft.size();
+
+    // accept: the longest prefix of the draft that the target agrees with. Greedy: the draft
+    // token must be the target's choice. Sampling (deterministic draft, q = one-hot): accept x
+    // with probability p(x); on rejection sample from p with x removed (the residual max(0, p - q)).
+    const int32_t n_vocab = (int32_t) s.n_vocab();
+    std::vector<int32_t> ctx = history;  // the target's view at row i: history + draft[0..i)
+    size_t n_acc = 0;
+    int32_t next = -1;
+    for (size_t i = 0; i <= draft.size(); ++i) {
+        const float * row = logits.data() + i * (size_t) n_vocab;
+        chain.distribution(row, n_vocab, ctx, dist);
+        if (i == draft.size()) {
+            next = chain.greedy() ? dist[0].id : chain.sample_from(dist);
+            break;
+        }
+        const int32_t x = draft[i];
+        if (chain.greedy()) {
+            if (dist[0].id == x) {
+                n_acc++;
+                ctx.push_back(x);
+                continue;
+            }
+            next = dist[0].id;
+            break;
+        }
+        float px = 0.0f;
+        for (const auto & c : dist) {
+            if (c.id == x) px = c.p;
+        }
+        const double accept_p = par.biased_verifier ? 1.0 : (double) px;
+        if ((px > 0.0f || par.biased_verifier) && chain.uniform() < accept_p) {
+            n_acc++;
+            ctx.push_back(x);
+            continue;
+        }
+        // residual: p without x, renormalised
+        std::vector<token_prob> res;
+        double z = 0.0;
+        for (const auto & c : dist) {
+            if (c.id != x) {
+                res.push_back(c);
+                z += c.p;
+            }
+        }
+        for (auto & c : res) c.p = (float) (c.p / z);
+        next = res.empty() ? dist[0].id : chain.sample_from(res);
+        break;
+    }
+    par.draft->observe((uint32_t) draft.size(), (uint32_t) n_acc);
+    stats.n_accepted += (uint32_t) n_acc;
+
+    // keep t and the accepted tokens in the cache; they come out before `next`
+    s.commit_chain(batch, (uint32_t) (1 + n_acc));
+    accepted.assign(draft.begin(), draft.begin() + n_acc);
+    pending = next;
+    stats.ms_verify += ms_since(t1);
 }
 
 } // namespace specdec

@@ -5,6 +5,9 @@
 
 #include "runtime/session.h"
 #include "sampling/sampler.h"
+#include "spec/drafter.h"
+
+#include <memory>
 
 #include <string>
 #include <unordered_set>
@@ -20,6 +23,14 @@ struct generation_params {
     uint32_t                    max_tokens = 256;
     std::unordered_set<int32_t> eog;       // end-of-generation tokens
     sampling_params             sampling;
+    // speculative decoding: when set, each step verifies the drafter's proposal (at most
+    // draft_max tokens) in one target forward pass; the output is exactly what autoregressive
+    // decoding gives (greedy), or follows the same distribution (sampling).
+    std::shared_ptr<specdec::drafter> draft;
+    uint32_t                    draft_max = 8;
+    // test only: a deliberately wrong verifier (accepts every draft token, whatever p),
+    // the negative control of the distribution test
+    bool                        biased_verifier = false;
 };
 
 struct generation_stats {
@@ -29,6 +40,11 @@ struct generation_stats {
     double   ms_prefill      = 0.0;
     double   ms_decode       = 0.0;
     uint32_t n_forward       = 0;  // target forward passes
+    uint32_t n_drafted       = 0;  // tokens proposed by the drafter
+    uint32_t n_accepted      = 0;  // proposed tokens accepted by the verifier
+    uint32_t n_verify        = 0;  // verification passes (each also yields one token of its own)
+    double   ms_draft        = 0.0;
+    double   ms_verify       = 0.0;
 };
 
 class generation {
@@ -45,6 +61,10 @@ public:
 
 private:
     void prefill_step(double budget_ms);
+    // Emits `t` unless it ends generation; false when generation stopped.
+    bool emit(int32_t t, std::vector<int32_t> & out, uint32_t & n_new);
+    // One speculative step after `t` was emitted: draft, verify t + draft, accept, commit.
+    void speculate(int32_t t);
 
     session &            s;
     generation_params    par;
@@ -54,6 +74,8 @@ private:
     size_t               n_prefilled = 0;  // prompt tokens in the cache
     bool                 prefilled = false;
     int32_t              pending = -1;     // sampled, not yet emitted nor evaluated
+    std::vector<int32_t> accepted;         // drafted tokens accepted by the last verification, not yet emitted
+    std::vector<token_prob> dist;          // scratch
 };
 
 } // namespace specdec

@@ -1,0 +1,140 @@
+// Speculative decoding with prompt lookup: exactly the autoregressive output when greedy, the
+// autoregressive distribution when sampling (a chi-square test, with a wrong verifier as the
+// negative control), and the usual abort/stop behaviour.
+import { expect, it } from '@jest/globals';
+import * as fs from 'fs';
+import * as path from 'path';
+import { loadModel, type Model, type Session } from '../lib';
+import { firstDiff } from './utils/engine';
+import { describeShared } from './utils/shared';
+
+const STORY_STARTS = [
+  'Once upon a time', 'The little dog', 'Lily wanted to', 'One day, a big', 'Tom and Sue', 'The sun was', 'A little bird',
+  'Mom said', 'There was a cat', 'The boy saw', 'Sara had a toy', 'In the park', 'The big tree', 'Ben liked to',
+  'The girl and her mom', 'A dog named Max', 'It was a rainy day', 'The king', 'Anna found a box', 'The car went',
+];
+
+async function both(s: Session, prompt: number[], n: number) {
+  s.truncate(0);
+  const ar = await s.generate(prompt, { maxTokens: n }).result();
+  s.truncate(0);
+  const lk = await s.generate(prompt, { maxTokens: n, method: 'lookup' }).result();
+  return { ar, lk };
+}
+
+// Pearson chi-square of a 2 x K contingency table (rare categories pooled); returns [stat, dof].
+function chiSquare(a: Map<string, number>, b: Map<string, number>, na: number, nb: number): [number, number] {
+  const keys = new Set([...a.keys(), ...b.keys()]);
+  const cells: [number, number][] = [];
+  let restA = 0;
+  let restB = 0;
+  for (const k of keys) {
+    const x = a.get(k) ?? 0;
+    const y = b.get(k) ?? 0;
+    if ((x + y) * Math.min(na, nb) / (na + nb) < 5) {
+      restA += x;
+      restB += y;
+    } else cells.push([x, y]);
+  }
+  if (restA + restB > 0) cells.push([restA, restB]);
+  let stat = 0;
+  for (const [x, y] of cells) {
+    const tot = x + y;
+    const ea = (tot * na) / (na + nb);
+    const eb = (tot * nb) / (na + nb);
+    stat += (x - ea) ** 2 / ea + (y - eb) ** 2 / eb;
+  }
+  return [stat, cells.length - 1];
+}
+
+// chi-square upper quantile for p = 0.001 (Wilson-Hilferty)
+function chiCritical(dof: number): number {
+  const z = 3.090;
+  return dof * (1 - 2 / (9 * dof) + z * Math.sqrt(2 / (9 * dof))) ** 3;
+}
+
+describeShared('speculative decoding: prompt lookup', (dir) => {
+  const stories = path.join(dir, 'models', 'stories260K.gguf');
+  const code = path.join(dir, 'models', 'code', 'code-target-q8_0.gguf');
+
+  it('greedy output equals autoregressive: stories260K, 20 prompts x 128 tokens', async () => {
+    const m = await loadModel(stories);
+    const s = await m.createSession({ contextSize: 2048 });
+    const bad: string[] = [];
+    let accepted = 0;
+    for (const text of STORY_STARTS) {
+      const { ar, lk } = await both(s, m.tokenize(text), 128);
+      if (firstDiff(ar.tokens, lk.tokens) >= 0) bad.push(text);
+      accepted += lk.stats.acceptedTokens;
+      expect(lk.stats.method).toBe('lookup');
+    }
+    expect(bad).toEqual([]);
+    expect(accepted).toBeGreaterThan(100); // the drafter really drafted and was accepted
+    await m.dispose();
+  });
+
+  (fs.existsSync(code) ? it : it.skip)('greedy output equals autoregressive: code target, 20 prompts x 128 tokens, 1 and 2 threads', async () => {
+    const m = await loadModel(code);
+    const prompts = (JSON.parse(fs.readFileSync(path.join(dir, 'eval', 'code-prompts.json'), 'utf8')).prompts as { prompt: string }[]).slice(0, 20);
+    for (const threads of [1, 2]) {
+      const s = await m.createSession({ contextSize: 1024, threads });
+      const bad: number[] = [];
+      for (let i = 0; i < prompts.length; i++) {
+        if (threads === 2 && i % 4 !== 0) continue; // a sample at 2 threads (split-KV attention) keeps the suite short
+        const { ar, lk } = await both(s, m.tokenize(prompts[i].prompt).slice(-400), 128);
+        if (firstDiff(ar.tokens, lk.tokens) >= 0) bad.push(i);
+      }
+      expect({ threads, bad }).toEqual({ threads, bad: [] });
+      await s.dispose();
+    }
+    await m.dispose();
+  });
+
+  // independent samples: each arm draws its own seeds (shared seeds would couple the arms, since a
+  // draft equal to the target's top token is accepted on the same uniform that picks it)
+  async function sampleTokens(m: Model, prompt: number[], n: number, seed0: number, opts: Record<string, unknown>): Promise<Map<string, number>> {
+    const s = await m.createSession({ contextSize: 256 });
+    const counts = new Map<string, number>();
+    for (let i = 0; i < n; i++) {
+      const r = await s.generate(prompt, { maxTokens: 3, temperature: 1.0, topK: 0, topP: 1, minP: 0, seed: seed0 + i, ...opts } as never).result();
+      const key = r.tokens.join(',');
+      counts.set(key, (counts.get(key) ?? 0) + 1);
+    }
+    await s.dispose();
+    return counts;
+  }
+
+  it('sampling follows the autoregressive distribution (chi-square, 20,000 samples each), and a wrong verifier is rejected', async () => {
+    const m = await loadModel(stories);
+    // a prompt whose n-grams repeat, so lookup drafts at (nearly) every step
+    const prompt = m.tokenize('Once upon a time, there was a little girl. Once upon a time, there was a little');
+    const N = 20000;
+    const ar = await sampleTokens(m, prompt, N, 1, {});
+    const lk = await sampleTokens(m, prompt, N, 1_000_001, { method: 'lookup' });
+    const [stat, dof] = chiSquare(ar, lk, N, N);
+    expect(dof).toBeGreaterThan(10);
+    expect(stat).toBeLessThan(chiCritical(dof));
+    // negative control: a verifier that accepts every draft token
+    const biased = await sampleTokens(m, prompt, N, 2_000_001, { method: 'lookup', _testBiasedVerifier: true });
+    const [stat2, dof2] = chiSquare(ar, biased, N, N);
+    expect(stat2).toBeGreaterThan(chiCritical(dof2));
+    await m.dispose();
+  });
+
+  it('stops at stop strings, maxTokens and abort like autoregressive decoding', async () => {
+    const m = await loadModel(stories);
+    const s = await m.createSession();
+    const full = await s.generate('Once upon a time', { maxTokens: 64 }).result();
+    const cut = full.text.indexOf('Lily');
+    const stopped = await s.generate('Once upon a time', { maxTokens: 64, method: 'lookup', stop: 'Lily' }).result();
+    expect(stopped.text).toBe(full.text.slice(0, cut));
+    for (const n of [1, 2, 7, 33]) {
+      const r = await s.generate('Once upon a time', { maxTokens: n, method: 'lookup' }).result();
+      expect(r.tokens).toEqual(full.tokens.slice(0, n));
+    }
+    const ac = new AbortController();
+    const g = s.generate('Once upon a time', { maxTokens: 100000, method: 'lookup', signal: ac.signal });
+    await expect((async () => { for await (const c of g) if (c.tokens.length) ac.abort(new Error('x')); })()).rejects.toThrow('x');
+    await m.dispose();
+  });
+});
