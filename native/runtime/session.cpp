@@ -66,10 +66,18 @@ session::session(std::shared_ptr<const model> model_, const session_params & par
 }
 
 session::~session() {
+    drop_decode_graph();
     if (sched) ggml_backend_sched_free(sched);
     if (backend_dev) ggml_backend_free(backend_dev);
     if (backend_cpu) ggml_backend_free(backend_cpu);
     if (threadpool) ggml_threadpool_free(threadpool);
+}
+
+void session::drop_decode_graph() {
+    if (decode.ctx) ggml_free(decode.ctx);
+    decode.ctx = nullptr;
+    decode.gf = nullptr;
+    decode.n_kv = 0;
 }
 
 void session::make_threadpool(int n) {
@@ -175,20 +183,43 @@ void session::compute(const std::vector<int32_t> & tokens, const std::vector<int
     for (uint32_t i = 0; identity_outputs && i < n_tokens; ++i) identity_outputs = outputs[i] == i;
     if (identity_outputs) shape.n_outputs = n_tokens;
 
-    ggml_init_params ip = { graph_buf.size(), graph_buf.data(), true };
-    ggml_context * ctx0 = ggml_init(ip);
-    graph_inputs in;
-    ggml_cgraph * gf = build_llama_graph(ctx0, *m, kv, shape, in);
-    if (!identity_outputs && !in.out_ids) {
-        ggml_free(ctx0);
-        fail("ERR_INTERNAL", "outputs must be given as a selection");
+    // a one-token decode (a batch of one is the same graph whether invariant or not) reuses its graph
+    const bool one_token = n_tokens == 1 && shape.n_outputs == 1;
+    ggml_context * ctx0 = nullptr;  // freed at the end when the graph is not kept
+    ggml_cgraph *  gf   = nullptr;
+    graph_inputs   in;
+    if (one_token && decode.gf && decode.n_kv == shape.n_kv) {
+        gf = decode.gf;
+        in = decode.in;
+    } else {
+        drop_decode_graph();
+        std::vector<uint8_t> & buf = one_token ? decode.buf : graph_buf;
+        if (one_token && buf.empty()) buf.resize(graph_buf.size());
+        ggml_init_params ip = { buf.size(), buf.data(), true };
+        ggml_context * ctx = ggml_init(ip);
+        gf = build_llama_graph(ctx, *m, kv, shape, in);
+        if (!identity_outputs && !in.out_ids) {
+            ggml_free(ctx);
+            fail("ERR_INTERNAL", "outputs must be given as a selection");
+        }
+        ggml_backend_sched_reset(sched);
+        if (!ggml_backend_sched_alloc_graph(sched, gf)) {
+            ggml_free(ctx);
+            fail("ERR_INTERNAL", "cannot allocate the graph");
+        }
+        if (one_token) {
+            decode.ctx = ctx;
+            decode.gf = gf;
+            decode.in = in;
+            decode.n_kv = shape.n_kv;
+        } else {
+            ctx0 = ctx;
+        }
     }
-
-    ggml_backend_sched_reset(sched);
-    if (!ggml_backend_sched_alloc_graph(sched, gf)) {
-        ggml_free(ctx0);
-        fail("ERR_INTERNAL", "cannot allocate the graph");
-    }
+    struct ctx_guard {
+        ggml_context * c;
+        ~ctx_guard() { if (c) ggml_free(c); }
+    } guard { ctx0 };
 
     std::vector<int32_t> pos(n_tokens);
     std::vector<int64_t> idxs(n_tokens);
@@ -215,7 +246,6 @@ void session::compute(const std::vector<int32_t> & tokens, const std::vector<int
         std::vector<int32_t> out_ids(outputs.begin(), outputs.end());
         for (int32_t o : out_ids) {
             if (o < 0 || (uint32_t) o >= n_tokens) {
-                ggml_free(ctx0);
                 fail("ERR_INTERNAL", "output index out of range");
             }
         }
@@ -224,7 +254,6 @@ void session::compute(const std::vector<int32_t> & tokens, const std::vector<int
 
     const ggml_status st = ggml_backend_sched_graph_compute(sched, gf);
     if (st != GGML_STATUS_SUCCESS) {
-        ggml_free(ctx0);
         if (st == GGML_STATUS_ABORTED) {
             fail("ERR_ABORTED", "evaluation aborted");
         }
@@ -233,7 +262,6 @@ void session::compute(const std::vector<int32_t> & tokens, const std::vector<int
 
     logits.resize((size_t) outputs.size() * n_vocab);
     ggml_backend_tensor_get(in.logits, logits.data(), 0, logits.size() * sizeof(float));
-    ggml_free(ctx0);
 
     timing.ms_total += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
     timing.n_evals  += 1;

@@ -95,6 +95,17 @@ private:
     ggml_backend_t backend_dev = nullptr;  // null when the model is on the CPU
     ggml_backend_sched_t sched = nullptr;
     std::vector<uint8_t> graph_buf;
+
+    // The one-token decode graph is built once per KV length and reused while nothing else
+    // was allocated in between (as llama.cpp reuses graphs): no per-token rebuild.
+    struct decode_graph {
+        std::vector<uint8_t> buf;
+        ggml_context *       ctx = nullptr;
+        ggml_cgraph *        gf = nullptr;
+        graph_inputs         in;
+        uint32_t             n_kv = 0;
+    } decode;
+    void drop_decode_graph();
     std::atomic<bool> abort_flag { false };
 
     // scratch
