@@ -14,8 +14,8 @@ export interface SessionOptions {
   /** Prompt tokens evaluated per forward pass during prefill (default 512). */
   batchSize?: number;
   /**
-   * Compute threads (default: the model's `threads`, else 1 for models under 16 MB and one per
-   * available CPU, at most 8, otherwise). 'auto' times the candidates at creation and takes the fastest.
+   * Compute threads (default: the model's `threads`, else one per available CPU minus one for the
+   * event loop, 1 to 8). 'auto' times 1, 2, 4, ... threads at creation and takes the fastest.
    */
   threads?: number | 'auto';
 }
@@ -131,9 +131,9 @@ export class Session {
     }
     const batchSize = optNumber(o, 'batchSize', 512, 1, 8192, true);
     let candidates: number[];
-    if (o.threads === 'auto') candidates = threadCandidates(model.info.sizeBytes);
+    if (o.threads === 'auto') candidates = threadCandidates();
     else if (o.threads !== undefined) candidates = [optNumber(o, 'threads', 1, 1, 512, true)];
-    else candidates = [model.threads ?? defaultThreads(model.info.sizeBytes)];
+    else candidates = [model.threads ?? defaultThreads()];
     let native: NativeSession;
     try {
       native = await binding().createSession(model.nativeModel(), {

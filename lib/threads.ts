@@ -1,35 +1,31 @@
 /**
- * The default thread count, from the model size and the CPUs this process may use
- * (os.availableParallelism, which honours CPU affinity):
- *  - models under 16 MB: 1 thread. Measured on a 2-core machine: stories260K decodes at
- *    ~7,800 tok/s on one thread; every extra thread only adds synchronisation (node-llama-cpp's
- *    default of 4 threads collapses to under 1 tok/s there);
- *  - larger models: one thread per available CPU, at most 8 (the code target model: ~490 tok/s
- *    on 1 thread, ~700 on 2, on an idle 2-core machine).
+ * The default thread count: one compute thread per available CPU (os.availableParallelism,
+ * which honours CPU affinity) minus one, at least 1 and at most 8. The CPU left over is for
+ * the Node.js event loop: ggml's threads synchronise with spinning barriers, and when any of
+ * them loses its core (to the event loop or another process) every barrier waits for it and
+ * decoding collapses (measured on this 2-core machine: both specdec and node-llama-cpp fall
+ * to single-digit tok/s at 2 threads while another process runs). On an idle machine all CPUs
+ * are faster (2-core machine, code model: ~515 tok/s on 1 thread, ~775 on 2): pass
+ * `threads: N`, or `threads: 'auto'` to time 1..N threads at session creation.
  * The default is deterministic on purpose: at contexts of 512+ cells ggml's flash attention
- * splits the KV range across threads, so the thread count is part of the numerics (llama.cpp
- * behaves the same way). `threads: 'auto'` instead times 1..N threads at session creation and
- * takes the fastest, which adapts to a loaded machine (spinning threads collapse when another
- * process holds their core) at the price of load-dependent numerics at long contexts.
+ * splits the KV range across threads, so the thread count is part of the numerics (as in
+ * llama.cpp), and a load-dependent choice would make outputs load-dependent.
  */
 import { availableParallelism } from 'node:os';
 
-/** Models below this size decode fastest on one thread. */
-export const SMALL_MODEL_BYTES = 16 * 1024 * 1024;
 export const MAX_DEFAULT_THREADS = 8;
 
 export function availableCpus(): number {
   return Math.max(1, availableParallelism());
 }
 
-export function defaultThreads(modelBytes: number): number {
-  if (modelBytes < SMALL_MODEL_BYTES) return 1;
-  return Math.min(availableCpus(), MAX_DEFAULT_THREADS);
+export function defaultThreads(): number {
+  return Math.max(1, Math.min(availableCpus() - 1, MAX_DEFAULT_THREADS));
 }
 
-/** Thread counts `threads: 'auto'` tries (ascending). */
-export function threadCandidates(modelBytes: number): number[] {
-  const top = defaultThreads(modelBytes);
+/** Thread counts `threads: 'auto'` tries (ascending): 1, 2, 4, ... up to every available CPU (at most 8). */
+export function threadCandidates(): number[] {
+  const top = Math.min(availableCpus(), MAX_DEFAULT_THREADS);
   const out: number[] = [];
   for (let n = 1; n < top; n *= 2) out.push(n);
   out.push(top);

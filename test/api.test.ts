@@ -1,6 +1,7 @@
 // The public API: sampling, streaming, stop conditions, abort, dispose, the event loop, typed errors.
 import { afterAll, beforeAll, expect, it } from '@jest/globals';
 import { execFile } from 'child_process';
+import { availableParallelism } from 'os';
 import * as path from 'path';
 import { promisify } from 'util';
 import {
@@ -192,6 +193,21 @@ describeShared('public API', (dir) => {
     await expect(model.createSession({ threads: 0 })).rejects.toBeInstanceOf(InvalidOptionError);
     await expect(loadModel(stories, { backend: 'tpu' as never })).rejects.toBeInstanceOf(InvalidOptionError);
     await expect(loadModel(stories, { threads: -2 })).rejects.toBeInstanceOf(InvalidOptionError);
+  });
+
+  it('threads: a deterministic default that leaves a CPU to the event loop; explicit; auto calibration', async () => {
+    const cpus = availableParallelism();
+    const d = await model.createSession();
+    expect(d.info.threads).toBe(Math.max(1, Math.min(cpus - 1, 8)));
+    const e = await model.createSession({ threads: 1 });
+    expect(e.info.threads).toBe(1);
+    const a = await model.createSession({ threads: 'auto' });
+    expect(a.info.threads).toBeGreaterThanOrEqual(1);
+    expect(a.info.threads).toBeLessThanOrEqual(Math.min(cpus, 8));
+    expect(a.info.usedTokens).toBe(0); // calibration leaves the cache empty
+    const r = await a.generate('Once upon a time', { maxTokens: 8 }).result();
+    expect(r.tokens).toEqual([432, 383, 286, 261, 376, 298, 315, 421]);
+    await Promise.all([d.dispose(), e.dispose(), a.dispose()]);
   });
 
   it('model.dispose disposes its sessions; later calls throw DisposedError', async () => {
