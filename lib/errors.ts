@@ -13,6 +13,7 @@ export type SpecdecErrorCode =
   | 'ERR_TENSOR_TYPE'
   | 'ERR_BAD_METADATA'
   | 'ERR_INVALID_OPTION'
+  | 'ERR_VOCAB_MISMATCH'
   | 'ERR_TOKEN_OUT_OF_RANGE'
   | 'ERR_CONTEXT_OVERFLOW'
   | 'ERR_BACKEND_UNAVAILABLE'
@@ -39,6 +40,12 @@ export class UnsupportedArchitectureError extends ModelFileError {}
 export class InvalidOptionError extends SpecdecError {
   constructor(message: string) {
     super('ERR_INVALID_OPTION', message);
+  }
+}
+/** A draft model's vocabulary differs from the target model's. */
+export class VocabularyMismatchError extends SpecdecError {
+  constructor(message: string) {
+    super('ERR_VOCAB_MISMATCH', message);
   }
 }
 /** A token id is outside the vocabulary. */

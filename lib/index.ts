@@ -11,7 +11,7 @@ export { Session, Generation, METHODS } from './session';
 export type { SessionOptions, GenerateOptions, GenerationChunk, GenerationStats, Method, StopReason } from './session';
 export {
   SpecdecError, ModelFileError, UnsupportedArchitectureError, InvalidOptionError, TokenOutOfRangeError,
-  ContextOverflowError, BackendUnavailableError, DisposedError, BusyError, NativeBindingError,
+  ContextOverflowError, BackendUnavailableError, DisposedError, BusyError, NativeBindingError, VocabularyMismatchError,
 } from './errors';
 export type { SpecdecErrorCode } from './errors';
 export { readGguf } from './gguf/reader';

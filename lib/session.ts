@@ -1,7 +1,7 @@
 /** A session: mutable state (KV cache, compute threads) over a model, and generation. */
 import { binding, type NativeSession, type NativeStepResult } from './binding';
 import {
-  BusyError, ContextOverflowError, DisposedError, InvalidOptionError, TokenOutOfRangeError, fromNative,
+  BusyError, ContextOverflowError, DisposedError, InvalidOptionError, TokenOutOfRangeError, VocabularyMismatchError, fromNative,
 } from './errors';
 import type { Model } from './model';
 import { checkObject, describe, optBoolean, optNumber, optSignal, rejectUnknown } from './options';
@@ -21,11 +21,12 @@ export interface SessionOptions {
 }
 
 /**
- * Decoding methods available now: 'autoregressive', and 'lookup' (prompt lookup: speculative
- * decoding with drafts copied from earlier n-gram matches in the prompt and output, verified
- * in one forward pass; lossless). More speculative methods arrive as they are finished.
+ * Decoding methods available now: 'autoregressive'; 'lookup' (prompt lookup: drafts copied from
+ * earlier n-gram matches in the prompt and output); 'draft' (a smaller model with the same
+ * vocabulary drafts a chain: `draft: { model }`). Speculative methods verify the drafts in one
+ * forward pass and are lossless. More arrive as they are finished.
  */
-export const METHODS = ['autoregressive', 'lookup'] as const;
+export const METHODS = ['autoregressive', 'lookup', 'draft'] as const;
 export type Method = (typeof METHODS)[number];
 
 export interface GenerateOptions {
@@ -59,6 +60,8 @@ export interface GenerateOptions {
   draftMax?: number;
   /** Prompt lookup: longest n-gram matched (default 4). */
   lookup?: { maxNgram?: number };
+  /** Draft-model speculation: the draft model (same vocabulary as this session's model). */
+  draft?: { model: Model };
   /** Keep generating past end-of-generation tokens (as llama.cpp's --ignore-eos; default false). */
   ignoreEos?: boolean;
   /** Parse special tokens written in a text prompt (default false). */
@@ -105,7 +108,7 @@ export interface GenerationChunk {
 
 const GENERATE_OPTIONS = [
   'maxTokens', 'temperature', 'topK', 'topP', 'minP', 'repeatPenalty', 'frequencyPenalty', 'presencePenalty',
-  'penaltyLastN', 'seed', 'stop', 'signal', 'method', 'special', 'addBos', 'ignoreEos', 'draftMax', 'lookup', '_testBiasedVerifier',
+  'penaltyLastN', 'seed', 'stop', 'signal', 'method', 'special', 'addBos', 'ignoreEos', 'draftMax', 'lookup', 'draft', '_testBiasedVerifier',
 ] as const;
 
 // A step holds a libuv worker for at most about this long; the first is short so the first tokens stream out fast.
@@ -218,8 +221,24 @@ export class Session {
     const ignoreEos = optBoolean(o, 'ignoreEos', false);
     const lookup = checkObject(o.lookup, 'lookup options');
     rejectUnknown(lookup, ['maxNgram'], 'lookup');
+    const draftOpts = checkObject(o.draft, 'draft options');
+    rejectUnknown(draftOpts, ['model'], 'draft');
+    let draftModel: unknown;
+    if (method === 'draft') {
+      const dm = draftOpts.model as Model | undefined;
+      if (!dm || typeof dm !== 'object' || typeof (dm as Model).nativeModel !== 'function') {
+        throw new InvalidOptionError("method 'draft' needs `draft: { model }`, a model from loadModel()");
+      }
+      if (!dm.tokenizer.sameVocabulary(this.model.tokenizer)) {
+        throw new VocabularyMismatchError(
+          `the draft model ${dm.info.path} (${dm.info.vocabSize} tokens) does not share the vocabulary of ${this.model.info.path} (${this.model.info.vocabSize} tokens)`,
+        );
+      }
+      draftModel = dm.nativeModel();
+    }
     const spec = {
       method: method as string,
+      draftModel,
       draftMax: optNumber(o, 'draftMax', 8, 1, 255, true),
       lookupMaxNgram: optNumber(lookup, 'maxNgram', 4, 1, 64, true),
       // test only: the negative control of the distribution test (a wrong verifier)
@@ -320,7 +339,7 @@ export class Session {
 interface SamplingParams {
   maxTokens: number; temperature: number; topK: number; topP: number; minP: number; repeatPenalty: number;
   frequencyPenalty: number; presencePenalty: number; penaltyLastN: number; seed: number;
-  method: string; draftMax: number; lookupMaxNgram: number; _testBiasedVerifier: boolean;
+  method: string; draftMax: number; lookupMaxNgram: number; _testBiasedVerifier: boolean; draftModel: unknown;
 }
 
 /** One generate() call: an async iterable of chunks; `stats` is set when it ends. */

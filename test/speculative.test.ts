@@ -1,10 +1,11 @@
-// Speculative decoding with prompt lookup: exactly the autoregressive output when greedy, the
-// autoregressive distribution when sampling (a chi-square test, with a wrong verifier as the
+// Speculative decoding (prompt lookup, draft model): exactly the autoregressive output when greedy,
+// the autoregressive distribution when sampling (a chi-square test, with a wrong verifier as the
 // negative control), and the usual abort/stop behaviour.
 import { expect, it } from '@jest/globals';
 import * as fs from 'fs';
 import * as path from 'path';
-import { loadModel, type Model, type Session } from '../lib';
+import { loadModel, VocabularyMismatchError, type Model, type Session } from '../lib';
+import { cachedRandomModel } from './utils/random-model';
 import { firstDiff } from './utils/engine';
 import { describeShared } from './utils/shared';
 
@@ -14,11 +15,11 @@ const STORY_STARTS = [
   'The girl and her mom', 'A dog named Max', 'It was a rainy day', 'The king', 'Anna found a box', 'The car went',
 ];
 
-async function both(s: Session, prompt: number[], n: number) {
+async function both(s: Session, prompt: number[], n: number, draft?: Model) {
   s.truncate(0);
   const ar = await s.generate(prompt, { maxTokens: n }).result();
   s.truncate(0);
-  const lk = await s.generate(prompt, { maxTokens: n, method: 'lookup' }).result();
+  const lk = await s.generate(prompt, draft ? { maxTokens: n, method: 'draft', draft: { model: draft } } : { maxTokens: n, method: 'lookup' }).result();
   return { ar, lk };
 }
 
@@ -53,9 +54,12 @@ function chiCritical(dof: number): number {
   return dof * (1 - 2 / (9 * dof) + z * Math.sqrt(2 / (9 * dof))) ** 3;
 }
 
-describeShared('speculative decoding: prompt lookup', (dir) => {
+describeShared('speculative decoding: prompt lookup and draft model', (dir) => {
   const stories = path.join(dir, 'models', 'stories260K.gguf');
   const code = path.join(dir, 'models', 'code', 'code-target-q8_0.gguf');
+  const codeDraft = path.join(dir, 'models', 'code', 'code-draft-f16.gguf');
+  // a draft for stories260K: random weights with its exact vocabulary
+  const storiesDraft = () => cachedRandomModel({ arch: 'llama', vocabFrom: stories, type: 'f32', nEmbd: 32, nLayer: 1, nHead: 2, nHeadKv: 1, nFf: 64, nCtx: 2048, seed: 11 });
 
   it('greedy output equals autoregressive: stories260K, 20 prompts x 128 tokens', async () => {
     const m = await loadModel(stories);
@@ -70,6 +74,46 @@ describeShared('speculative decoding: prompt lookup', (dir) => {
     }
     expect(bad).toEqual([]);
     expect(accepted).toBeGreaterThan(100); // the drafter really drafted and was accepted
+    await m.dispose();
+  });
+
+  it('draft model: greedy output equals autoregressive on stories260K (20 prompts x 128 tokens); vocabulary mismatch is a typed error', async () => {
+    const m = await loadModel(stories);
+    const d = await loadModel(await storiesDraft());
+    const s = await m.createSession({ contextSize: 2048 });
+    const bad: string[] = [];
+    let drafted = 0;
+    for (const text of STORY_STARTS) {
+      const { ar, lk } = await both(s, m.tokenize(text), 128, d);
+      if (firstDiff(ar.tokens, lk.tokens) >= 0) bad.push(text);
+      drafted += lk.stats.draftedTokens;
+      expect(lk.stats.method).toBe('draft');
+    }
+    expect(bad).toEqual([]);
+    expect(drafted).toBeGreaterThan(1000);
+    const other = await loadModel(path.join(dir, 'models', 'llama-2-tiny-random.gguf'));
+    expect(() => s.generate('x', { method: 'draft', draft: { model: other } })).toThrow(VocabularyMismatchError);
+    expect(() => s.generate('x', { method: 'draft' })).toThrow(/needs `draft: \{ model \}`/);
+    await other.dispose();
+    await d.dispose();
+    await m.dispose();
+  });
+
+  (fs.existsSync(codeDraft) ? it : it.skip)('draft model: greedy output equals autoregressive on the code pair, 20 prompts x 128 tokens', async () => {
+    const m = await loadModel(code);
+    const d = await loadModel(codeDraft);
+    const prompts = (JSON.parse(fs.readFileSync(path.join(dir, 'eval', 'code-prompts.json'), 'utf8')).prompts as { prompt: string }[]).slice(0, 20);
+    const s = await m.createSession({ contextSize: 1024, threads: 1 });
+    const bad: number[] = [];
+    let accepted = 0;
+    for (let i = 0; i < prompts.length; i++) {
+      const { ar, lk } = await both(s, m.tokenize(prompts[i].prompt).slice(-400), 128, d);
+      if (firstDiff(ar.tokens, lk.tokens) >= 0) bad.push(i);
+      accepted += lk.stats.acceptedTokens;
+    }
+    expect(bad).toEqual([]);
+    expect(accepted).toBeGreaterThan(20 * 60); // the draft agrees often (tau ~6-8 with 8 drafted tokens)
+    await d.dispose();
     await m.dispose();
   });
 
@@ -118,6 +162,23 @@ describeShared('speculative decoding: prompt lookup', (dir) => {
     const biased = await sampleTokens(m, prompt, N, 2_000_001, { method: 'lookup', _testBiasedVerifier: true });
     const [stat2, dof2] = chiSquare(ar, biased, N, N);
     expect(stat2).toBeGreaterThan(chiCritical(dof2));
+    await m.dispose();
+  });
+
+  it('draft model sampling follows the autoregressive distribution (chi-square, 20,000 samples each), and a wrong verifier is rejected', async () => {
+    const m = await loadModel(stories);
+    const d = await loadModel(await storiesDraft());
+    const prompt = m.tokenize('Once upon a time');
+    const N = 20000;
+    const ar = await sampleTokens(m, prompt, N, 3_000_001, {});
+    const dr = await sampleTokens(m, prompt, N, 4_000_001, { method: 'draft', draft: { model: d } });
+    const [stat, dof] = chiSquare(ar, dr, N, N);
+    expect(dof).toBeGreaterThan(10);
+    expect(stat).toBeLessThan(chiCritical(dof));
+    const biased = await sampleTokens(m, prompt, N, 5_000_001, { method: 'draft', draft: { model: d }, _testBiasedVerifier: true });
+    const [stat2, dof2] = chiSquare(ar, biased, N, N);
+    expect(stat2).toBeGreaterThan(chiCritical(dof2));
+    await d.dispose();
     await m.dispose();
   });
 

@@ -3,7 +3,8 @@
  * The specdec command line.
  *
  *   specdec generate --model PATH (--prompt TEXT | --prompt-file F) [--max-tokens N] [--temperature T]
- *                    [--seed S] [--threads N] [--method M] [--context-size N] [--backend B] [--stop S]... [--json]
+ *                    [--seed S] [--threads N] [--method M] [--draft-model PATH] [--draft-max N]
+ *                    [--context-size N] [--backend B] [--stop S]... [--json]
  *   specdec info PATH [--json]
  *
  * With --json, generate prints exactly one JSON object on stdout:
@@ -26,6 +27,8 @@ const USAGE = `usage:
       --context-size N    KV cache size in tokens
       --backend B         auto | cpu | cuda | metal
       --method M          ${METHODS.join(' | ')}
+      --draft-model PATH  the draft model for --method draft (same vocabulary)
+      --draft-max N       most drafted tokens verified per forward pass (default 8)
       --json              print one JSON object {promptTokens, tokens, text, stats} and nothing else
   specdec info PATH [--json]
 `;
@@ -72,7 +75,7 @@ function num(flags: Flags, name: string): number | undefined {
 
 const KNOWN_GENERATE = new Set([
   'model', 'prompt', 'prompt-file', 'max-tokens', 'temperature', 'top-k', 'top-p', 'min-p', 'repeat-penalty', 'seed',
-  'stop', 'threads', 'context-size', 'backend', 'method', 'json', 'progress', 'help',
+  'stop', 'threads', 'context-size', 'backend', 'method', 'json', 'progress', 'help', 'draft-model', 'draft-max',
 ]);
 
 function progressBar(enabled: boolean): ((f: number) => void) | undefined {
@@ -104,6 +107,9 @@ async function generate(flags: Flags): Promise<void> {
   const { size } = await import('node:fs').then((fs) => fs.statSync(modelPath));
   const showProgress = one(flags, 'progress') === 'true' || (process.stderr.isTTY === true && size > 64 * 1024 * 1024);
   const model = await loadModel(modelPath, { backend, threads, onProgress: progressBar(showProgress) });
+  const draftPath = one(flags, 'draft-model');
+  if (draftPath && one(flags, 'method') !== 'draft') throw new UsageError('--draft-model goes with --method draft');
+  const draftModel = draftPath ? await loadModel(draftPath, { backend, threads }) : undefined;
   try {
     const contextSize = num(flags, 'context-size');
     const session = await model.createSession(contextSize !== undefined ? { contextSize } : {});
@@ -117,6 +123,8 @@ async function generate(flags: Flags): Promise<void> {
       seed: num(flags, 'seed'),
       stop: flags.get('stop'),
       method: one(flags, 'method') as GenerateOptions['method'],
+      draftMax: num(flags, 'draft-max'),
+      draft: draftModel ? { model: draftModel } : undefined,
     };
     for (const k of Object.keys(opts) as (keyof GenerateOptions)[]) if (opts[k] === undefined) delete opts[k];
     const run = session.generate(prompt, opts);
@@ -143,6 +151,7 @@ async function generate(flags: Flags): Promise<void> {
     await session.dispose();
   } finally {
     await model.dispose();
+    await draftModel?.dispose();
   }
 }
 

@@ -410,6 +410,15 @@ export class Tokenizer {
 
   // ---------------- queries ----------------
 
+  /** True when both tokenizers have the same tokens, types and special ids (a draft model can serve this target). */
+  sameVocabulary(other: Tokenizer): boolean {
+    if (other.nVocab !== this.nVocab || other.type !== this.type || other.bos !== this.bos || other.eos !== this.eos) return false;
+    for (let i = 0; i < this.nVocab; i++) {
+      if (this.texts[i] !== other.texts[i] || this.attrs[i] !== other.attrs[i]) return false;
+    }
+    return true;
+  }
+
   isEog(id: number): boolean {
     return id !== NULL && this.eogTokens.has(id);
   }

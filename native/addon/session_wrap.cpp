@@ -1,6 +1,7 @@
 #include "addon/session_wrap.h"
 #include "addon/model_wrap.h"
 #include "common/error.h"
+#include "spec/drafters/draft_model.h"
 #include "spec/drafters/prompt_lookup.h"
 
 namespace specdec {
@@ -256,6 +257,21 @@ Napi::Value session_wrap::begin(const Napi::CallbackInfo & info) {
         if (o.Has("method") && o.Get("method").IsString()) method = o.Get("method").As<Napi::String>().Utf8Value();
         if (method == "lookup") {
             p.draft = std::make_shared<prompt_lookup_drafter>(get_u32(o, "lookupMaxNgram", 4), 1);
+            p.draft_max = get_u32(o, "draftMax", 8);
+            p.biased_verifier = o.Has("_testBiasedVerifier") && o.Get("_testBiasedVerifier").ToBoolean().Value();
+        } else if (method == "draft") {
+            Napi::Value dm = o.Get("draftModel");
+            if (!dm.IsObject()) throw error("ERR_INVALID_OPTION", "method 'draft' needs a draft model");
+            std::shared_ptr<const model> draft = Napi::ObjectWrap<model_wrap>::Unwrap(dm.As<Napi::Object>())->get(env);
+            if (!draft) return env.Undefined();
+            if (draft->hp.n_vocab != sess->n_vocab()) {
+                throw error("ERR_INVALID_OPTION", format("the draft model's vocabulary has %u tokens, the target's %u", draft->hp.n_vocab, sess->n_vocab()));
+            }
+            session_params dp;
+            dp.n_ctx = sess->n_ctx();
+            dp.n_batch = sess->n_batch();
+            dp.n_threads = sess->n_threads();
+            p.draft = std::make_shared<draft_model_drafter>(draft, dp, sp);
             p.draft_max = get_u32(o, "draftMax", 8);
             p.biased_verifier = o.Has("_testBiasedVerifier") && o.Get("_testBiasedVerifier").ToBoolean().Value();
         } else if (method != "autoregressive") {

@@ -146,7 +146,9 @@ void generation::speculate(int32_t t) {
     const uint32_t room = s.n_ctx() - (uint32_t) s.tokens().size() - 1;  // cells left after t
     const uint32_t left = par.max_tokens - stats.n_generated;             // tokens still wanted
     const uint32_t budget = std::min({ par.draft_max, room, left, MAX_INVARIANT_BATCH - 1 });
+    s.pause_threads();  // the target's threads must not spin while the drafter computes
     if (budget > 0) par.draft->propose(history, budget, draft);
+    par.draft->pause();  // its threads must not spin while the target computes
     stats.ms_draft += ms_since(t0);
 
     // verify t + draft in one forward pass; row i predicts the token after batch[i]
@@ -192,19 +194,34 @@ void generation::speculate(int32_t t) {
         for (const auto & c : dist) {
             if (c.id == x) px = c.p;
         }
-        const double accept_p = par.biased_verifier ? 1.0 : (double) px;
+        const std::vector<token_prob> * q = par.draft->draft_dist(i);
+        float qx = 1.0f;  // a deterministic draft: q is one-hot on x
+        if (q) {
+            qx = 0.0f;
+            for (const auto & c : *q) {
+                if (c.id == x) qx = c.p;
+            }
+        }
+        // speculative sampling: accept x with probability min(1, p(x) / q(x))
+        const double accept_p = par.biased_verifier ? 1.0 : (qx > 0.0f ? std::min(1.0, (double) px / qx) : 0.0);
         if ((px > 0.0f || par.biased_verifier) && chain.uniform() < accept_p) {
             n_acc++;
             ctx.push_back(x);
             continue;
         }
-        // residual: p without x, renormalised
+        // rejected: sample from the residual max(0, p - q), normalised
         std::vector<token_prob> res;
         double z = 0.0;
+        if (q) {
+            qdense.assign(n_vocab, 0.0f);
+            for (const auto & d : *q) qdense[d.id] = d.p;
+        }
         for (const auto & c : dist) {
-            if (c.id != x) {
-                res.push_back(c);
-                z += c.p;
+            const float qc = q ? qdense[c.id] : (c.id == x ? 1.0f : 0.0f);
+            const float r = c.p - qc;
+            if (r > 0.0f) {
+                res.push_back({ c.id, c.logit, r });
+                z += r;
             }
         }
         for (auto & c : res) c.p = (float) (c.p / z);

@@ -76,6 +76,7 @@ private:
     int32_t              pending = -1;     // sampled, not yet emitted nor evaluated
     std::vector<int32_t> accepted;         // drafted tokens accepted by the last verification, not yet emitted
     std::vector<token_prob> dist;          // scratch
+    std::vector<float>   qdense;           // scratch: a draft distribution over the vocabulary
 };
 
 } // namespace specdec
