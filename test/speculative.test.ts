@@ -182,6 +182,25 @@ describeShared('speculative decoding: prompt lookup and draft model', (dir) => {
     await m.dispose();
   });
 
+  it('verification at the batch limits: 1 drafted token, and 255 (256 tokens in one pass)', async () => {
+    const m = await loadModel(stories);
+    const s = await m.createSession({ contextSize: 2048 });
+    // a long text whose opening (unique) comes back at the end: lookup drafts the whole text after it
+    const head = m.tokenize('Zq Xv Jk Wp', { addBos: false });
+    const body = m.tokenize(STORY_STARTS.map((t) => `${t} went to see the big red ball in the park.`).join(' '), { addBos: false });
+    expect(body.length).toBeGreaterThan(300);
+    const prompt = [m.info.tokenizer.bos, ...head, ...body, ...head];
+    s.truncate(0);
+    const ar = await s.generate(prompt, { maxTokens: 300 }).result();
+    for (const draftMax of [1, 255]) {
+      s.truncate(0);
+      const r = await s.generate(prompt, { maxTokens: 300, method: 'lookup', draftMax }).result();
+      expect(firstDiff(r.tokens, ar.tokens)).toBe(-1);
+      expect(r.stats.draftedTokens).toBeGreaterThan(draftMax === 1 ? 50 : 255);
+    }
+    await m.dispose();
+  });
+
   it('stops at stop strings, maxTokens and abort like autoregressive decoding', async () => {
     const m = await loadModel(stories);
     const s = await m.createSession();
