@@ -167,8 +167,9 @@ void generation::speculate(int32_t t) {
     stats.n_drafted += (uint32_t) draft.size();
 
     // accept: the longest prefix of the draft that the target agrees with. Greedy: the draft
-    // token must be the target's choice. Sampling (deterministic draft, q = one-hot): accept x
-    // with probability p(x); on rejection sample from p with x removed (the residual max(0, p - q)).
+    // token must be the target's choice. Sampling (speculative sampling): accept x with
+    // probability min(1, p(x) / q(x)), where q is the draft's distribution (one-hot for a
+    // deterministic drafter); on rejection sample from the residual max(0, p - q), normalised.
     const int32_t n_vocab = (int32_t) s.n_vocab();
     std::vector<int32_t> ctx = history;  // the target's view at row i: history + draft[0..i)
     size_t n_acc = 0;
