@@ -54,16 +54,40 @@ Napi::Object stats_object(Napi::Env env, const generation & g) {
     return s;
 }
 
-// A promise-returning worker that owns a reference to the session wrapper and its busy flag.
+// A promise-returning worker that owns a reference to the session wrapper and its busy flag:
+// run() does the native work off the JS thread, result() turns it into a JS value. The
+// session's compute threads are paused afterwards whatever happened, so they never spin idle.
 class session_worker : public Napi::AsyncWorker {
 public:
     session_worker(Napi::Env env, session_wrap * w)
         : Napi::AsyncWorker(env), wrap(w), self(Napi::Persistent(w->Value())), deferred(Napi::Promise::Deferred::New(env)) {}
     ~session_worker() override { wrap->busy.store(false); }
     Napi::Promise promise() { return deferred.Promise(); }
-    void OnError(const Napi::Error & e) override { wrap->busy.store(false); deferred.Reject(e.Value()); }
+
+    void Execute() final {
+        try {
+            run();
+        } catch (const std::exception & e) {
+            SetError(e.what());
+        }
+        wrap->get()->pause_threads();
+    }
+
+    void OnOK() final {
+        Napi::HandleScope scope(Env());
+        wrap->busy.store(false);
+        deferred.Resolve(result(Env()));
+    }
+
+    void OnError(const Napi::Error & e) final {
+        wrap->busy.store(false);
+        deferred.Reject(e.Value());
+    }
 
 protected:
+    virtual void run() = 0;
+    virtual Napi::Value result(Napi::Env env) = 0;
+
     session_wrap *          wrap;
     Napi::ObjectReference   self;
     Napi::Promise::Deferred deferred;
@@ -74,19 +98,10 @@ public:
     step_worker(Napi::Env env, session_wrap * w, double budget_ms, uint32_t max_new)
         : session_worker(env, w), budget(budget_ms), max_new(max_new) {}
 
-    void Execute() override {
-        try {
-            wrap->gen()->step(budget, max_new, out);
-            wrap->get()->pause_threads();
-        } catch (const std::exception & e) {
-            SetError(e.what());
-        }
-    }
+private:
+    void run() override { wrap->gen()->step(budget, max_new, out); }
 
-    void OnOK() override {
-        Napi::Env env = Env();
-        Napi::HandleScope scope(env);
-        wrap->busy.store(false);
+    Napi::Value result(Napi::Env env) override {
         generation * g = wrap->gen();
         Napi::Object r = Napi::Object::New(env);
         Napi::Int32Array toks = Napi::Int32Array::New(env, out.size());
@@ -94,10 +109,9 @@ public:
         r.Set("tokens", toks);
         r.Set("done", g->done());
         r.Set("stats", stats_object(env, *g));
-        deferred.Resolve(r);
+        return r;
     }
 
-private:
     double budget;
     uint32_t max_new;
     std::vector<int32_t> out;
@@ -108,25 +122,15 @@ public:
     eval_worker(Napi::Env env, session_wrap * w, std::vector<int32_t> toks, bool all)
         : session_worker(env, w), toks(std::move(toks)), all(all) {}
 
-    void Execute() override {
-        try {
-            wrap->get()->eval_chain(toks, all, true, logits);
-            wrap->get()->pause_threads();
-        } catch (const std::exception & e) {
-            SetError(e.what());
-        }
-    }
+private:
+    void run() override { wrap->get()->eval_chain(toks, all, true, logits); }
 
-    void OnOK() override {
-        Napi::Env env = Env();
-        Napi::HandleScope scope(env);
-        wrap->busy.store(false);
+    Napi::Value result(Napi::Env env) override {
         Napi::Float32Array a = Napi::Float32Array::New(env, logits.size());
         std::copy(logits.begin(), logits.end(), a.Data());
-        deferred.Resolve(a);
+        return a;
     }
 
-private:
     std::vector<int32_t> toks;
     bool all;
     std::vector<float> logits;
@@ -137,28 +141,18 @@ public:
     calibrate_worker(Napi::Env env, session_wrap * w, std::vector<int> candidates)
         : session_worker(env, w), candidates(std::move(candidates)) {}
 
-    void Execute() override {
-        try {
-            best = wrap->get()->calibrate_threads(candidates, ms);
-            wrap->get()->pause_threads();
-        } catch (const std::exception & e) {
-            SetError(e.what());
-        }
-    }
+private:
+    void run() override { best = wrap->get()->calibrate_threads(candidates, ms); }
 
-    void OnOK() override {
-        Napi::Env env = Env();
-        Napi::HandleScope scope(env);
-        wrap->busy.store(false);
+    Napi::Value result(Napi::Env env) override {
         Napi::Object r = Napi::Object::New(env);
         r.Set("threads", best);
         Napi::Array a = Napi::Array::New(env, ms.size());
         for (size_t i = 0; i < ms.size(); ++i) a.Set((uint32_t) i, ms[i]);
         r.Set("msPerToken", a);
-        deferred.Resolve(r);
+        return r;
     }
 
-private:
     std::vector<int> candidates;
     std::vector<double> ms;
     int best = 1;
