@@ -1,4 +1,5 @@
 // The addon's entry point: registers the wrapper classes.
+#include "addon/kernels_wrap.h"
 #include "addon/model_wrap.h"
 #include "addon/session_wrap.h"
 #include "runtime/backends.h"
@@ -48,6 +49,7 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
     exports.Set("createSession", Napi::Function::New(env, create_session));
     exports.Set("devices", Napi::Function::New(env, devices));
     exports.Set("buildInfo", Napi::Function::New(env, build_info));
+    kernels_init(env, exports);
     return exports;
 }
 

@@ -1,0 +1,61 @@
+#include "kernels/cpu_features.h"
+
+#include <cstdlib>
+
+namespace specdec::kernels {
+
+const char * isa_name(isa i) {
+    switch (i) {
+        case isa::generic:     return "generic";
+        case isa::avx2:        return "avx2";
+        case isa::avx_vnni:    return "avx-vnni";
+        case isa::avx512_vnni: return "avx512-vnni";
+    }
+    return "unknown";
+}
+
+bool isa_from_name(const std::string & name, isa & out) {
+    for (isa i : { isa::generic, isa::avx2, isa::avx_vnni, isa::avx512_vnni }) {
+        if (name == isa_name(i)) {
+            out = i;
+            return true;
+        }
+    }
+    return false;
+}
+
+bool isa_supported(isa i) {
+    switch (i) {
+        case isa::generic:
+            return true;
+#if defined(SPECDEC_X86_KERNELS)
+        case isa::avx2:
+            return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+        case isa::avx_vnni:
+            return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("avxvnni");
+        case isa::avx512_vnni:
+            return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                   __builtin_cpu_supports("avx512vnni");
+#endif
+        default:
+            return false;
+    }
+}
+
+std::vector<isa> supported_isas() {
+    std::vector<isa> out;
+    for (isa i : { isa::generic, isa::avx2, isa::avx_vnni, isa::avx512_vnni }) {
+        if (isa_supported(i)) out.push_back(i);
+    }
+    return out;
+}
+
+isa default_isa() {
+    if (const char * env = std::getenv("SPECDEC_KERNEL_ISA")) {
+        isa forced;
+        if (isa_from_name(env, forced) && isa_supported(forced)) return forced;
+    }
+    return supported_isas().back();
+}
+
+} // namespace specdec::kernels
