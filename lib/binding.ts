@@ -12,7 +12,7 @@ export interface NativeModelInfo {
   architecture: string; parameterCount: number; sizeBytes: number; weightType: string;
   contextLength: number; vocabSize: number; embeddingLength: number; layerCount: number;
   headCount: number; headCountKv: number; feedForwardLength: number; ropeFreqBase: number;
-  ropeScaling: string; tiedEmbeddings: boolean; backend: 'cpu' | 'cuda' | 'metal'; device: string;
+  ropeScaling: string; tiedEmbeddings: boolean; backend: 'cpu' | 'cuda' | 'metal'; device: string; cpuKernels: string;
 }
 export interface NativeModel { info(): NativeModelInfo; dispose(): void }
 export interface NativeStepResult {
@@ -43,10 +43,15 @@ export interface NativeSession {
   dispose(): void;
 }
 export interface NativeBinding {
-  LoadTask: new (path: string, backend: string) => { start(onProgress?: (f: number) => void): Promise<NativeModel>; cancel(): void };
+  LoadTask: new (path: string, backend: string, cpuKernels: string) => { start(onProgress?: (f: number) => void): Promise<NativeModel>; cancel(): void };
   createSession(model: NativeModel, options: { contextSize: number; batchSize: number; threads: number }): Promise<NativeSession>;
   devices(): { name: string; description: string; type: string }[];
   buildInfo(): { cuda: boolean; metal: boolean; hardwareConcurrency: number };
+  /** Test hooks of the CPU kernels (test/kernels.test.ts). */
+  _kernelIsas(): string[];
+  _kernelCheck(isa: string, rows: number, k: number, n: number, seed: number, parts: number): {
+    mismatches: number; invariantMismatches: number; maxRelDiffGgml: number;
+  };
 }
 
 function packageRoot(): string {

@@ -11,6 +11,14 @@ export type Backend = 'auto' | 'cpu' | 'cuda' | 'metal';
 export interface LoadModelOptions {
   /** Compute backend. 'auto' (default) takes a compiled-in GPU backend with a device, else the CPU. */
   backend?: Backend;
+  /**
+   * CPU matrix kernels for Q8_0 weights. 'specdec' (default): specdec's batch-invariant kernels
+   * (AVX-512 VNNI / AVX-VNNI / AVX2, chosen at run time), which make verifying a batch of draft
+   * tokens cost little more than one token; one-token logits then differ from llama.cpp's in the
+   * last bits (greedy output identical except at near-ties). 'ggml': ggml's kernels, bit-identical
+   * to llama.cpp. Other weight types and GPU backends always use ggml's kernels.
+   */
+  cpuKernels?: 'specdec' | 'ggml';
   /** Default compute threads for sessions of this model (default: see README, "Threads"). */
   threads?: number;
   /** Cancels the load: the promise rejects with the signal's reason. */
@@ -39,6 +47,8 @@ export interface ModelInfo {
   tokenizer: { type: 'spm' | 'bpe'; model: string; preTokenizer: string; bos: number; eos: number; addBos: boolean; eogTokens: number[] };
   backend: 'cpu' | 'cuda' | 'metal';
   device: string;
+  /** Kernels of the Q8_0 matrix products: 'ggml', or 'specdec-<instruction set>' (e.g. 'specdec-avx512-vnni'). */
+  cpuKernels: string;
 }
 
 export interface TokenizeOptions {
@@ -48,7 +58,7 @@ export interface TokenizeOptions {
   addBos?: boolean;
 }
 
-const LOAD_OPTIONS = ['backend', 'threads', 'signal', 'onProgress'] as const;
+const LOAD_OPTIONS = ['backend', 'cpuKernels', 'threads', 'signal', 'onProgress'] as const;
 
 export async function loadModel(path: string, options: LoadModelOptions = {}): Promise<Model> {
   if (typeof path !== 'string' || path.length === 0) {
@@ -57,6 +67,7 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
   const o = checkObject(options, 'loadModel options');
   rejectUnknown(o, LOAD_OPTIONS, 'loadModel');
   const backend = optEnum<Backend>(o, 'backend', ['auto', 'cpu', 'cuda', 'metal'], 'auto');
+  const cpuKernels = optEnum<'specdec' | 'ggml'>(o, 'cpuKernels', ['specdec', 'ggml'], 'specdec');
   const threads = o.threads === undefined ? undefined : optNumber(o, 'threads', 1, 1, 512, true);
   const signal = optSignal(o);
   const onProgress = optFunction<(f: number) => void>(o, 'onProgress');
@@ -67,7 +78,7 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
   signal?.throwIfAborted();
   const tokenizer = Tokenizer.fromGguf(file);
 
-  const task = new (binding().LoadTask)(path, backend);
+  const task = new (binding().LoadTask)(path, backend, cpuKernels);
   const onAbort = () => task.cancel();
   signal?.addEventListener('abort', onAbort, { once: true });
   let native: NativeModel;
@@ -131,6 +142,7 @@ export class Model {
       },
       backend: n.backend,
       device: n.device,
+      cpuKernels: n.cpuKernels,
     };
     if (tokenizer.nVocab !== n.vocabSize) {
       throw new InvalidOptionError(`the tokenizer has ${tokenizer.nVocab} tokens but the model ${n.vocabSize}`);

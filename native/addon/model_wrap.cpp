@@ -60,6 +60,7 @@ Napi::Value model_wrap::info(const Napi::CallbackInfo & info) {
     o.Set("tiedEmbeddings", mm->tied_embeddings);
     o.Set("backend", mm->kind == BACKEND_CPU ? "cpu" : mm->kind == BACKEND_CUDA ? "cuda" : "metal");
     o.Set("device", mm->device_name);
+    o.Set("cpuKernels", mm->cpu_kernels);
     return o;
 }
 
@@ -135,10 +136,16 @@ Napi::Function load_task_wrap::init(Napi::Env env) {
 
 load_task_wrap::load_task_wrap(const Napi::CallbackInfo & info) : Napi::ObjectWrap<load_task_wrap>(info) {
     Napi::Env env = info.Env();
-    if (info.Length() < 2 || !info[0].IsString() || !info[1].IsString()) {
-        Napi::TypeError::New(env, "[ERR_INVALID_OPTION] LoadTask(path: string, backend: string)").ThrowAsJavaScriptException();
+    if (info.Length() < 3 || !info[0].IsString() || !info[1].IsString() || !info[2].IsString()) {
+        Napi::TypeError::New(env, "[ERR_INVALID_OPTION] LoadTask(path: string, backend: string, cpuKernels: string)").ThrowAsJavaScriptException();
         return;
     }
+    const std::string k = info[2].As<Napi::String>().Utf8Value();
+    if (k != "specdec" && k != "ggml") {
+        Napi::Error::New(env, "[ERR_INVALID_OPTION] cpuKernels must be 'specdec' or 'ggml', got '" + k + "'").ThrowAsJavaScriptException();
+        return;
+    }
+    specdec_kernels = k == "specdec";
     path = info[0].As<Napi::String>().Utf8Value();
     const std::string b = info[1].As<Napi::String>().Utf8Value();
     if (b == "auto") backend = BACKEND_AUTO;
@@ -157,6 +164,7 @@ Napi::Value load_task_wrap::start(const Napi::CallbackInfo & info) {
     load_params p;
     p.path = path;
     p.backend = backend;
+    p.specdec_kernels = specdec_kernels;
     auto * w = new load_worker(env, p, cancelled, cb);
     Napi::Promise pr = w->promise();
     w->Queue();

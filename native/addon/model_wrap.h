@@ -39,6 +39,7 @@ private:
 
     std::string path;
     backend_kind backend = BACKEND_AUTO;
+    bool specdec_kernels = true;
     std::shared_ptr<std::atomic<bool>> cancelled = std::make_shared<std::atomic<bool>>(false);
 };
 

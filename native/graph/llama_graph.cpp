@@ -4,6 +4,8 @@
 // the same order give the same numbers.
 #include "graph/llama_graph.h"
 
+#include "kernels/ggml_ops.h"
+
 #include <algorithm>
 #include <cmath>
 
@@ -71,19 +73,46 @@ static ggml_tensor * build_attn_invariant(ggml_context * ctx0, const kv_cache & 
     return parts[0];
 }
 
-// Matrix product with the weights. In a batch-invariant graph the tokens go as a batch of
-// one-column products ([K, 1, n] broadcast against the [K, M] weights): ggml then computes each
-// column with the same per-row dot products as a one-token decode, instead of the batched
-// llamafile kernels it uses for prompt prefill (as llama.cpp does).
-static ggml_tensor * build_mm(ggml_context * ctx0, ggml_tensor * w, ggml_tensor * x, bool invariant) {
-    if (!invariant || x->ne[1] == 1) {
-        return ggml_mul_mat(ctx0, w, x);  // [M, n]
+// Matrix product with the weights.
+//
+// Q8_0 weights repacked for specdec's CPU kernels (model::packed) go through them for one-token
+// decoding and for batch-invariant graphs: their arithmetic per output element does not depend
+// on the batch. The quantized activations are shared by the products that read the same input
+// (Q/K/V, gate/up), as ggml shares them inside one product.
+//
+// Otherwise, in a batch-invariant graph the tokens go as a batch of one-column products
+// ([K, 1, n] broadcast against the [K, M] weights): ggml then computes each column with the same
+// per-row dot products as a one-token decode, instead of the batched llamafile kernels it uses
+// for prompt prefill (as llama.cpp does).
+struct mm_builder {
+    ggml_context * ctx0;
+    const model &  m;
+    bool           invariant;
+    std::vector<std::pair<ggml_tensor *, ggml_tensor *>> quantized;  // input -> its quantized columns
+
+    ggml_tensor * operator()(ggml_tensor * w, ggml_tensor * x) {
+        const int64_t n = x->ne[1];
+        const kernels::packed_q8_0 * pw = m.packed_for(w);
+        if (pw && (invariant || n == 1) && x->type == GGML_TYPE_F32 && x->nb[0] == sizeof(float) &&
+                x->ne[2] == 1 && x->ne[3] == 1) {
+            ggml_tensor * qx = nullptr;
+            for (auto & e : quantized) {
+                if (e.first == x) qx = e.second;
+            }
+            if (!qx) {
+                qx = kernels::op_quantize_act_q8_0(ctx0, x);  // [K/32 * 40 bytes, n]
+                quantized.emplace_back(x, qx);
+            }
+            return kernels::op_gemm_q8_0(ctx0, pw, qx);  // [M, n]
+        }
+        if (!invariant || n == 1) {
+            return ggml_mul_mat(ctx0, w, x);  // [M, n]
+        }
+        ggml_tensor * cols = ggml_reshape_3d(ctx0, x, x->ne[0], 1, n);  // [K, 1, n]
+        ggml_tensor * y = ggml_mul_mat(ctx0, w, cols);                   // [M, 1, n]
+        return ggml_reshape_2d(ctx0, y, y->ne[0], n);                    // [M, n]
     }
-    const int64_t n = x->ne[1];
-    ggml_tensor * cols = ggml_reshape_3d(ctx0, x, x->ne[0], 1, n);  // [K, 1, n]
-    ggml_tensor * y = ggml_mul_mat(ctx0, w, cols);                   // [M, 1, n]
-    return ggml_reshape_2d(ctx0, y, y->ne[0], n);                    // [M, n]
-}
+};
 
 static ggml_tensor * build_norm(ggml_context * ctx0, ggml_tensor * cur, ggml_tensor * w, float eps) {
     cur = ggml_rms_norm(ctx0, cur, eps);
@@ -103,7 +132,7 @@ ggml_cgraph * build_llama_graph(ggml_context * ctx0, const model & m, const kv_c
     const int64_t n_tokens    = shape.n_tokens;
     const int64_t n_embd_head = hp.n_embd_head_k;
     const float   kq_scale    = hp.f_attn_scale != 0.0f ? hp.f_attn_scale : 1.0f / sqrtf((float) n_embd_head);
-    const bool    inv         = shape.invariant;
+    mm_builder    build_mm { ctx0, m, shape.invariant, {} };
 
     ggml_cgraph * gf = ggml_new_graph_custom(ctx0, llama_graph_max_nodes(m), false);
 
@@ -137,11 +166,11 @@ ggml_cgraph * build_llama_graph(ggml_context * ctx0, const model & m, const kv_c
 
         // self-attention
         {
-            ggml_tensor * Qcur = build_mm(ctx0, L.wq, cur, inv);  // [n_embd_q, n_tokens]
+            ggml_tensor * Qcur = build_mm(L.wq, cur);  // [n_embd_q, n_tokens]
             if (L.bq) Qcur = ggml_add(ctx0, Qcur, L.bq);
-            ggml_tensor * Kcur = build_mm(ctx0, L.wk, cur, inv);  // [n_embd_k_gqa, n_tokens]
+            ggml_tensor * Kcur = build_mm(L.wk, cur);  // [n_embd_k_gqa, n_tokens]
             if (L.bk) Kcur = ggml_add(ctx0, Kcur, L.bk);
-            ggml_tensor * Vcur = build_mm(ctx0, L.wv, cur, inv);  // [n_embd_v_gqa, n_tokens]
+            ggml_tensor * Vcur = build_mm(L.wv, cur);  // [n_embd_v_gqa, n_tokens]
             if (L.bv) Vcur = ggml_add(ctx0, Vcur, L.bv);
 
             Qcur = ggml_reshape_3d(ctx0, Qcur, n_embd_head, hp.n_head,    n_tokens);  // [head_dim, n_head, n_tokens]
@@ -174,7 +203,7 @@ ggml_cgraph * build_llama_graph(ggml_context * ctx0, const model & m, const kv_c
             }
             cur = ggml_reshape_2d(ctx0, cur, cur->ne[0] * cur->ne[1], cur->ne[2] * cur->ne[3]);  // [n_embd_q, n_tokens]
 
-            cur = build_mm(ctx0, L.wo, cur, inv);  // [n_embd, n_tokens]
+            cur = build_mm(L.wo, cur);  // [n_embd, n_tokens]
             if (L.bo) cur = ggml_add(ctx0, cur, L.bo);
         }
 
@@ -188,17 +217,17 @@ ggml_cgraph * build_llama_graph(ggml_context * ctx0, const model & m, const kv_c
 
         // feed-forward: down(silu(gate(x)) * up(x))
         cur = build_norm(ctx0, ffn_inp, L.ffn_norm, hp.f_norm_rms_eps);
-        ggml_tensor * up   = build_mm(ctx0, L.ffn_up, cur, inv);    // [n_ff, n]
-        ggml_tensor * gate = build_mm(ctx0, L.ffn_gate, cur, inv);  // [n_ff, n]
+        ggml_tensor * up   = build_mm(L.ffn_up, cur);    // [n_ff, n]
+        ggml_tensor * gate = build_mm(L.ffn_gate, cur);  // [n_ff, n]
         cur = ggml_swiglu_split(ctx0, gate, up);
-        cur = build_mm(ctx0, L.ffn_down, cur, inv);                // [n_embd, n]
+        cur = build_mm(L.ffn_down, cur);                // [n_embd, n]
 
         cur  = ggml_add(ctx0, cur, ffn_inp);
         inpL = cur;
     }
 
     cur = build_norm(ctx0, inpL, m.output_norm, hp.f_norm_rms_eps);  // [n_embd, n_outputs]
-    cur = build_mm(ctx0, m.output, cur, inv);                         // [n_vocab, n_outputs]
+    cur = build_mm(m.output, cur);                         // [n_vocab, n_outputs]
     ggml_set_name(cur, "result_output");
     ggml_set_output(cur);
     in.logits = cur;

@@ -2,6 +2,7 @@
 // Many sessions (mutable state) can run over one model at once.
 #pragma once
 
+#include "kernels/q8_0_gemm.h"
 #include "model/hparams.h"
 
 #include "ggml.h"
@@ -13,6 +14,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 namespace specdec {
@@ -40,6 +42,9 @@ enum backend_kind { BACKEND_AUTO, BACKEND_CPU, BACKEND_CUDA, BACKEND_METAL };
 struct load_params {
     std::string  path;
     backend_kind backend = BACKEND_AUTO;
+    // On the CPU, run Q8_0 matrix products of decoding and verification with specdec's
+    // batch-invariant kernels (kernels/q8_0_gemm.h) instead of ggml's.
+    bool specdec_kernels = true;
     // called with a fraction in [0, 1]; return false to cancel the load
     std::function<bool(float)> progress;
 };
@@ -61,6 +66,14 @@ struct model {
     ggml_backend_dev_t device = nullptr;  // where the weights live
     std::string        device_name;
     backend_kind       kind = BACKEND_CPU;
+
+    // Q8_0 weights repacked for specdec's CPU kernels (empty on GPUs or with ggml's kernels).
+    std::unordered_map<const ggml_tensor *, std::unique_ptr<kernels::packed_q8_0>> packed;
+    std::string cpu_kernels = "ggml";  // "ggml", or "specdec-<instruction set>"
+    const kernels::packed_q8_0 * packed_for(const ggml_tensor * w) const {
+        auto it = packed.find(w);
+        return it == packed.end() ? nullptr : it->second.get();
+    }
 
     ~model();
 

@@ -271,6 +271,51 @@ std::string dominant_type(const model & m) {
     return ggml_type_name((ggml_type) best);
 }
 
+// The weights of the matrix products, in graph order.
+std::vector<ggml_tensor *> matrix_weights(const model & m) {
+    std::vector<ggml_tensor *> out;
+    for (const layer_weights & l : m.layers) {
+        for (ggml_tensor * t : { l.wq, l.wk, l.wv, l.wo, l.ffn_gate, l.ffn_up, l.ffn_down }) out.push_back(t);
+    }
+    out.push_back(m.output);
+    return out;
+}
+
+bool has_q8_0_matrices(const model & m) {
+    for (ggml_tensor * t : matrix_weights(m)) {
+        if (t && t->type == GGML_TYPE_Q8_0) return true;
+    }
+    return false;
+}
+
+// Repacks the Q8_0 matrices for specdec's CPU kernels (kernels/q8_0_gemm.h). The mapped file
+// stays as it is (ggml still reads the token embeddings and runs prompt prefill from it).
+void pack_weights(model & m, const load_params & params, const std::function<void(float)> & report) {
+    if (!params.specdec_kernels || !has_q8_0_matrices(m)) return;
+    const kernels::isa isa = kernels::default_isa();
+    std::vector<ggml_tensor *> todo;
+    uint64_t total = 0;
+    for (ggml_tensor * t : matrix_weights(m)) {
+        if (t && t->type == GGML_TYPE_Q8_0 && !m.packed.count(t) && t->ne[0] % kernels::QK8_0 == 0) {
+            todo.push_back(t);
+            m.packed[t] = nullptr;
+            total += ggml_nbytes(t);
+        }
+    }
+    uint64_t done = 0;
+    for (ggml_tensor * t : todo) {
+        auto p = kernels::pack_q8_0(t->data, t->ne[1], t->ne[0], isa);
+        if (!p) {
+            fail("ERR_BACKEND_UNAVAILABLE", format("cannot allocate %.1f MiB to repack '%s' for the CPU kernels",
+                    ggml_nbytes(t) / 1048576.0, t->name));
+        }
+        m.packed[t] = std::move(p);
+        done += ggml_nbytes(t);
+        report((float) done / (float) std::max<uint64_t>(1, total));
+    }
+    m.cpu_kernels = std::string("specdec-") + kernels::isa_name(isa);
+}
+
 } // namespace
 
 const std::string & last_gguf_error() { return g_last_gguf_error; }
@@ -405,11 +450,15 @@ std::shared_ptr<model> model_load(const load_params & params) {
     m->device_name = ggml_backend_dev_name(m->device);
     const bool cpu = m->kind == BACKEND_CPU;
 
-    auto report = [&](float f) {
+    // progress: reading the weights, then (on the CPU) repacking the Q8_0 ones
+    const float load_share = cpu && params.specdec_kernels && has_q8_0_matrices(*m) ? 0.85f : 1.0f;
+    auto report_raw = [&](float f) {
         if (params.progress && !params.progress(f)) {
             fail("ERR_ABORTED", "model loading was cancelled");
         }
     };
+    auto report = [&](float f) { report_raw(f * load_share); };
+    std::function<void(float)> report_packing = [&](float f) { report_raw(load_share + f * (1.0f - load_share)); };
     report(0.0f);
 
 #if !defined(_WIN32)
@@ -453,6 +502,8 @@ std::shared_ptr<model> model_load(const load_params & params) {
         }
         (void) sink;
         report(1.0f);
+        pack_weights(*m, params, report_packing);
+        report_raw(1.0f);
         return m;
     }
 #endif
@@ -490,6 +541,10 @@ std::shared_ptr<model> model_load(const load_params & params) {
     }
     fclose(f);
     report(1.0f);
+    if (cpu) {
+        pack_weights(*m, params, report_packing);
+    }
+    report_raw(1.0f);
     return m;
 }
 
