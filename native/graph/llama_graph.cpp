@@ -189,11 +189,17 @@ ggml_cgraph * build_llama_graph(ggml_context * ctx0, const model & m, const kv_c
             // store K and V of the batch into their cells
             ggml_tensor * k_rows = ggml_view_2d(ctx0, Kcur, hp.n_embd_k_gqa(), n_tokens, Kcur->nb[2], 0);  // [n_embd_k_gqa, n_tokens]
             ggml_tensor * v_rows = ggml_view_2d(ctx0, Vcur, hp.n_embd_v_gqa(), n_tokens, Vcur->nb[2], 0);
-            ggml_build_forward_expand(gf, ggml_set_rows(ctx0, kv.k_layer(il), k_rows, in.kv_idxs));
-            ggml_build_forward_expand(gf, ggml_set_rows(ctx0, kv.v_layer(il), v_rows, in.kv_idxs));
+            ggml_tensor * k_stored = ggml_set_rows(ctx0, kv.k_layer(il), k_rows, in.kv_idxs);  // the cache, written
+            ggml_tensor * v_stored = ggml_set_rows(ctx0, kv.v_layer(il), v_rows, in.kv_idxs);
+            ggml_build_forward_expand(gf, k_stored);
+            ggml_build_forward_expand(gf, v_stored);
 
             ggml_tensor * q = ggml_permute(ctx0, Qcur, 0, 2, 1, 3);  // [head_dim, n_tokens, n_head]
-            if (shape.invariant && n_tokens > 1) {
+            const bool own_attention = m.specdec_attention && (shape.invariant || n_tokens == 1) && hp.n_embd_head_k == hp.n_embd_head_v;
+            if (own_attention) {
+                // specdec's attention: each row over exactly its allowed cells (decode and verification)
+                cur = kernels::op_attention(ctx0, &m.attn, Qcur, k_stored, v_stored, in.mask);  // [n_embd_q, n_tokens]
+            } else if (shape.invariant && n_tokens > 1) {
                 cur = build_attn_invariant(ctx0, kv, il, q, in.mask, shape, kq_scale);  // [head_dim, n_head, n_tokens]
             } else {
                 ggml_tensor * k = ggml_permute(ctx0, kv.view_k(ctx0, il, shape.n_kv), 0, 2, 1, 3);  // [head_dim, n_kv, n_head_kv]
@@ -201,7 +207,9 @@ ggml_cgraph * build_llama_graph(ggml_context * ctx0, const model & m, const kv_c
                 cur = ggml_flash_attn_ext(ctx0, q, k, v, in.mask, kq_scale, 0.0f, 0.0f);  // [head_dim, n_head, n_tokens]
                 ggml_flash_attn_ext_set_prec(cur, GGML_PREC_F32);
             }
-            cur = ggml_reshape_2d(ctx0, cur, cur->ne[0] * cur->ne[1], cur->ne[2] * cur->ne[3]);  // [n_embd_q, n_tokens]
+            if (!own_attention) {
+                cur = ggml_reshape_2d(ctx0, cur, cur->ne[0] * cur->ne[1], cur->ne[2] * cur->ne[3]);  // [n_embd_q, n_tokens]
+            }
 
             cur = build_mm(L.wo, cur);  // [n_embd, n_tokens]
             if (L.bo) cur = ggml_add(ctx0, cur, L.bo);

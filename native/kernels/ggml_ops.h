@@ -2,6 +2,7 @@
 // backend on the session's thread pool).
 #pragma once
 
+#include "kernels/attention.h"
 #include "kernels/q8_0_gemm.h"
 
 #include "ggml.h"
@@ -15,5 +16,19 @@ ggml_tensor * op_quantize_act_q8_0(ggml_context * ctx, ggml_tensor * x);
 // w . x for the repacked weights w ([K, M] in ggml's terms) and quantized activations qx.
 //   qx: op_quantize_act_q8_0 of [K, n]; returns F32 [M, n]
 ggml_tensor * op_gemm_q8_0(ggml_context * ctx, const packed_q8_0 * w, ggml_tensor * qx);
+
+struct attention_params {
+    attn_shape shape;
+    isa        kernel = isa::generic;
+};
+
+// Attention of the batch's query rows over the cells their mask allows (kernels/attention.h).
+//   q:    F32 [head_dim, n_head, n_tokens] (contiguous, after RoPE)
+//   k, v: the layer's F16 cache [n_head_kv * head_dim, kv_size] (pass the results of the
+//         set_rows that stored this batch, so the graph orders the writes first)
+//   mask: F16 [n_kv, n_tokens], 0 where a row may attend, -inf elsewhere
+//   returns F32 [head_dim * n_head, n_tokens]
+ggml_tensor * op_attention(ggml_context * ctx, const attention_params * p, ggml_tensor * q, ggml_tensor * k,
+                           ggml_tensor * v, ggml_tensor * mask);
 
 } // namespace specdec::kernels

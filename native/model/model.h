@@ -2,7 +2,7 @@
 // Many sessions (mutable state) can run over one model at once.
 #pragma once
 
-#include "kernels/q8_0_gemm.h"
+#include "kernels/ggml_ops.h"
 #include "model/hparams.h"
 
 #include "ggml.h"
@@ -70,6 +70,9 @@ struct model {
     // Q8_0 weights repacked for specdec's CPU kernels (empty on GPUs or with ggml's kernels).
     std::unordered_map<const ggml_tensor *, std::unique_ptr<kernels::packed_q8_0>> packed;
     std::string cpu_kernels = "ggml";  // "ggml", or "specdec-<instruction set>"
+    // With specdec's kernels, attention of decoding and verification runs on them too.
+    bool specdec_attention = false;
+    kernels::attention_params attn;
     const kernels::packed_q8_0 * packed_for(const ggml_tensor * w) const {
         auto it = packed.find(w);
         return it == packed.end() ? nullptr : it->second.get();

@@ -314,6 +314,12 @@ void pack_weights(model & m, const load_params & params, const std::function<voi
         report((float) done / (float) std::max<uint64_t>(1, total));
     }
     m.cpu_kernels = std::string("specdec-") + kernels::isa_name(isa);
+    m.specdec_attention = true;
+    m.attn.kernel = isa;
+    m.attn.shape.head_dim  = m.hp.n_embd_head_k;
+    m.attn.shape.n_head    = m.hp.n_head;
+    m.attn.shape.n_head_kv = m.hp.n_head_kv;
+    m.attn.shape.scale     = m.hp.f_attn_scale != 0.0f ? m.hp.f_attn_scale : 1.0f / sqrtf((float) m.hp.n_embd_head_k);
 }
 
 } // namespace
