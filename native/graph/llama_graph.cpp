@@ -195,7 +195,7 @@ ggml_cgraph * build_llama_graph(ggml_context * ctx0, const model & m, const kv_c
             ggml_build_forward_expand(gf, v_stored);
 
             ggml_tensor * q = ggml_permute(ctx0, Qcur, 0, 2, 1, 3);  // [head_dim, n_tokens, n_head]
-            const bool own_attention = m.specdec_attention && (shape.invariant || n_tokens == 1) && hp.n_embd_head_k == hp.n_embd_head_v;
+            const bool own_attention = shape.own_attention && m.attn_available && (shape.invariant || n_tokens == 1);
             if (own_attention) {
                 // specdec's attention: each row over exactly its allowed cells (decode and verification)
                 cur = kernels::op_attention(ctx0, &m.attn, Qcur, k_stored, v_stored, in.mask);  // [n_embd_q, n_tokens]

@@ -24,6 +24,8 @@ struct graph_shape {
     // prefill, which follows llama.cpp's batched kernels.
     bool                  invariant = false;
     std::vector<uint32_t> row_n_kv;  // [n_tokens] when invariant
+    // Attention of decoding and verification on specdec's kernel (kernels/attention.h).
+    bool                  own_attention = false;
 };
 
 // Length of the KV view a one-token decode uses when the cache holds n_total cells

@@ -73,6 +73,7 @@ struct model {
     // With specdec's kernels, attention of decoding and verification runs on them too.
     bool specdec_attention = false;
     kernels::attention_params attn;
+    bool attn_available = false;  // the attention kernel can run this model (CPU; sessions may opt in)
     const kernels::packed_q8_0 * packed_for(const ggml_tensor * w) const {
         auto it = packed.find(w);
         return it == packed.end() ? nullptr : it->second.get();

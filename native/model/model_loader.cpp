@@ -291,6 +291,12 @@ bool has_q8_0_matrices(const model & m) {
 // Repacks the Q8_0 matrices for specdec's CPU kernels (kernels/q8_0_gemm.h). The mapped file
 // stays as it is (ggml still reads the token embeddings and runs prompt prefill from it).
 void pack_weights(model & m, const load_params & params, const std::function<void(float)> & report) {
+    m.attn.kernel = kernels::default_isa();
+    m.attn.shape.head_dim  = m.hp.n_embd_head_k;
+    m.attn.shape.n_head    = m.hp.n_head;
+    m.attn.shape.n_head_kv = m.hp.n_head_kv;
+    m.attn.shape.scale     = m.hp.f_attn_scale != 0.0f ? m.hp.f_attn_scale : 1.0f / sqrtf((float) m.hp.n_embd_head_k);
+    m.attn_available = m.hp.n_embd_head_k == m.hp.n_embd_head_v;
     if (!params.specdec_kernels || !has_q8_0_matrices(m)) return;
     const kernels::isa isa = kernels::default_isa();
     std::vector<ggml_tensor *> todo;
@@ -315,11 +321,6 @@ void pack_weights(model & m, const load_params & params, const std::function<voi
     }
     m.cpu_kernels = std::string("specdec-") + kernels::isa_name(isa);
     m.specdec_attention = true;
-    m.attn.kernel = isa;
-    m.attn.shape.head_dim  = m.hp.n_embd_head_k;
-    m.attn.shape.n_head    = m.hp.n_head;
-    m.attn.shape.n_head_kv = m.hp.n_head_kv;
-    m.attn.shape.scale     = m.hp.f_attn_scale != 0.0f ? m.hp.f_attn_scale : 1.0f / sqrtf((float) m.hp.n_embd_head_k);
 }
 
 } // namespace

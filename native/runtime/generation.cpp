@@ -61,11 +61,17 @@ void generation::prefill_step(double budget_ms) {
         n_prefilled += n;
         if (ms_since(t0) >= budget_ms || s.abort_requested()) break;
     }
-    stats.ms_prefill += ms_since(t0);
     if (n_prefilled == par.prompt.size()) {
+        if (par.draft) {
+            // a draft model reads the prompt now, as part of prompt processing
+            s.pause_threads();
+            par.draft->prepare(history);
+            par.draft->pause();
+        }
         prefilled = true;
         pending = chain.sample(logits.data(), (int32_t) s.n_vocab(), history);
     }
+    stats.ms_prefill += ms_since(t0);
 }
 
 void generation::step(double budget_ms, uint32_t max_new, std::vector<int32_t> & out) {
@@ -142,100 +148,68 @@ bool generation::emit(int32_t t, std::vector<int32_t> & out, uint32_t & n_new) {
 void generation::speculate(int32_t t) {
     // draft: history already ends with t
     const auto t0 = clk::now();
-    std::vector<int32_t> draft;
     const uint32_t room = s.n_ctx() - (uint32_t) s.tokens().size() - 1;  // cells left after t
-    const uint32_t left = par.max_tokens - stats.n_generated;             // tokens still wanted
+    const uint32_t left = par.max_tokens - stats.n_generated;             // tokens still wanted (bounds the depth)
     const uint32_t budget = std::min({ par.draft_max, room, left, MAX_INVARIANT_BATCH - 1 });
     s.pause_threads();  // the target's threads must not spin while the drafter computes
-    if (budget > 0) par.draft->propose(history, budget, draft);
+    tree.clear();
+    if (budget > 0) par.draft->propose(history, budget, tree);
+    tree.truncate(budget);
     par.draft->pause();  // its threads must not spin while the target computes
-    stats.ms_draft += ms_since(t0);
+    const double draft_ms = ms_since(t0);
+    stats.ms_draft += draft_ms;
 
-    // verify t + draft in one forward pass; row i predicts the token after batch[i]
+    // verify t + the tree in one forward pass; row 0 predicts the token after t, row 1 + i the
+    // token after node i
     const auto t1 = clk::now();
-    std::vector<int32_t> batch = { t };
-    batch.insert(batch.end(), draft.begin(), draft.end());
-    std::vector<int32_t> parents(batch.size());
-    std::vector<uint32_t> outputs(batch.size());
-    for (size_t i = 0; i < batch.size(); ++i) {
-        parents[i] = (int32_t) i - 1;
-        outputs[i] = (uint32_t) i;
+    const size_t n = tree.size();
+    std::vector<int32_t> batch(1 + n), parents(1 + n);
+    std::vector<uint32_t> outputs(1 + n);
+    batch[0] = t;
+    parents[0] = -1;
+    bool chain = true;
+    for (size_t i = 0; i < n; ++i) {
+        batch[1 + i] = tree.tokens[i];
+        parents[1 + i] = tree.parents[i] + 1;
+        chain = chain && tree.parents[i] == (int32_t) i - 1;
     }
+    for (size_t i = 0; i <= n; ++i) outputs[i] = (uint32_t) i;
     s.eval_tree(batch, parents, outputs, logits);
+    const double verify_ms = ms_since(t1);
     stats.n_forward++;
     stats.n_verify++;
-    stats.n_drafted += (uint32_t) draft.size();
+    stats.n_drafted += (uint32_t) n;
 
-    // accept: the longest prefix of the draft that the target agrees with. Greedy: the draft
-    // token must be the target's choice. Sampling (speculative sampling): accept x with
-    // probability min(1, p(x) / q(x)), where q is the draft's distribution (one-hot for a
-    // deterministic drafter); on rejection sample from the residual max(0, p - q), normalised.
-    const int32_t n_vocab = (int32_t) s.n_vocab();
-    std::vector<int32_t> ctx = history;  // the target's view at row i: history + draft[0..i)
-    size_t n_acc = 0;
-    int32_t next = -1;
-    for (size_t i = 0; i <= draft.size(); ++i) {
-        const float * row = logits.data() + i * (size_t) n_vocab;
-        chain.distribution(row, n_vocab, ctx, dist);
-        if (i == draft.size()) {
-            next = chain.greedy() ? dist[0].id : chain.sample_from(dist);
-            break;
-        }
-        const int32_t x = draft[i];
-        if (chain.greedy()) {
-            if (dist[0].id == x) {
-                n_acc++;
-                ctx.push_back(x);
-                continue;
-            }
-            next = dist[0].id;
-            break;
-        }
-        float px = 0.0f;
-        for (const auto & c : dist) {
-            if (c.id == x) px = c.p;
-        }
-        const std::vector<token_prob> * q = par.draft->draft_dist(i);
-        float qx = 1.0f;  // a deterministic draft: q is one-hot on x
-        if (q) {
-            qx = 0.0f;
-            for (const auto & c : *q) {
-                if (c.id == x) qx = c.p;
-            }
-        }
-        // speculative sampling: accept x with probability min(1, p(x) / q(x))
-        const double accept_p = par.biased_verifier ? 1.0 : (qx > 0.0f ? std::min(1.0, (double) px / qx) : 0.0);
-        if ((px > 0.0f || par.biased_verifier) && chain.uniform() < accept_p) {
-            n_acc++;
-            ctx.push_back(x);
-            continue;
-        }
-        // rejected: sample from the residual max(0, p - q), normalised
-        std::vector<token_prob> res;
-        double z = 0.0;
-        if (q) {
-            qdense.assign(n_vocab, 0.0f);
-            for (const auto & d : *q) qdense[d.id] = d.p;
-        }
-        for (const auto & c : dist) {
-            const float qc = q ? qdense[c.id] : (c.id == x ? 1.0f : 0.0f);
-            const float r = c.p - qc;
-            if (r > 0.0f) {
-                res.push_back({ c.id, c.logit, r });
-                z += r;
-            }
-        }
-        for (auto & c : res) c.p = (float) (c.p / z);
-        next = res.empty() ? dist[0].id : chain.sample_from(res);
-        break;
+    const acceptance acc_ = verifier.accept(tree, logits.data(), (int32_t) s.n_vocab(), this->chain, history, par.biased_verifier);
+    const acceptance & acc = acc_;
+    bool prefix = chain;
+    for (size_t i = 0; prefix && i < acc.path.size(); ++i) prefix = acc.path[i] == i;
+    verify_result vr;
+    vr.root = t;
+    vr.before_root = history.size() > 1 ? history[history.size() - 2] : -1;
+    vr.tree = &tree;
+    vr.path = acc.path;
+    vr.next = acc.next;
+    vr.logits = logits.data();
+    vr.n_vocab = (int32_t) s.n_vocab();
+    vr.draft_ms = draft_ms;
+    vr.verify_ms = verify_ms;
+    par.draft->observe(vr);
+    if (!prefix) stats.n_compactions++;
+    stats.n_accepted += (uint32_t) acc.path.size();
+
+    // keep t and the accepted path in the cache (moved into place when the path is not the
+    // first branch); they come out before `next`
+    if (prefix) {
+        s.commit_chain(batch, (uint32_t) (1 + acc.path.size()));
+    } else {
+        std::vector<uint32_t> keep = { 0 };
+        for (uint32_t k : acc.path) keep.push_back(1 + k);
+        s.commit_path(batch, keep);
     }
-    par.draft->observe((uint32_t) draft.size(), (uint32_t) n_acc);
-    stats.n_accepted += (uint32_t) n_acc;
-
-    // keep t and the accepted tokens in the cache; they come out before `next`
-    s.commit_chain(batch, (uint32_t) (1 + n_acc));
-    accepted.assign(draft.begin(), draft.begin() + n_acc);
-    pending = next;
+    accepted.clear();
+    for (uint32_t k : acc.path) accepted.push_back(tree.tokens[k]);
+    pending = acc.next;
     stats.ms_verify += ms_since(t1);
 }
 

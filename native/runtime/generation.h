@@ -6,6 +6,7 @@
 #include "runtime/session.h"
 #include "sampling/sampler.h"
 #include "spec/drafter.h"
+#include "spec/verifier.h"
 
 #include <memory>
 
@@ -43,6 +44,7 @@ struct generation_stats {
     uint32_t n_drafted       = 0;  // tokens proposed by the drafter
     uint32_t n_accepted      = 0;  // proposed tokens accepted by the verifier
     uint32_t n_verify        = 0;  // verification passes (each also yields one token of its own)
+    uint32_t n_compactions   = 0;  // verifications whose accepted path was moved into place in the KV cache
     double   ms_draft        = 0.0;
     double   ms_verify       = 0.0;
 };
@@ -75,8 +77,8 @@ private:
     bool                 prefilled = false;
     int32_t              pending = -1;     // sampled, not yet emitted nor evaluated
     std::vector<int32_t> accepted;         // drafted tokens accepted by the last verification, not yet emitted
-    std::vector<token_prob> dist;          // scratch
-    std::vector<float>   qdense;           // scratch: a draft distribution over the vocabulary
+    draft_tree           tree;             // the last proposal
+    tree_verifier        verifier;
 };
 
 } // namespace specdec

@@ -169,6 +169,7 @@ void session::compute(const std::vector<int32_t> & tokens, const std::vector<int
     }
 
     graph_shape shape { n_tokens, decode_n_kv(n_past + n_tokens, kv.size()), (uint32_t) outputs.size() };
+    shape.own_attention = m->kind == BACKEND_CPU && (par.own_attention < 0 ? m->specdec_attention : par.own_attention > 0);
     if (invariant) {
         shape.invariant = true;
         shape.row_n_kv.resize(n_tokens);

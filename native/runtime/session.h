@@ -18,6 +18,10 @@ struct session_params {
     uint32_t n_ctx     = 0;  // 0: the model's training context
     uint32_t n_batch   = 512;
     int      n_threads = 1;
+    // Attention of decoding and verification: -1 the model's choice (specdec's kernel with its
+    // CPU kernels), 1 specdec's kernel on the CPU whatever the model (draft-model sessions, whose
+    // numerics do not touch the output), 0 ggml's.
+    int      own_attention = -1;
 };
 
 struct eval_timing {

@@ -31,6 +31,28 @@ void sampler_chain::apply_penalties(std::vector<float> & logits, const std::vect
     }
 }
 
+void top_candidates(const float * logits, int32_t n_vocab, int32_t k, std::vector<token_prob> & out, bool among_k) {
+    k = std::max(1, std::min(k, n_vocab));
+    out.clear();
+    // a small heap would do; k is small, so keep the best k in a sorted list
+    for (int32_t i = 0; i < n_vocab; ++i) {
+        const float l = logits[i];
+        if ((int32_t) out.size() == k && l <= out.back().logit) continue;
+        token_prob c { i, l, 0.0f };
+        auto pos = std::upper_bound(out.begin(), out.end(), c, [](const token_prob & a, const token_prob & b) { return a.logit > b.logit; });
+        out.insert(pos, c);
+        if ((int32_t) out.size() > k) out.pop_back();
+    }
+    const float mx = out[0].logit;
+    double z = 0.0;
+    if (among_k) {
+        for (const auto & c : out) z += std::exp((double) (c.logit - mx));
+    } else {
+        for (int32_t i = 0; i < n_vocab; ++i) z += std::exp((double) (logits[i] - mx));
+    }
+    for (auto & c : out) c.p = (float) (std::exp((double) (c.logit - mx)) / z);
+}
+
 void sampler_chain::distribution(const float * logits, int32_t n_vocab, const std::vector<int32_t> & history,
                                  std::vector<token_prob> & out) const {
     scratch.assign(logits, logits + n_vocab);

@@ -30,6 +30,11 @@ struct token_prob {
     float   p;
 };
 
+// The k most likely tokens of raw logits, sorted by logit. p is their softmax at temperature 1,
+// normalized over the whole vocabulary, or (`among_k`, much cheaper) over the k alone, which
+// overstates it by the mass outside them. For drafters that gauge confidence or keep candidates.
+void top_candidates(const float * logits, int32_t n_vocab, int32_t k, std::vector<token_prob> & out, bool among_k = false);
+
 class sampler_chain {
 public:
     explicit sampler_chain(const sampling_params & params);

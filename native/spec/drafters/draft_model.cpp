@@ -2,41 +2,66 @@
 
 namespace specdec {
 
-draft_model_drafter::draft_model_drafter(std::shared_ptr<const model> draft, const session_params & params, const sampling_params & sampling)
+draft_model_drafter::draft_model_drafter(std::shared_ptr<const model> draft, const session_params & params,
+                                         const sampling_params & sampling, const draft_model_options & options)
     : mdl(std::move(draft)), par(params), chain([&] {
           sampling_params sp = sampling;
           sp.seed = sampling.seed ^ 0x9E3779B97F4A7C15ull;  // its own random stream
           return sp;
-      }()) {}
+      }()), opt(options) {}
 
-const std::vector<token_prob> * draft_model_drafter::draft_dist(size_t i) const {
-    if (chain.greedy() || i >= dists.size()) return nullptr;
-    return &dists[i];
-}
-
-void draft_model_drafter::propose(const std::vector<int32_t> & history, uint32_t budget, std::vector<int32_t> & out) {
-    out.clear();
-    dists.clear();
+session & draft_model_drafter::follow(const std::vector<int32_t> & history, std::vector<float> & out_logits) {
     if (!sess) sess = std::make_unique<session>(mdl, par);
-    // follow the target: keep the common prefix, evaluate the rest of the history
+    // keep the common prefix, evaluate the rest of the history
     const auto & held = sess->tokens();
     size_t common = 0;
     while (common < held.size() && common < history.size() && held[common] == history[common]) common++;
     if (common == history.size()) common--;  // re-evaluate the last token for its logits
     sess->truncate((uint32_t) common);
+    // usually one or two tokens (the drafts the target accepted are in the cache already): one at
+    // a time, they reuse the session's one-token graph instead of building a batch graph
+    if (history.size() - common <= 4) {
+        for (size_t i = common; i < history.size(); ++i) sess->eval_chain({ history[i] }, false, false, out_logits);
+    } else {
+        std::vector<int32_t> rest(history.begin() + common, history.end());
+        sess->eval_chain(rest, false, false, out_logits);
+    }
+    return *sess;
+}
+
+void draft_model_drafter::propose(const std::vector<int32_t> & history, uint32_t budget, draft_tree & out) {
+    out.clear();
+    if (!sess) sess = std::make_unique<session>(mdl, par);
+    if (history.size() >= sess->n_ctx()) return;
     budget = std::min<uint32_t>(budget, sess->n_ctx() - (uint32_t) history.size());
     if (budget == 0) return;
-    std::vector<int32_t> rest(history.begin() + common, history.end());
-    sess->eval_chain(rest, false, false, logits);
+    follow(history, logits);
+    const int32_t n_vocab = (int32_t) sess->n_vocab();
     std::vector<int32_t> ctx = history;
-    std::vector<token_prob> dist;
-    for (uint32_t i = 0; i < budget; ++i) {
-        chain.distribution(logits.data(), (int32_t) sess->n_vocab(), ctx, dist);
-        const int32_t x = chain.greedy() ? dist[0].id : chain.sample_from(dist);
-        out.push_back(x);
-        if (!chain.greedy()) dists.push_back(dist);
+    std::vector<token_prob> dist, top;
+    int32_t parent = -1;
+    while (out.size() < budget) {
+        int32_t x;
+        if (chain.greedy()) {
+            top_candidates(logits.data(), n_vocab, 16, top, true);  // confidence among the top 16
+            chain.distribution(logits.data(), n_vocab, ctx, dist);  // the argmax after penalties
+            x = dist[0].id;
+            if (!out.empty() && top[0].p < opt.stop_below) break;
+            const int32_t node = out.add(x, parent);
+            if (top[0].p < opt.branch_below && top.size() > 1 && out.size() < budget) {
+                const int32_t alt = top[0].id == x ? top[1].id : top[0].id;
+                out.add(alt, parent);  // the runner-up, as a leaf
+            }
+            parent = node;
+        } else {
+            chain.distribution(logits.data(), n_vocab, ctx, dist);
+            x = chain.sample_from(dist);
+            out.dists.push_back(dist);
+            parent = out.add(x, parent, (int32_t) out.dists.size() - 1);
+        }
         ctx.push_back(x);
-        if (i + 1 < budget) sess->eval_chain({ x }, false, false, logits);
+        if (out.size() >= budget) break;
+        sess->eval_chain({ x }, false, false, logits);
     }
 }
 

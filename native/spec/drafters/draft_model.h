@@ -1,9 +1,13 @@
-// Draft-model drafting: a smaller model with the same vocabulary proposes a chain by decoding
-// ahead of the target. Its own session (KV cache) follows the target's sequence: before each
-// proposal the draft cache is cut back to the common prefix (rolling back rejected drafts) and
-// the missing tokens are evaluated. Greedy proposes the draft's argmax (q = one-hot); sampling
-// draws from the draft's distribution after the same sampler chain, and the verifier accepts with
-// min(1, p/q) (speculative sampling).
+// Draft-model drafting: a smaller model with the same vocabulary proposes by decoding ahead of the
+// target. Its own session (KV cache) follows the target's sequence: before each proposal the draft
+// cache is cut back to the common prefix (rolling back rejected drafts) and the missing tokens are
+// evaluated.
+//
+// Greedy: the draft's argmax chain (q = one-hot), and a tree by branching where the draft is
+// unsure: when its top token has probability below `branch_below`, the runner-up joins as a
+// sibling leaf (free: no extra draft pass). Drafting stops early when the top token falls below
+// `stop_below`. Sampling: a chain drawn from the draft's distribution after the same sampler
+// chain; the verifier accepts with min(1, p/q) (speculative sampling).
 #pragma once
 
 #include "runtime/session.h"
@@ -14,20 +18,30 @@
 
 namespace specdec {
 
+struct draft_model_options {
+    float branch_below = 0.5f;   // greedy: add the runner-up as a sibling below this top-1 probability (0: chains)
+    float stop_below   = 0.05f;  // greedy: stop drafting below this top-1 probability
+};
+
 class draft_model_drafter : public drafter {
 public:
-    draft_model_drafter(std::shared_ptr<const model> draft, const session_params & params, const sampling_params & sampling);
-    void propose(const std::vector<int32_t> & history, uint32_t budget, std::vector<int32_t> & out) override;
-    const std::vector<token_prob> * draft_dist(size_t i) const override;
+    draft_model_drafter(std::shared_ptr<const model> draft, const session_params & params, const sampling_params & sampling,
+                        const draft_model_options & options = {});
+    void propose(const std::vector<int32_t> & history, uint32_t budget, draft_tree & out) override;
+    void prepare(const std::vector<int32_t> & history) override { follow(history, logits); }
     void abort() override { if (sess) sess->request_abort(); }
     void pause() override { if (sess) sess->pause_threads(); }
+
+    // The draft session, following `history` (all but the last token evaluated, the last one
+    // evaluated now): logits after history. For drafters built on this one (RSD, RASD).
+    session & follow(const std::vector<int32_t> & history, std::vector<float> & logits);
 
 private:
     std::shared_ptr<const model>          mdl;
     session_params                        par;
     sampler_chain                         chain;
+    draft_model_options                   opt;
     std::unique_ptr<session>              sess;  // made on first use, on the worker thread
-    std::vector<std::vector<token_prob>>  dists; // q of each proposed token (sampling only)
     std::vector<float>                    logits;
 };
 

@@ -4,7 +4,7 @@
 
 namespace specdec {
 
-void prompt_lookup_drafter::propose(const std::vector<int32_t> & h, uint32_t budget, std::vector<int32_t> & out) {
+void prompt_lookup_drafter::propose(const std::vector<int32_t> & h, uint32_t budget, draft_tree & out) {
     out.clear();
     const size_t n = h.size();
     if (budget == 0 || n < 2) return;
@@ -13,7 +13,7 @@ void prompt_lookup_drafter::propose(const std::vector<int32_t> & h, uint32_t bud
         const int32_t * suffix = h.data() + n - g;
         for (size_t start = n - g; start-- > 0;) {
             if (std::equal(suffix, suffix + g, h.data() + start)) {
-                for (size_t j = start + g; j < n && out.size() < budget; ++j) out.push_back(h[j]);
+                for (size_t j = start + g; j < n && out.size() < budget; ++j) out.add(h[j], (int32_t) out.size() - 1);
                 if (!out.empty()) return;
             }
         }
