@@ -1,8 +1,8 @@
 #include "addon/session_wrap.h"
 #include "addon/model_wrap.h"
 #include "common/error.h"
-#include "spec/drafters/draft_model.h"
-#include "spec/drafters/prompt_lookup.h"
+#include "spec/drafters/aded.h"
+#include "spec/methods.h"
 
 namespace specdec {
 
@@ -48,6 +48,7 @@ Napi::Object stats_object(Napi::Env env, const generation & g) {
     s.Set("draftedTokens", g.stats.n_drafted);
     s.Set("acceptedTokens", g.stats.n_accepted);
     s.Set("verifyPasses", g.stats.n_verify);
+    s.Set("treeCompactions", g.stats.n_compactions);
     s.Set("draftMs", g.stats.ms_draft);
     s.Set("verifyMs", g.stats.ms_verify);
     s.Set("stopReason", stop_reason_name(g.reason));
@@ -202,6 +203,8 @@ Napi::Function session_wrap::init(Napi::Env env) {
         InstanceMethod("calibrateThreads", &session_wrap::calibrate_threads),
         InstanceMethod("info", &session_wrap::info),
         InstanceMethod("dispose", &session_wrap::dispose),
+        InstanceMethod("saveTokenRecycling", &session_wrap::save_recycling),
+        InstanceMethod("loadTokenRecycling", &session_wrap::load_recycling),
     });
     constructor = Napi::Persistent(f);
     constructor.SuppressDestruct();
@@ -247,30 +250,32 @@ Napi::Value session_wrap::begin(const Napi::CallbackInfo & info) {
         sp.presence_penalty  = (float) get_f64(o, "presencePenalty", 0.0);
         sp.penalty_last_n    = (int32_t) get_f64(o, "penaltyLastN", 64);
         sp.seed              = (uint64_t) get_f64(o, "seed", 0);
-        std::string method = "autoregressive";
-        if (o.Has("method") && o.Get("method").IsString()) method = o.Get("method").As<Napi::String>().Utf8Value();
-        if (method == "lookup") {
-            p.draft = std::make_shared<prompt_lookup_drafter>(get_u32(o, "lookupMaxNgram", 4), 1);
-            p.draft_max = get_u32(o, "draftMax", 8);
-            p.biased_verifier = o.Has("_testBiasedVerifier") && o.Get("_testBiasedVerifier").ToBoolean().Value();
-        } else if (method == "draft") {
-            Napi::Value dm = o.Get("draftModel");
-            if (!dm.IsObject()) throw error("ERR_INVALID_OPTION", "method 'draft' needs a draft model");
-            std::shared_ptr<const model> draft = Napi::ObjectWrap<model_wrap>::Unwrap(dm.As<Napi::Object>())->get(env);
-            if (!draft) return env.Undefined();
-            if (draft->hp.n_vocab != sess->n_vocab()) {
-                throw error("ERR_INVALID_OPTION", format("the draft model's vocabulary has %u tokens, the target's %u", draft->hp.n_vocab, sess->n_vocab()));
-            }
-            session_params dp;
-            dp.n_ctx = sess->n_ctx();
-            dp.n_batch = sess->n_batch();
-            dp.n_threads = sess->n_threads();
-            p.draft = std::make_shared<draft_model_drafter>(draft, dp, sp);
-            p.draft_max = get_u32(o, "draftMax", 8);
-            p.biased_verifier = o.Has("_testBiasedVerifier") && o.Get("_testBiasedVerifier").ToBoolean().Value();
-        } else if (method != "autoregressive") {
-            throw error("ERR_INVALID_OPTION", "unknown method '" + method + "'");
+        method_options mo;
+        if (o.Has("method") && o.Get("method").IsString()) mo.method = o.Get("method").As<Napi::String>().Utf8Value();
+        mo.draft_max = get_u32(o, "draftMax", 0);
+        mo.lookup_max_ngram = get_u32(o, "lookupMaxNgram", 4);
+        mo.biased_verifier = o.Has("_testBiasedVerifier") && o.Get("_testBiasedVerifier").ToBoolean().Value();
+        Napi::Value dm = o.Get("draftModel");
+        if (dm.IsObject()) {
+            mo.draft_model = Napi::ObjectWrap<model_wrap>::Unwrap(dm.As<Napi::Object>())->get(env);
+            if (!mo.draft_model) return env.Undefined();
         }
+        mo.recycling = recycling(*sess);
+        if (!aded_) aded_ = std::make_shared<aded_drafter>();
+        mo.aded = aded_;
+        if (o.Has("corpus") && o.Get("corpus").IsArray()) {
+            Napi::Array docs = o.Get("corpus").As<Napi::Array>();
+            for (uint32_t i = 0; i < docs.Length(); ++i) {
+                mo.corpus.push_back(to_tokens(docs.Get(i)));
+                for (int32_t t : mo.corpus.back()) {
+                    if (t < 0 || (uint32_t) t >= sess->n_vocab()) throw error("ERR_TOKEN_OUT_OF_RANGE", format("corpus token id %d is out of range [0, %u)", t, sess->n_vocab()));
+                }
+            }
+        }
+        method_plan plan = make_method(mo, *sess, sp);
+        p.draft = plan.draft;
+        p.draft_max = plan.draft_max;
+        p.biased_verifier = mo.biased_verifier;
         sess->clear_abort();
         generation_ = std::make_unique<generation>(*sess, std::move(p));
     } catch (const std::exception & e) {
@@ -371,6 +376,33 @@ Napi::Value session_wrap::info(const Napi::CallbackInfo & info) {
     o.Set("threads", sess->n_threads());
     o.Set("usedTokens", (uint32_t) sess->tokens().size());
     return o;
+}
+
+// saveTokenRecycling() -> Buffer (a copy of the matrix; ~1 MiB for a 32k vocabulary)
+Napi::Value session_wrap::save_recycling(const Napi::CallbackInfo & info) {
+    Napi::Env env = info.Env();
+    if (!check(env)) return env.Undefined();
+    const std::vector<uint8_t> bytes = recycling(*sess)->save();
+    return Napi::Buffer<uint8_t>::Copy(env, bytes.data(), bytes.size());
+}
+
+// loadTokenRecycling(buffer): replaces the matrix (validated first; the old one stays on error)
+Napi::Value session_wrap::load_recycling(const Napi::CallbackInfo & info) {
+    Napi::Env env = info.Env();
+    if (!check(env)) return env.Undefined();
+    if (info.Length() < 1 || !info[0].IsTypedArray()) {
+        Napi::TypeError::New(env, "[ERR_INVALID_OPTION] loadTokenRecycling(data: Uint8Array)").ThrowAsJavaScriptException();
+        return env.Undefined();
+    }
+    Napi::Uint8Array a = info[0].As<Napi::Uint8Array>();
+    try {
+        auto m = std::make_shared<adjacency_matrix>((int32_t) sess->n_vocab());
+        m->load(a.Data(), a.ByteLength());
+        recycling_ = m;
+    } catch (const std::exception & e) {
+        throw_js(env, e);
+    }
+    return env.Undefined();
 }
 
 Napi::Value session_wrap::dispose(const Napi::CallbackInfo & info) {

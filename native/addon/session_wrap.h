@@ -4,6 +4,7 @@
 
 #include "runtime/generation.h"
 #include "runtime/session.h"
+#include "spec/drafters/token_recycling.h"
 
 #include <napi.h>
 
@@ -34,6 +35,16 @@ private:
     Napi::Value calibrate_threads(const Napi::CallbackInfo & info);
     Napi::Value info(const Napi::CallbackInfo & info);
     Napi::Value dispose(const Napi::CallbackInfo & info);
+    Napi::Value save_recycling(const Napi::CallbackInfo & info);
+    Napi::Value load_recycling(const Napi::CallbackInfo & info);
+
+    // The session's Token Recycling matrix (made on first use; it learns across generations).
+    std::shared_ptr<adjacency_matrix> recycling(const session & s) {
+        if (!recycling_) recycling_ = std::make_shared<adjacency_matrix>((int32_t) s.n_vocab());
+        return recycling_;
+    }
+    std::shared_ptr<adjacency_matrix> recycling_;
+    std::shared_ptr<drafter> aded_;  // ADED's tri-gram table, kept across generations like the matrix
 
     bool check(Napi::Env env);
 

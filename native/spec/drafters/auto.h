@@ -1,0 +1,64 @@
+// 'auto': picks, every step, the drafter and the tree size with the best expected tokens per
+// second on the running device, or no draft at all (plain decoding) when speculation loses.
+//
+// - Verify cost: the time of the target's forward pass is measured on every step and kept per
+//   size class (1, 2-3, 4-7, ... tokens), a moving average; sizes not seen yet start from a
+//   prior and are tried now and then.
+// - Acceptance: per drafter, a histogram of how many of its tokens each verification accepted,
+//   with the budget it had (a fully accepted proposal counts as "at least that many"), gives the
+//   expected accepted length for any budget; draft time per proposed token likewise.
+// - Choice: maximize (E[accepted | drafter, budget] + 1) / (draft time + t(budget + 1)), against
+//   1 / t(1) for plain decoding; an exploration step every 16 tries a random other choice.
+// Every drafter that learns from verification (Token Recycling, ADED) sees every step, whoever drafted.
+#pragma once
+
+#include "spec/drafter.h"
+
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+namespace specdec {
+
+class auto_drafter : public drafter {
+public:
+    struct candidate {
+        std::string              name;
+        std::shared_ptr<drafter> d;
+    };
+    auto_drafter(std::vector<candidate> drafters, uint32_t max_budget, uint64_t seed);
+    void propose(const std::vector<int32_t> & history, uint32_t budget, draft_tree & out) override;
+    void observe(const verify_result & r) override;
+    void prepare(const std::vector<int32_t> & history) override;
+    void abort() override;
+    void pause() override;
+
+    // What was chosen, for stats: the name of the drafter of the last step ("" for none).
+    const std::string & last_choice() const { return last_name; }
+
+private:
+    static constexpr int N_CLASSES = 9;  // tree sizes 1, 2-3, 4-7, ..., 256
+    static int size_class(uint32_t n);
+    double verify_ms(uint32_t n) const;
+    double expected_accepted(size_t d, uint32_t budget) const;
+
+    struct drafter_stats {
+        std::vector<double> accepted_hist;  // [budget + 1]: decayed counts of accepted = i (censored ones spread)
+        double ms_per_token = 0.0;          // draft time per proposed token (moving average)
+        double n = 0.0;
+    };
+    std::vector<candidate>     cands;
+    std::vector<drafter_stats> st;
+    uint32_t                   max_budget;
+    double                     t_class[N_CLASSES];
+    double                     t_seen[N_CLASSES];
+    std::vector<uint32_t>      budgets;  // the sizes considered
+    std::mt19937_64            rng;
+    uint64_t                   steps = 0;
+    int                        chosen = -1;   // index into cands, -1: none
+    uint32_t                   chosen_budget = 0;
+    std::string                last_name;
+};
+
+} // namespace specdec

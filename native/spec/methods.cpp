@@ -1,0 +1,78 @@
+#include "spec/methods.h"
+
+#include "common/error.h"
+
+#include <algorithm>
+#include "spec/drafters/draft_model.h"
+#include "spec/drafters/aded.h"
+#include "spec/drafters/auto.h"
+#include "spec/drafters/prompt_lookup.h"
+#include "spec/drafters/rasd.h"
+#include "spec/drafters/rsd.h"
+
+namespace specdec {
+
+static session_params draft_session_params(const session & target) {
+    session_params dp;
+    dp.n_ctx = target.n_ctx();
+    dp.n_batch = target.n_batch();
+    dp.n_threads = target.n_threads();
+    dp.own_attention = 1;  // the draft's numerics do not touch the output: take the faster kernel
+    return dp;
+}
+
+static void need_draft_model(const method_options & o, const session & target) {
+    if (!o.draft_model) fail("ERR_INVALID_OPTION", format("method '%s' needs a draft model", o.method.c_str()));
+    if (o.draft_model->hp.n_vocab != target.n_vocab()) {
+        fail("ERR_VOCAB_MISMATCH", format("the draft model's vocabulary has %u tokens, the target's %u",
+                o.draft_model->hp.n_vocab, target.n_vocab()));
+    }
+}
+
+method_plan make_method(const method_options & o, const session & target, const sampling_params & sampling) {
+    method_plan plan;
+    auto budget = [&](uint32_t def) { return o.draft_max > 0 ? o.draft_max : def; };
+    if (o.method == "autoregressive") {
+        return plan;
+    }
+    if (o.method == "lookup") {
+        plan.draft = std::make_shared<prompt_lookup_drafter>(o.lookup_max_ngram, 1);
+        plan.draft_max = budget(8);
+    } else if (o.method == "draft") {
+        need_draft_model(o, target);
+        plan.draft = std::make_shared<draft_model_drafter>(o.draft_model, draft_session_params(target), sampling);
+        plan.draft_max = budget(8);
+    } else if (o.method == "rsd") {
+        need_draft_model(o, target);
+        plan.draft = std::make_shared<rsd_drafter>(o.draft_model, draft_session_params(target), sampling);
+        plan.draft_max = budget(12);
+    } else if (o.method == "aded") {
+        if (!o.aded) fail("ERR_INTERNAL", "aded without its table");
+        plan.draft = o.aded;
+        plan.draft_max = budget(8);
+    } else if (o.method == "rasd") {
+        if (o.draft_model) need_draft_model(o, target);
+        plan.draft = std::make_shared<rasd_drafter>(o.corpus, o.draft_model, draft_session_params(target), sampling);
+        plan.draft_max = budget(o.draft_model ? 16 : 12);
+    } else if (o.method == "token-recycling") {
+        if (!o.recycling) fail("ERR_INTERNAL", "token-recycling without its matrix");
+        plan.draft_max = budget(8);
+        plan.draft = std::make_shared<token_recycling_drafter>(o.recycling, std::max<size_t>(80, plan.draft_max));
+    } else if (o.method == "auto") {
+        std::vector<auto_drafter::candidate> c;
+        c.push_back({ "lookup", std::make_shared<prompt_lookup_drafter>(o.lookup_max_ngram, 1) });
+        if (o.recycling) c.push_back({ "token-recycling", std::make_shared<token_recycling_drafter>(o.recycling) });
+        if (o.aded) c.push_back({ "aded", o.aded });
+        if (o.draft_model) {
+            need_draft_model(o, target);
+            c.push_back({ "draft", std::make_shared<draft_model_drafter>(o.draft_model, draft_session_params(target), sampling) });
+        }
+        plan.draft_max = budget(32);
+        plan.draft = std::make_shared<auto_drafter>(std::move(c), plan.draft_max, sampling.seed);
+    } else {
+        fail("ERR_INVALID_OPTION", format("unknown method '%s'", o.method.c_str()));
+    }
+    return plan;
+}
+
+} // namespace specdec

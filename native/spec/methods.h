@@ -1,0 +1,36 @@
+// Method selection: the decoding method a generation runs, built from its options. Each
+// speculative method is a drafter; autoregressive decoding has none.
+#pragma once
+
+#include "model/model.h"
+#include "runtime/session.h"
+#include "sampling/sampler.h"
+#include "spec/drafter.h"
+#include "spec/drafters/token_recycling.h"
+
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace specdec {
+
+struct method_options {
+    std::string method = "autoregressive";
+    uint32_t    draft_max = 0;          // tree budget (nodes); 0: the method's default
+    uint32_t    lookup_max_ngram = 4;
+    std::shared_ptr<const model> draft_model;            // draft, rsd, rasd (optional), auto (optional)
+    std::shared_ptr<adjacency_matrix> recycling;         // token-recycling, auto: the session's matrix
+    std::shared_ptr<drafter> aded;                       // aded: the session's tri-gram drafter
+    std::vector<std::vector<int32_t>> corpus;            // rasd: the user's datastore, tokenized
+    bool        biased_verifier = false;                 // test only
+};
+
+struct method_plan {
+    std::shared_ptr<drafter> draft;  // null: autoregressive
+    uint32_t draft_max = 0;
+};
+
+// Throws specdec::error (ERR_INVALID_OPTION) for an unknown method or missing model.
+method_plan make_method(const method_options & o, const session & target, const sampling_params & sampling);
+
+} // namespace specdec
