@@ -1,37 +1,62 @@
 #!/usr/bin/env node
-// npm run bench:spec — speculative decoding, Spec-Bench style, on the code pair in ../shared/models:
-// specdec's methods (autoregressive, lookup, draft) against node-llama-cpp 3.21.1's autoregressive
-// decoding and its InputLookupTokenPredictor / DraftSequenceTokenPredictor, same threads, each run
-// in its own process, runs interleaved, medians. Greedy for every engine; T = 0.8 for specdec's
-// methods too. Decode speed is wall clock: (N - 1) / (time of an N-token run - time of a 1-token run).
-// Env: BENCH_REPS (default 3), BENCH_TOKENS (128), BENCH_PROMPTS (4), BENCH_THREADS (1), SPECDEC_SHARED.
-// Writes bench/results/spec.json and the table between <!-- bench:spec --> markers in the README.
+// npm run bench:spec — speculative decoding, Spec-Bench style. Two suites:
+//   code:    the code pair in ../shared/models/code (42 M Q8_0 target, 5 M F16 draft), prompts from
+//            ../shared/eval/code-prompts.json;
+//   stories: stories260K with story openings (no draft model exists for it: the draft-model
+//            methods are left out there).
+// For each suite, thread count (1 and 2) and temperature (0 and 0.8): every specdec method against
+// specdec's autoregressive decoding and node-llama-cpp 3.21.1's autoregressive decoding,
+// InputLookupTokenPredictor and DraftSequenceTokenPredictor (greedy, as its predictors are used).
+// Each run is its own process, runs are interleaved (order reversed every other repetition),
+// results are medians. Decode speed is wall clock: (N - 1) / (time of an N-token run - time of a
+// 1-token run), so prompt processing (the target's and the draft's) is left out for every engine.
+// Env: BENCH_REPS (3), BENCH_TOKENS (128), BENCH_PROMPTS (4), BENCH_THREADS ("1,2"), BENCH_SUITES
+// ("code,stories"), SPECDEC_SHARED. Writes bench/results/spec.json, spec.md, spec.svg and the
+// table between <!-- bench:spec --> markers in the README.
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { availableParallelism, cpus } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { barChart } from './chart.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const root = path.resolve(here, '..');
 const shared = path.resolve(process.env.SPECDEC_SHARED ?? path.join(root, '..', 'shared'));
-const target = path.join(shared, 'models', 'code', 'code-target-q8_0.gguf');
-const draft = path.join(shared, 'models', 'code', 'code-draft-f16.gguf');
+const MODELS = {
+  code: { target: path.join(shared, 'models', 'code', 'code-target-q8_0.gguf'), draft: path.join(shared, 'models', 'code', 'code-draft-f16.gguf') },
+  stories: { target: path.join(shared, 'models', 'stories260K.gguf'), draft: undefined },
+};
+const STORY_PROMPTS = [
+  'Once upon a time, there was a little girl named Lily. She loved to play outside in the sun.',
+  'Tom and his dog went to the park. The dog saw a big red ball and',
+  'One day, a little bird was sitting in a tree. It was a sunny day and',
+  'Mom said to Ben, "It is time to go to bed." Ben did not want to',
+];
 const median = (xs) => { const s = [...xs].sort((a, b) => a - b); const m = s.length >> 1; return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2; };
 
+// name, engine, method, needs a draft model, temperatures
 const ENGINES = [
-  { name: 'specdec autoregressive', engine: 'specdec', method: 'autoregressive', temps: [0, 0.8] },
-  { name: 'specdec lookup', engine: 'specdec', method: 'lookup', temps: [0, 0.8] },
-  { name: 'specdec draft', engine: 'specdec', method: 'draft', temps: [0, 0.8] },
-  { name: 'node-llama-cpp autoregressive', engine: 'nlc', method: 'autoregressive', temps: [0] },
-  { name: 'node-llama-cpp InputLookupTokenPredictor', engine: 'nlc', method: 'lookup', temps: [0] },
-  { name: 'node-llama-cpp DraftSequenceTokenPredictor', engine: 'nlc', method: 'draft', temps: [0] },
-];
+  ['specdec autoregressive', 'specdec', 'autoregressive', false, [0, 0.8]],
+  ['specdec lookup', 'specdec', 'lookup', false, [0, 0.8]],
+  ['specdec token-recycling', 'specdec', 'token-recycling', false, [0, 0.8]],
+  ['specdec aded', 'specdec', 'aded', false, [0, 0.8]],
+  ['specdec rasd (retrieval only)', 'specdec', 'rasd', false, [0, 0.8]],
+  ['specdec auto', 'specdec', 'auto', false, [0, 0.8]],
+  ['specdec draft', 'specdec', 'draft', true, [0, 0.8]],
+  ['specdec rsd', 'specdec', 'rsd', true, [0, 0.8]],
+  ['specdec rasd + draft', 'specdec', 'rasd', true, [0, 0.8]],
+  ['specdec auto + draft', 'specdec', 'auto', true, [0, 0.8]],
+  ['node-llama-cpp autoregressive', 'nlc', 'autoregressive', false, [0]],
+  ['node-llama-cpp InputLookupTokenPredictor', 'nlc', 'lookup', false, [0]],
+  ['node-llama-cpp DraftSequenceTokenPredictor', 'nlc', 'draft', true, [0]],
+].map(([name, engine, method, draft, temps]) => ({ name, engine, method, draft, temps }));
 
-async function worker([engine, method, temp, threadsArg, promptsFile, nArg]) {
+async function worker([suite, engine, method, useDraft, temp, threadsArg, promptsFile, nArg]) {
   const threads = Number(threadsArg);
   const n = Number(nArg);
   const temperature = Number(temp);
+  const { target, draft } = MODELS[suite];
   const prompts = JSON.parse(readFileSync(promptsFile, 'utf8'));
   const out = { decode: [], tau: [] };
   const now = () => performance.now();
@@ -40,7 +65,7 @@ async function worker([engine, method, temp, threadsArg, promptsFile, nArg]) {
   if (engine === 'specdec') {
     const { loadModel } = await import(path.join(root, 'dist', 'index.mjs'));
     const model = await loadModel(target, { backend: 'cpu' });
-    const draftModel = method === 'draft' ? await loadModel(draft, { backend: 'cpu' }) : undefined;
+    const draftModel = useDraft === 'true' ? await loadModel(draft, { backend: 'cpu' }) : undefined;
     const session = await model.createSession({ threads, contextSize: 1024 });
     gen = async (p, k, seed) => {
       session.truncate(0);
@@ -86,54 +111,79 @@ async function worker([engine, method, temp, threadsArg, promptsFile, nArg]) {
 }
 
 async function main() {
-  if (!existsSync(target) || !existsSync(draft)) throw new Error(`the code pair is missing in ${shared}/models/code`);
   const reps = Number(process.env.BENCH_REPS ?? 3);
   const n = Number(process.env.BENCH_TOKENS ?? 128);
-  const threads = Number(process.env.BENCH_THREADS ?? 1);
+  const threadList = (process.env.BENCH_THREADS ?? '1,2').split(',').map(Number);
   const nPrompts = Number(process.env.BENCH_PROMPTS ?? 4);
+  const suites = (process.env.BENCH_SUITES ?? 'code,stories').split(',');
   const { loadModel } = await import(path.join(root, 'dist', 'index.mjs'));
-  const model = await loadModel(target);
-  const prompts = JSON.parse(readFileSync(path.join(shared, 'eval', 'code-prompts.json'), 'utf8')).prompts.slice(0, nPrompts).map((p) => model.tokenize(p.prompt).slice(-400));
-  await model.dispose();
   mkdirSync(path.join(root, 'bench', 'tmp'), { recursive: true });
-  const promptsFile = path.join(root, 'bench', 'tmp', 'spec-prompts.json');
-  writeFileSync(promptsFile, JSON.stringify(prompts));
-  const runs = new Map();
-  for (let r = 0; r < reps; r++) {
-    const order = r % 2 === 0 ? ENGINES : [...ENGINES].reverse();
-    for (const e of order) {
-      for (const temp of e.temps) {
-        const key = `${e.name}|${temp}`;
-        const p = spawnSync(process.execPath, [fileURLToPath(import.meta.url), '--worker', e.engine, e.method, String(temp), String(threads), promptsFile, String(n)], { encoding: 'utf8', maxBuffer: 1 << 24 });
-        if (p.status !== 0) throw new Error(`${key} failed:\n${p.stderr}`);
-        const o = JSON.parse(p.stdout.trim().split('\n').pop());
-        if (!runs.has(key)) runs.set(key, []);
-        runs.get(key).push({ decode: median(o.decode), tau: median(o.tau) });
-        process.stderr.write(`rep ${r + 1}/${reps} ${key}: ${median(o.decode).toFixed(0)} tok/s\n`);
+  const results = [];
+  for (const suite of suites) {
+    const { target, draft } = MODELS[suite];
+    if (!existsSync(target) || (draft && !existsSync(draft))) throw new Error(`the ${suite} models are missing in ${shared}/models`);
+    const model = await loadModel(target);
+    const texts = suite === 'code'
+      ? JSON.parse(readFileSync(path.join(shared, 'eval', 'code-prompts.json'), 'utf8')).prompts.slice(0, nPrompts).map((p) => p.prompt)
+      : STORY_PROMPTS.slice(0, nPrompts);
+    const prompts = texts.map((t) => model.tokenize(t).slice(-400));
+    await model.dispose();
+    const promptsFile = path.join(root, 'bench', 'tmp', `spec-prompts-${suite}.json`);
+    writeFileSync(promptsFile, JSON.stringify(prompts));
+    const engines = ENGINES.filter((e) => !e.draft || draft);
+    for (const threads of threadList) {
+      const runs = new Map();
+      for (let r = 0; r < reps; r++) {
+        const order = r % 2 === 0 ? engines : [...engines].reverse();
+        for (const e of order) {
+          for (const temp of e.temps) {
+            const key = `${e.name}|${temp}`;
+            const args = [fileURLToPath(import.meta.url), '--worker', suite, e.engine, e.method, String(e.draft), String(temp), String(threads), promptsFile, String(n)];
+            const p = spawnSync(process.execPath, args, { encoding: 'utf8', maxBuffer: 1 << 24 });
+            if (p.status !== 0) throw new Error(`${suite} ${key} failed:\n${p.stderr}`);
+            const o = JSON.parse(p.stdout.trim().split('\n').pop());
+            if (!runs.has(key)) runs.set(key, []);
+            runs.get(key).push({ decode: median(o.decode), tau: median(o.tau) });
+            process.stderr.write(`${suite} ${threads}t rep ${r + 1}/${reps} ${key}: ${median(o.decode).toFixed(0)} tok/s\n`);
+          }
+        }
       }
+      const rows = [];
+      for (const [key, rs] of runs) {
+        const [name, temp] = key.split('|');
+        rows.push({ method: name, temperature: Number(temp), decodeTokensPerSecond: median(rs.map((x) => x.decode)), tau: median(rs.map((x) => x.tau)), runs: rs.map((x) => Math.round(x.decode)) });
+      }
+      const base = (name, t) => rows.find((r) => r.method === name && r.temperature === t)?.decodeTokensPerSecond;
+      const nlcAr = base('node-llama-cpp autoregressive', 0);
+      const nlcBest = Math.max(...rows.filter((r) => r.method.startsWith('node-llama-cpp')).map((r) => r.decodeTokensPerSecond));
+      for (const r of rows) {
+        r.speedupOverOurAutoregressive = r.method.startsWith('specdec') ? r.decodeTokensPerSecond / base('specdec autoregressive', r.temperature) : null;
+        r.speedupOverNodeLlamaCppAutoregressive = r.decodeTokensPerSecond / nlcAr;
+        r.speedupOverNodeLlamaCppBest = r.decodeTokensPerSecond / nlcBest;
+      }
+      results.push({ suite, threads, prompts: prompts.map((p) => p.length), rows });
     }
   }
-  const rows = [];
-  for (const [key, rs] of runs) {
-    const [name, temp] = key.split('|');
-    rows.push({ method: name, temperature: Number(temp), decodeTokensPerSecond: median(rs.map((x) => x.decode)), tau: median(rs.map((x) => x.tau)), runs: rs.map((x) => Math.round(x.decode)) });
-  }
-  const base = (name, t) => rows.find((r) => r.method === name && r.temperature === t)?.decodeTokensPerSecond;
-  const nlcAr = base('node-llama-cpp autoregressive', 0);
-  const nlcBest = Math.max(...rows.filter((r) => r.method.startsWith('node-llama-cpp')).map((r) => r.decodeTokensPerSecond));
-  for (const r of rows) {
-    r.speedupOverOurAutoregressive = r.decodeTokensPerSecond / base('specdec autoregressive', r.temperature);
-    r.speedupOverNodeLlamaCppAutoregressive = r.decodeTokensPerSecond / nlcAr;
-    r.speedupOverNodeLlamaCppBest = r.decodeTokensPerSecond / nlcBest;
-  }
   const machine = { cpu: cpus()[0]?.model, cpus: availableParallelism(), node: process.version, date: new Date().toISOString() };
-  writeFileSync(path.join(root, 'bench', 'results', 'spec.json'), JSON.stringify({ machine, threads, tokens: n, prompts: prompts.map((p) => p.length), reps, rows }, null, 2) + '\n');
-  let md = '| method | T | τ | decode tok/s | vs our autoregressive | vs node-llama-cpp autoregressive | vs node-llama-cpp best |\n|---|---|---|---|---|---|---|\n';
-  for (const r of rows) {
-    md += `| ${r.method} | ${r.temperature} | ${r.tau ? r.tau.toFixed(2) : '–'} | ${r.decodeTokensPerSecond.toFixed(0)} | ${r.speedupOverOurAutoregressive ? r.speedupOverOurAutoregressive.toFixed(2) + '×' : '–'} | ${r.speedupOverNodeLlamaCppAutoregressive.toFixed(2)}× | ${r.speedupOverNodeLlamaCppBest.toFixed(2)}× |\n`;
+  writeFileSync(path.join(root, 'bench', 'results', 'spec.json'), JSON.stringify({ machine, tokens: n, reps, results }, null, 2) + '\n');
+  let md = '';
+  for (const res of results) {
+    md += `\n**${res.suite === 'code' ? 'Code pair' : 'stories260K'}, ${res.threads} thread${res.threads > 1 ? 's' : ''}**\n\n`;
+    md += '| method | T | τ | decode tok/s | vs our autoregressive | vs node-llama-cpp autoregressive | vs node-llama-cpp best |\n|---|---|---|---|---|---|---|\n';
+    for (const r of res.rows) {
+      md += `| ${r.method} | ${r.temperature} | ${r.tau ? r.tau.toFixed(2) : '–'} | ${r.decodeTokensPerSecond.toFixed(0)} | ${r.speedupOverOurAutoregressive ? r.speedupOverOurAutoregressive.toFixed(2) + '×' : '–'} | ${r.speedupOverNodeLlamaCppAutoregressive.toFixed(2)}× | ${r.speedupOverNodeLlamaCppBest.toFixed(2)}× |\n`;
+    }
   }
-  md += `\nCode pair (42 M Q8_0 target, 5 M F16 draft), ${prompts.length} prompts of \`eval/code-prompts.json\` (last 400 tokens), ${n} tokens, ${threads} thread(s), ${reps} interleaved runs, medians; ${machine.cpus} CPUs (${machine.cpu}), ${machine.date.slice(0, 10)}.\n`;
+  md += `\n${n} tokens per prompt, ${reps} interleaved runs, medians; code prompts: the first ${nPrompts} of \`eval/code-prompts.json\` (last 400 tokens); ${machine.cpus} CPUs (${machine.cpu}), ${machine.date.slice(0, 10)}. Chart: [bench/results/spec.svg](bench/results/spec.svg).\n`;
   writeFileSync(path.join(root, 'bench', 'results', 'spec.md'), md);
+  // chart: speedup over our autoregressive, code pair, greedy, each thread count
+  const bars = [];
+  for (const res of results.filter((r) => r.suite === 'code')) {
+    for (const r of res.rows.filter((x) => x.temperature === 0 && x.method !== 'specdec autoregressive')) {
+      bars.push({ label: `${r.method.replace('specdec ', '').replace('node-llama-cpp ', 'nlc ')} (${res.threads}t)`, value: r.decodeTokensPerSecond / res.rows.find((x) => x.method === 'specdec autoregressive' && x.temperature === 0).decodeTokensPerSecond, group: `${res.threads}` });
+    }
+  }
+  if (bars.length) writeFileSync(path.join(root, 'bench', 'results', 'spec.svg'), barChart({ title: 'Code pair, greedy: decode speed relative to specdec autoregressive (same threads)', yLabel: 'speedup', bars, width: Math.max(760, bars.length * 34 + 80) }));
   const readme = path.join(root, 'README.md');
   const text = readFileSync(readme, 'utf8');
   const i = text.indexOf('<!-- bench:spec -->');

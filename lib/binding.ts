@@ -21,14 +21,14 @@ export interface NativeStepResult {
   stats: {
     promptTokens: number; promptTokensReused: number; generatedTokens: number;
     prefillMs: number; decodeMs: number; forwardPasses: number;
-    draftedTokens: number; acceptedTokens: number; verifyPasses: number; draftMs: number; verifyMs: number;
+    draftedTokens: number; acceptedTokens: number; verifyPasses: number; treeCompactions: number; draftMs: number; verifyMs: number;
     stopReason: 'none' | 'eos' | 'maxTokens' | 'contextFull' | 'abort';
   };
 }
 export interface NativeBeginParams {
   prompt: Int32Array; maxTokens: number; eog: Int32Array; temperature: number; topK: number; topP: number;
   minP: number; repeatPenalty: number; frequencyPenalty: number; presencePenalty: number; penaltyLastN: number; seed: number;
-  method: string; draftMax: number; lookupMaxNgram: number; draftModel?: unknown;
+  method: string; draftMax: number; lookupMaxNgram: number; draftModel?: unknown; corpus?: Int32Array[];
 }
 export interface NativeSession {
   begin(params: NativeBeginParams): void;
@@ -41,6 +41,8 @@ export interface NativeSession {
   calibrateThreads(candidates: Int32Array): Promise<{ threads: number; msPerToken: number[] }>;
   info(): { contextSize: number; batchSize: number; threads: number; usedTokens: number };
   dispose(): void;
+  saveTokenRecycling(): Uint8Array;
+  loadTokenRecycling(data: Uint8Array): void;
 }
 export interface NativeBinding {
   LoadTask: new (path: string, backend: string, cpuKernels: string) => { start(onProgress?: (f: number) => void): Promise<NativeModel>; cancel(): void };

@@ -21,12 +21,28 @@ export interface SessionOptions {
 }
 
 /**
- * Decoding methods available now: 'autoregressive'; 'lookup' (prompt lookup: drafts copied from
- * earlier n-gram matches in the prompt and output); 'draft' (a smaller model with the same
- * vocabulary drafts a chain: `draft: { model }`). Speculative methods verify the drafts in one
- * forward pass and are lossless. More arrive as they are finished.
+ * Decoding methods (README, "Methods"). Every speculative method verifies its draft tree in one
+ * forward pass and is lossless: greedy output equals autoregressive output token for token, and
+ * sampling follows the same distribution.
+ * - 'autoregressive': one token per forward pass.
+ * - 'lookup': prompt lookup, drafts copied from earlier n-gram matches in the prompt and output.
+ * - 'draft': a smaller model with the same vocabulary (`draft: { model }`) drafts a chain, with
+ *   branches where it is unsure (greedy).
+ * - 'rsd': Recursive Speculative Decoding: the draft model's tree, each node's children sampled
+ *   without replacement (Gumbel-top-k), verified by recursive rejection sampling (`draft: { model }`).
+ * - 'token-recycling': a tree filled from the session's adjacency matrix of the target's recent
+ *   candidate tokens (Session.saveTokenRecycling / loadTokenRecycling keep it).
+ * - 'aded': a tree from a tri-gram table of the target's outputs, learnt online (kept by the session).
+ * - 'rasd': a retrieval tree from the context and `retrieval: { corpus }`, pruned by and fused with
+ *   the draft model's tree when `draft: { model }` is given.
+ * - 'auto': picks the drafter (lookup, token-recycling, aded, and draft when a draft model is
+ *   given) and the tree size with the best measured tokens per second each step, or plain
+ *   decoding when speculation loses.
  */
-export const METHODS = ['autoregressive', 'lookup', 'draft'] as const;
+export const METHODS = ['autoregressive', 'lookup', 'draft', 'rsd', 'token-recycling', 'aded', 'rasd', 'auto'] as const;
+/** Methods that need `draft: { model }` ('rasd' and 'auto' use one when given). */
+const NEEDS_DRAFT_MODEL: readonly string[] = ['draft', 'rsd'];
+const USES_DRAFT_MODEL: readonly string[] = ['draft', 'rsd', 'rasd', 'auto'];
 export type Method = (typeof METHODS)[number];
 
 export interface GenerateOptions {
@@ -56,12 +72,14 @@ export interface GenerateOptions {
   signal?: AbortSignal;
   /** Decoding method (default 'autoregressive'). */
   method?: Method;
-  /** Speculative methods: most draft tokens verified per forward pass (default 8). */
+  /** Speculative methods: most draft tokens (tree nodes) verified per forward pass (default 8). */
   draftMax?: number;
   /** Prompt lookup: longest n-gram matched (default 4). */
   lookup?: { maxNgram?: number };
-  /** Draft-model speculation: the draft model (same vocabulary as this session's model). */
+  /** 'draft', 'rsd' (required), 'rasd', 'auto' (optional): the draft model (same vocabulary as this session's model). */
   draft?: { model: Model };
+  /** 'rasd': documents (text, or token ids) to retrieve drafts from, besides the context itself. */
+  retrieval?: { corpus?: string | (string | ArrayLike<number>)[] };
   /** Keep generating past end-of-generation tokens (as llama.cpp's --ignore-eos; default false). */
   ignoreEos?: boolean;
   /** Parse special tokens written in a text prompt (default false). */
@@ -88,6 +106,8 @@ export interface GenerationStats {
   draftedTokens: number;
   acceptedTokens: number;
   verifyPasses: number;
+  /** Tree drafts: verifications whose accepted path was not the first branch, moved into place in the KV cache. */
+  treeCompactions: number;
   /** acceptedTokens / draftedTokens (0 without drafts). */
   acceptanceRate: number;
   /** Mean tokens produced per verification pass, τ = (accepted + verifyPasses) / verifyPasses. */
@@ -108,7 +128,7 @@ export interface GenerationChunk {
 
 const GENERATE_OPTIONS = [
   'maxTokens', 'temperature', 'topK', 'topP', 'minP', 'repeatPenalty', 'frequencyPenalty', 'presencePenalty',
-  'penaltyLastN', 'seed', 'stop', 'signal', 'method', 'special', 'addBos', 'ignoreEos', 'draftMax', 'lookup', 'draft', '_testBiasedVerifier',
+  'penaltyLastN', 'seed', 'stop', 'signal', 'method', 'special', 'addBos', 'ignoreEos', 'draftMax', 'lookup', 'draft', 'retrieval', '_testBiasedVerifier',
 ] as const;
 
 // A step holds a libuv worker for at most about this long; the first is short so the first tokens stream out fast.
@@ -224,10 +244,13 @@ export class Session {
     const draftOpts = checkObject(o.draft, 'draft options');
     rejectUnknown(draftOpts, ['model'], 'draft');
     let draftModel: unknown;
-    if (method === 'draft') {
+    if (draftOpts.model !== undefined && !USES_DRAFT_MODEL.includes(method as string)) {
+      throw new InvalidOptionError(`method '${method as string}' does not use a draft model; 'draft: { model }' is for ${USES_DRAFT_MODEL.map((m) => `'${m}'`).join(', ')}`);
+    }
+    if (NEEDS_DRAFT_MODEL.includes(method as string) || draftOpts.model !== undefined) {
       const dm = draftOpts.model as Model | undefined;
       if (!dm || typeof dm !== 'object' || typeof (dm as Model).nativeModel !== 'function') {
-        throw new InvalidOptionError("method 'draft' needs `draft: { model }`, a model from loadModel()");
+        throw new InvalidOptionError(`method '${method as string}' needs \`draft: { model }\`, a model from loadModel()`);
       }
       if (!dm.tokenizer.sameVocabulary(this.model.tokenizer)) {
         throw new VocabularyMismatchError(
@@ -236,10 +259,29 @@ export class Session {
       }
       draftModel = dm.nativeModel();
     }
+    const retrieval = checkObject(o.retrieval, 'retrieval options');
+    rejectUnknown(retrieval, ['corpus'], 'retrieval');
+    if (o.retrieval !== undefined && method !== 'rasd') throw new InvalidOptionError("option 'retrieval' is for method 'rasd'");
+    let corpus: Int32Array[] | undefined;
+    if (retrieval.corpus !== undefined) {
+      const docs = typeof retrieval.corpus === 'string' ? [retrieval.corpus] : retrieval.corpus;
+      if (!Array.isArray(docs)) throw new InvalidOptionError(`retrieval.corpus must be a string or an array of strings / token arrays, got ${describe(retrieval.corpus)}`);
+      corpus = docs.map((d, i) => {
+        if (typeof d === 'string') return Int32Array.from(this.model.tokenize(d, { addBos: false }));
+        if (d && typeof (d as ArrayLike<number>).length === 'number') {
+          const t = Int32Array.from(d as ArrayLike<number>);
+          const bad = t.findIndex((x, j) => x !== (d as ArrayLike<number>)[j] || x < 0 || x >= this.model.info.vocabSize);
+          if (bad >= 0) throw new TokenOutOfRangeError(`retrieval.corpus[${i}][${bad}] is not a token id in [0, ${this.model.info.vocabSize})`);
+          return t;
+        }
+        throw new InvalidOptionError(`retrieval.corpus[${i}] must be a string or an array of token ids, got ${describe(d)}`);
+      });
+    }
     const spec = {
       method: method as string,
       draftModel,
-      draftMax: optNumber(o, 'draftMax', 8, 1, 255, true),
+      corpus,
+      draftMax: o.draftMax === undefined ? 0 : optNumber(o, 'draftMax', 8, 1, 255, true),
       lookupMaxNgram: optNumber(lookup, 'maxNgram', 4, 1, 64, true),
       // test only: the negative control of the distribution test (a wrong verifier)
       _testBiasedVerifier: o._testBiasedVerifier === true,
@@ -293,6 +335,27 @@ export class Session {
     this.nativeSession().truncate(n);
   }
 
+  /**
+   * The session's Token Recycling matrix (the top candidates the target last predicted after each
+   * token, n_vocab × 8 int32 plus a 16-byte header), to be loaded later into a session of a model
+   * with the same vocabulary.
+   */
+  saveTokenRecycling(): Uint8Array {
+    if (this.active || this.inflight) throw new BusyError('the session is generating');
+    return new Uint8Array(this.nativeSession().saveTokenRecycling());
+  }
+
+  /** Replaces the session's Token Recycling matrix with one from saveTokenRecycling(). */
+  loadTokenRecycling(data: Uint8Array): void {
+    if (!(data instanceof Uint8Array)) throw new InvalidOptionError(`loadTokenRecycling(data): data must be a Uint8Array, got ${describe(data)}`);
+    if (this.active || this.inflight) throw new BusyError('the session is generating');
+    try {
+      this.nativeSession().loadTokenRecycling(data);
+    } catch (err) {
+      throw fromNative(err);
+    }
+  }
+
   /** @internal marks the session busy (one generation or evaluation at a time) */
   claim(gen?: Generation): void {
     if (this.active || this.inflight) throw new BusyError('the session is already generating; wait for it or abort it');
@@ -339,7 +402,7 @@ export class Session {
 interface SamplingParams {
   maxTokens: number; temperature: number; topK: number; topP: number; minP: number; repeatPenalty: number;
   frequencyPenalty: number; presencePenalty: number; penaltyLastN: number; seed: number;
-  method: string; draftMax: number; lookupMaxNgram: number; _testBiasedVerifier: boolean; draftModel: unknown;
+  method: string; draftMax: number; lookupMaxNgram: number; _testBiasedVerifier: boolean; draftModel: unknown; corpus: Int32Array[] | undefined;
 }
 
 /** One generate() call: an async iterable of chunks; `stats` is set when it ends. */
@@ -486,6 +549,7 @@ export class Generation implements AsyncIterable<GenerationChunk> {
       draftedTokens: s?.draftedTokens ?? 0,
       acceptedTokens: s?.acceptedTokens ?? 0,
       verifyPasses: s?.verifyPasses ?? 0,
+      treeCompactions: s?.treeCompactions ?? 0,
       acceptanceRate: s && s.draftedTokens > 0 ? s.acceptedTokens / s.draftedTokens : 0,
       meanAcceptedLength: s && s.verifyPasses > 0 ? (s.acceptedTokens + s.verifyPasses) / s.verifyPasses : 0,
       draftMs: s?.draftMs ?? 0,

@@ -27,8 +27,8 @@ const USAGE = `usage:
       --context-size N    KV cache size in tokens
       --backend B         auto | cpu | cuda | metal
       --method M          ${METHODS.join(' | ')}
-      --draft-model PATH  the draft model for --method draft (same vocabulary)
-      --draft-max N       most drafted tokens verified per forward pass (default 8)
+      --draft-model PATH  the draft model for --method draft | rsd (required), rasd | auto (optional)
+      --draft-max N       most drafted tokens (tree nodes) verified per forward pass (default: per method)
       --json              print one JSON object {promptTokens, tokens, text, stats} and nothing else
   specdec info PATH [--json]
 `;
@@ -108,7 +108,7 @@ async function generate(flags: Flags): Promise<void> {
   const showProgress = one(flags, 'progress') === 'true' || (process.stderr.isTTY === true && size > 64 * 1024 * 1024);
   const model = await loadModel(modelPath, { backend, threads, onProgress: progressBar(showProgress) });
   const draftPath = one(flags, 'draft-model');
-  if (draftPath && one(flags, 'method') !== 'draft') throw new UsageError('--draft-model goes with --method draft');
+  if (draftPath && !['draft', 'rsd', 'rasd', 'auto'].includes(one(flags, 'method') ?? '')) throw new UsageError('--draft-model goes with --method draft, rsd, rasd or auto');
   const draftModel = draftPath ? await loadModel(draftPath, { backend, threads }) : undefined;
   try {
     const contextSize = num(flags, 'context-size');
