@@ -78,60 +78,127 @@ void item_generic(const attn_shape & sh, const float * q, const ggml_fp16_t * k,
 }
 
 #if defined(SPECDEC_X86_KERNELS)
-// AVX-512 with the F16 rows widened in registers. The same operations as item_impl: a zmm
-// accumulator is the 16 partial sums of dot(), and the reduction below adds lanes l and l + 8,
-// then l and l + 4, l + 2, l + 1, as dot() does.
-__attribute__((target("avx512f,fma"))) void item_avx512(const attn_shape & sh, const float * q, const ggml_fp16_t * k,
-        size_t ks, const ggml_fp16_t * v, size_t vs, const int32_t * cells, int64_t n, int64_t h, float * out) {
-    const int64_t hd = sh.head_dim;
+#define SPECDEC_AVX512 __attribute__((target("avx512f,fma")))
+
+// e^x for x <= 0 (softmax weights): x = n ln2 + r, |r| <= ln2/2, e^r by its Taylor polynomial
+// to degree 6 (relative error ~2e-7), scaled by 2^n. Lanes below -87 give 0.
+SPECDEC_AVX512 inline __m512 exp512(__m512 x) {
+    const __m512 n  = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145751953125f), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.428606765330187e-06f), r);
+    __m512 p = _mm512_set1_ps(1.0f / 720.0f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    const __m512 e = _mm512_scalef_ps(p, n);
+    return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(x, _mm512_set1_ps(-87.0f), _CMP_GE_OQ), e);
+}
+
+// sum of 16 lanes in a fixed order
+SPECDEC_AVX512 inline float hsum512(__m512 v) {
+    const __m256 s8 = _mm256_add_ps(_mm512_castps512_ps256(v), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+    const __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
+    const __m128 s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+    return _mm_cvtss_f32(_mm_add_ss(s2, _mm_movehdup_ps(s2)));
+}
+
+// AVX-512 attention for head sizes of NV x 16. The arithmetic of one row (its own definition,
+// used for every row on this instruction set):
+//   scores: for each cell, 16-lane products over the head (q . k, lane = dim mod 16), reduced
+//           8 cells at a time by one fixed add tree (a cell's result does not depend on its
+//           neighbours: partial groups are padded with copies);
+//   softmax: exp512 per cell; the sum in 16 lanes by list position, then hsum512;
+//   output: sum over cells in list order of e * v (16-lane fma), times 1 / sum.
+template <int NV>
+SPECDEC_AVX512 void item512(const attn_shape & sh, const float * q, const ggml_fp16_t * k, size_t ks,
+                            const ggml_fp16_t * v, size_t vs, const int32_t * cells, int64_t n, int64_t h, float * out) {
+    constexpr int64_t hd = NV * LANES;
     const int64_t g  = sh.n_head / sh.n_head_kv;
-    if (hd % LANES != 0 || hd > 256 || g > 16) {
+    const int64_t np = (n + 15) & ~(int64_t) 15;
+    thread_local std::vector<float> sbuf;
+    sbuf.resize((size_t) (g * np));
+    const __m256 scale = _mm256_set1_ps(sh.scale);
+    for (int64_t j = 0; j < g; ++j) {
+        const float * qh = q + (h * g + j) * hd;
+        __m512 qv[NV];
+        for (int t = 0; t < NV; ++t) qv[t] = _mm512_loadu_ps(qh + t * LANES);
+        float * s = sbuf.data() + j * np;
+        for (int64_t i = 0; i < n; i += 8) {
+            __m256 y[8];
+            for (int c = 0; c < 8; ++c) {
+                const int64_t cell = cells[std::min(i + c, n - 1)];
+                const ggml_fp16_t * kr = (const ggml_fp16_t *) ((const char *) k + (size_t) cell * ks) + h * hd;
+                __m512 acc = _mm512_mul_ps(qv[0], _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *) kr)));
+                for (int t = 1; t < NV; ++t) {
+                    acc = _mm512_fmadd_ps(qv[t], _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *) (kr + t * LANES))), acc);
+                }
+                y[c] = _mm256_add_ps(_mm512_castps512_ps256(acc), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc), 1)));
+            }
+            const __m256 h0123 = _mm256_hadd_ps(_mm256_hadd_ps(y[0], y[1]), _mm256_hadd_ps(y[2], y[3]));
+            const __m256 h4567 = _mm256_hadd_ps(_mm256_hadd_ps(y[4], y[5]), _mm256_hadd_ps(y[6], y[7]));
+            const __m256 lo = _mm256_permute2f128_ps(h0123, h4567, 0x20);
+            const __m256 hi = _mm256_permute2f128_ps(h0123, h4567, 0x31);
+            alignas(32) float tmp[8];
+            _mm256_store_ps(tmp, _mm256_mul_ps(_mm256_add_ps(lo, hi), scale));
+            for (int c = 0; c < 8 && i + c < n; ++c) s[i + c] = tmp[c];
+        }
+    }
+    // softmax weights, in place
+    float inv[16];
+    for (int64_t j = 0; j < g; ++j) {
+        float * s = sbuf.data() + j * np;
+        float mx = -INFINITY;
+        for (int64_t i = 0; i < n; ++i) mx = std::max(mx, s[i]);
+        const __m512 mxv = _mm512_set1_ps(mx);
+        __m512 sum = _mm512_setzero_ps();
+        for (int64_t i = 0; i < np; i += 16) {
+            const __mmask16 live = n - i >= 16 ? (__mmask16) 0xFFFF : (__mmask16) ((1u << (n - i)) - 1);
+            const __m512 e = _mm512_maskz_mov_ps(live, exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(live, s + i), mxv)));
+            _mm512_storeu_ps(s + i, e);
+            sum = _mm512_add_ps(sum, e);
+        }
+        inv[j] = n > 0 ? 1.0f / hsum512(sum) : 0.0f;
+    }
+    // output, up to 4 heads at a time with their accumulators in registers
+    for (int64_t j0 = 0; j0 < g; j0 += 4) {
+        const int64_t gj = std::min<int64_t>(4, g - j0);
+        __m512 o[4][NV];
+        for (int j = 0; j < 4; ++j) {
+            for (int t = 0; t < NV; ++t) o[j][t] = _mm512_setzero_ps();
+        }
+        for (int64_t i = 0; i < n; ++i) {
+            const ggml_fp16_t * vr = (const ggml_fp16_t *) ((const char *) v + (size_t) cells[i] * vs) + h * hd;
+            __m512 vf[NV];
+            for (int t = 0; t < NV; ++t) vf[t] = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *) (vr + t * LANES)));
+            for (int j = 0; j < gj; ++j) {
+                const __m512 e = _mm512_set1_ps(sbuf[(size_t) ((j0 + j) * np + i)]);
+                for (int t = 0; t < NV; ++t) o[j][t] = _mm512_fmadd_ps(e, vf[t], o[j][t]);
+            }
+        }
+        for (int j = 0; j < gj; ++j) {
+            const __m512 iv = _mm512_set1_ps(inv[j0 + j]);
+            float * oh = out + (h * g + j0 + j) * hd;
+            for (int t = 0; t < NV; ++t) _mm512_storeu_ps(oh + t * LANES, _mm512_mul_ps(o[j][t], iv));
+        }
+    }
+}
+
+SPECDEC_AVX512 void item_avx512(const attn_shape & sh, const float * q, const ggml_fp16_t * k, size_t ks,
+                                const ggml_fp16_t * v, size_t vs, const int32_t * cells, int64_t n, int64_t h, float * out) {
+    const int64_t g = sh.n_head / sh.n_head_kv;
+    if (sh.head_dim % LANES != 0 || g > 16) {
         item_impl(sh, q, k, ks, v, vs, cells, n, h, out);
         return;
     }
-    const int64_t nv = hd / LANES;
-    thread_local std::vector<float> scores;
-    scores.resize((size_t) (g * n));
-    for (int64_t i = 0; i < n; ++i) {
-        const ggml_fp16_t * kr = (const ggml_fp16_t *) ((const char *) k + (size_t) cells[i] * ks) + h * hd;
-        __m512 kf[16];
-        for (int64_t t = 0; t < nv; ++t) kf[t] = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *) (kr + t * LANES)));
-        for (int64_t j = 0; j < g; ++j) {
-            const float * qh = q + (h * g + j) * hd;
-            __m512 acc = _mm512_setzero_ps();
-            for (int64_t t = 0; t < nv; ++t) acc = _mm512_fmadd_ps(_mm512_loadu_ps(qh + t * LANES), kf[t], acc);
-            const __m256 s8 = _mm256_add_ps(_mm512_castps512_ps256(acc), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc), 1)));
-            const __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
-            const __m128 s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
-            const float  s1 = _mm_cvtss_f32(_mm_add_ss(s2, _mm_movehdup_ps(s2)));
-            scores[j * n + i] = s1 * sh.scale;
-        }
-    }
-    float mx[16], sum[16];
-    alignas(64) float o[16 * 256];
-    for (int64_t j = 0; j < g; ++j) {
-        mx[j] = -INFINITY;
-        for (int64_t i = 0; i < n; ++i) mx[j] = std::max(mx[j], scores[j * n + i]);
-        sum[j] = 0.0f;
-        for (int64_t d = 0; d < hd; ++d) o[j * hd + d] = 0.0f;
-    }
-    for (int64_t i = 0; i < n; ++i) {
-        const ggml_fp16_t * vr = (const ggml_fp16_t *) ((const char *) v + (size_t) cells[i] * vs) + h * hd;
-        __m512 vf[16];
-        for (int64_t t = 0; t < nv; ++t) vf[t] = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *) (vr + t * LANES)));
-        for (int64_t j = 0; j < g; ++j) {
-            const float e = std::exp(scores[j * n + i] - mx[j]);
-            sum[j] += e;
-            const __m512 ev = _mm512_set1_ps(e);
-            for (int64_t t = 0; t < nv; ++t) {
-                float * op = o + j * hd + t * LANES;
-                _mm512_store_ps(op, _mm512_fmadd_ps(ev, vf[t], _mm512_load_ps(op)));
-            }
-        }
-    }
-    for (int64_t j = 0; j < g; ++j) {
-        const float inv = n > 0 ? 1.0f / sum[j] : 0.0f;
-        for (int64_t d = 0; d < hd; ++d) out[(h * g + j) * hd + d] = o[j * hd + d] * inv;
+    switch (sh.head_dim / LANES) {
+        case 4:  item512<4>(sh, q, k, ks, v, vs, cells, n, h, out); return;
+        case 8:  item512<8>(sh, q, k, ks, v, vs, cells, n, h, out); return;
+        case 2:  item512<2>(sh, q, k, ks, v, vs, cells, n, h, out); return;
+        case 6:  item512<6>(sh, q, k, ks, v, vs, cells, n, h, out); return;
+        default: item_impl(sh, q, k, ks, v, vs, cells, n, h, out); return;
     }
 }
 
