@@ -88,11 +88,13 @@ struct mm_builder {
     ggml_context * ctx0;
     const model &  m;
     bool           invariant;
+    bool           draft_weights;
     std::vector<std::pair<ggml_tensor *, ggml_tensor *>> quantized;  // input -> its quantized columns
 
     ggml_tensor * operator()(ggml_tensor * w, ggml_tensor * x) {
         const int64_t n = x->ne[1];
         const kernels::packed_q8_0 * pw = m.packed_for(w);
+        if (!pw && draft_weights) pw = m.draft_packed_for(w);
         if (pw && (invariant || n == 1) && x->type == GGML_TYPE_F32 && x->nb[0] == sizeof(float) &&
                 x->ne[2] == 1 && x->ne[3] == 1) {
             ggml_tensor * qx = nullptr;
@@ -132,7 +134,7 @@ ggml_cgraph * build_llama_graph(ggml_context * ctx0, const model & m, const kv_c
     const int64_t n_tokens    = shape.n_tokens;
     const int64_t n_embd_head = hp.n_embd_head_k;
     const float   kq_scale    = hp.f_attn_scale != 0.0f ? hp.f_attn_scale : 1.0f / sqrtf((float) n_embd_head);
-    mm_builder    build_mm { ctx0, m, shape.invariant, {} };
+    mm_builder    build_mm { ctx0, m, shape.invariant, shape.draft_weights, {} };
 
     ggml_cgraph * gf = ggml_new_graph_custom(ctx0, llama_graph_max_nodes(m), false);
 

@@ -26,6 +26,8 @@ struct graph_shape {
     std::vector<uint32_t> row_n_kv;  // [n_tokens] when invariant
     // Attention of decoding and verification on specdec's kernel (kernels/attention.h).
     bool                  own_attention = false;
+    // A draft session: one-token and batch-invariant products also take the model's Q8_0 draft copies.
+    bool                  draft_weights = false;
 };
 
 // Length of the KV view a one-token decode uses when the cache holds n_total cells

@@ -10,6 +10,7 @@
 #include "gguf.h"
 
 #include <atomic>
+#include <mutex>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -74,9 +75,24 @@ struct model {
     bool specdec_attention = false;
     kernels::attention_params attn;
     bool attn_available = false;  // the attention kernel can run this model (CPU; sessions may opt in)
+
+private:
+    mutable std::once_flag draft_once;
+    mutable std::unordered_map<const ggml_tensor *, std::unique_ptr<kernels::packed_q8_0>> draft_packed;
+
+public:
     const kernels::packed_q8_0 * packed_for(const ggml_tensor * w) const {
         auto it = packed.find(w);
         return it == packed.end() ? nullptr : it->second.get();
+    }
+
+    // A model that drafts for another runs its F16/BF16/F32 matrices as Q8_0 on specdec's kernels
+    // (a draft's numerics do not touch the output; Q8_0 halves what a one-token step reads). The
+    // copies are made the first time a draft session needs them (thread-safe) and kept.
+    void prepare_draft_weights() const;
+    const kernels::packed_q8_0 * draft_packed_for(const ggml_tensor * w) const {
+        auto it = draft_packed.find(w);
+        return it == draft_packed.end() ? nullptr : it->second.get();
     }
 
     ~model();

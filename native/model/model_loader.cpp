@@ -325,6 +325,31 @@ void pack_weights(model & m, const load_params & params, const std::function<voi
 
 } // namespace
 
+void model::prepare_draft_weights() const {
+    if (kind != BACKEND_CPU) return;
+    std::call_once(draft_once, [this] {
+        const kernels::isa isa = kernels::default_isa();
+        std::vector<float> rowsf;
+        std::vector<uint8_t> q;
+        for (ggml_tensor * t : matrix_weights(*this)) {
+            if (!t || packed.count(t) || draft_packed.count(t) || t->ne[0] % kernels::QK8_0 != 0) continue;
+            if (t->type != GGML_TYPE_F16 && t->type != GGML_TYPE_BF16 && t->type != GGML_TYPE_F32) continue;
+            const int64_t k = t->ne[0], rows = t->ne[1];
+            const auto * tr = ggml_get_type_traits(t->type);
+            rowsf.resize((size_t) (k * rows));
+            for (int64_t r = 0; r < rows; ++r) {
+                const char * src = (const char *) t->data + r * t->nb[1];
+                if (t->type == GGML_TYPE_F32) std::memcpy(rowsf.data() + r * k, src, (size_t) k * sizeof(float));
+                else tr->to_float(src, rowsf.data() + r * k, k);
+            }
+            q.resize(ggml_row_size(GGML_TYPE_Q8_0, k) * (size_t) rows);
+            ggml_quantize_chunk(GGML_TYPE_Q8_0, rowsf.data(), q.data(), 0, rows, k, nullptr);
+            auto p = kernels::pack_q8_0(q.data(), rows, k, isa);
+            if (p) draft_packed[t] = std::move(p);  // out of memory: that matrix stays on ggml
+        }
+    });
+}
+
 const std::string & last_gguf_error() { return g_last_gguf_error; }
 void set_last_gguf_error(const std::string & s) { g_last_gguf_error = s; }
 

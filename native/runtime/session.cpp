@@ -16,6 +16,7 @@ static bool abort_cb(void * data) {
 
 session::session(std::shared_ptr<const model> model_, const session_params & params)
     : m(std::move(model_)), par(params), kv(*m, m->device, params.n_ctx) {
+    if (par.draft_weights) m->prepare_draft_weights();
     backend_cpu = ggml_backend_dev_init(ggml_backend_dev_by_type(GGML_BACKEND_DEVICE_TYPE_CPU), nullptr);
     if (!backend_cpu) {
         fail("ERR_BACKEND_UNAVAILABLE", "cannot start the CPU backend");
@@ -170,6 +171,7 @@ void session::compute(const std::vector<int32_t> & tokens, const std::vector<int
 
     graph_shape shape { n_tokens, decode_n_kv(n_past + n_tokens, kv.size()), (uint32_t) outputs.size() };
     shape.own_attention = m->kind == BACKEND_CPU && (par.own_attention < 0 ? m->specdec_attention : par.own_attention > 0);
+    shape.draft_weights = par.draft_weights && m->kind == BACKEND_CPU;
     if (invariant) {
         shape.invariant = true;
         shape.row_n_kv.resize(n_tokens);

@@ -22,6 +22,8 @@ struct session_params {
     // CPU kernels), 1 specdec's kernel on the CPU whatever the model (draft-model sessions, whose
     // numerics do not touch the output), 0 ggml's.
     int      own_attention = -1;
+    // A draft session: the model's matrices run as Q8_0 copies on specdec's kernels (model::prepare_draft_weights).
+    bool     draft_weights = false;
 };
 
 struct eval_timing {

@@ -17,7 +17,8 @@ static session_params draft_session_params(const session & target) {
     dp.n_ctx = target.n_ctx();
     dp.n_batch = target.n_batch();
     dp.n_threads = target.n_threads();
-    dp.own_attention = 1;  // the draft's numerics do not touch the output: take the faster kernel
+    dp.own_attention = 1;    // the draft's numerics do not touch the output: take the faster kernels
+    dp.draft_weights = true;
     return dp;
 }
 
@@ -44,7 +45,9 @@ method_plan make_method(const method_options & o, const session & target, const 
         plan.draft_max = budget(8);
     } else if (o.method == "rsd") {
         need_draft_model(o, target);
-        plan.draft = std::make_shared<rsd_drafter>(o.draft_model, draft_session_params(target), sampling);
+        rsd_options ro;
+        ro.beam = o.rsd_beam;
+        plan.draft = std::make_shared<rsd_drafter>(o.draft_model, draft_session_params(target), sampling, ro);
         plan.draft_max = budget(12);
     } else if (o.method == "aded") {
         if (!o.aded) fail("ERR_INTERNAL", "aded without its table");
