@@ -28,7 +28,7 @@ export interface NativeStepResult {
 export interface NativeBeginParams {
   prompt: Int32Array; maxTokens: number; eog: Int32Array; temperature: number; topK: number; topP: number;
   minP: number; repeatPenalty: number; frequencyPenalty: number; presencePenalty: number; penaltyLastN: number; seed: number;
-  method: string; draftMax: number; lookupMaxNgram: number; draftModel?: unknown; corpus?: Int32Array[];
+  method: string; draftMax: number; lookupMaxNgram: number; draftModel?: unknown; corpus?: Int32Array[]; rsdBeam?: boolean;
 }
 export interface NativeSession {
   begin(params: NativeBeginParams): void;

@@ -4,7 +4,7 @@ import {
   BusyError, ContextOverflowError, DisposedError, InvalidOptionError, TokenOutOfRangeError, VocabularyMismatchError, fromNative,
 } from './errors';
 import type { Model } from './model';
-import { checkObject, describe, optBoolean, optNumber, optSignal, rejectUnknown } from './options';
+import { checkObject, describe, optBoolean, optEnum, optNumber, optSignal, rejectUnknown } from './options';
 import { defaultThreads, threadCandidates } from './threads';
 import { Utf8StreamDecoder } from './tokenizer';
 
@@ -78,6 +78,12 @@ export interface GenerateOptions {
   lookup?: { maxNgram?: number };
   /** 'draft', 'rsd' (required), 'rasd', 'auto' (optional): the draft model (same vocabulary as this session's model). */
   draft?: { model: Model };
+  /**
+   * 'rsd': how the draft tree is sampled without replacement: 'gumbel-top-k' (default; 2, 2, then 1
+   * children per node) or 'beam-search' (Stochastic Beam Search, width 3, 6 levels). Greedy decoding
+   * takes the draft's top candidates either way.
+   */
+  rsd?: { tree?: 'gumbel-top-k' | 'beam-search' };
   /** 'rasd': documents (text, or token ids) to retrieve drafts from, besides the context itself. */
   retrieval?: { corpus?: string | (string | ArrayLike<number>)[] };
   /** Keep generating past end-of-generation tokens (as llama.cpp's --ignore-eos; default false). */
@@ -128,7 +134,7 @@ export interface GenerationChunk {
 
 const GENERATE_OPTIONS = [
   'maxTokens', 'temperature', 'topK', 'topP', 'minP', 'repeatPenalty', 'frequencyPenalty', 'presencePenalty',
-  'penaltyLastN', 'seed', 'stop', 'signal', 'method', 'special', 'addBos', 'ignoreEos', 'draftMax', 'lookup', 'draft', 'retrieval', '_testBiasedVerifier',
+  'penaltyLastN', 'seed', 'stop', 'signal', 'method', 'special', 'addBos', 'ignoreEos', 'draftMax', 'lookup', 'draft', 'retrieval', 'rsd', '_testBiasedVerifier',
 ] as const;
 
 // A step holds a libuv worker for at most about this long; the first is short so the first tokens stream out fast.
@@ -259,6 +265,10 @@ export class Session {
       }
       draftModel = dm.nativeModel();
     }
+    const rsdOpts = checkObject(o.rsd, 'rsd options');
+    rejectUnknown(rsdOpts, ['tree'], 'rsd');
+    if (o.rsd !== undefined && method !== 'rsd') throw new InvalidOptionError("option 'rsd' is for method 'rsd'");
+    const rsdTree = optEnum(rsdOpts, 'tree', ['gumbel-top-k', 'beam-search'] as const, 'gumbel-top-k');
     const retrieval = checkObject(o.retrieval, 'retrieval options');
     rejectUnknown(retrieval, ['corpus'], 'retrieval');
     if (o.retrieval !== undefined && method !== 'rasd') throw new InvalidOptionError("option 'retrieval' is for method 'rasd'");
@@ -281,6 +291,7 @@ export class Session {
       method: method as string,
       draftModel,
       corpus,
+      rsdBeam: rsdTree === 'beam-search',
       draftMax: o.draftMax === undefined ? 0 : optNumber(o, 'draftMax', 8, 1, 255, true),
       lookupMaxNgram: optNumber(lookup, 'maxNgram', 4, 1, 64, true),
       // test only: the negative control of the distribution test (a wrong verifier)
@@ -402,7 +413,7 @@ export class Session {
 interface SamplingParams {
   maxTokens: number; temperature: number; topK: number; topP: number; minP: number; repeatPenalty: number;
   frequencyPenalty: number; presencePenalty: number; penaltyLastN: number; seed: number;
-  method: string; draftMax: number; lookupMaxNgram: number; _testBiasedVerifier: boolean; draftModel: unknown; corpus: Int32Array[] | undefined;
+  method: string; draftMax: number; lookupMaxNgram: number; _testBiasedVerifier: boolean; draftModel: unknown; corpus: Int32Array[] | undefined; rsdBeam: boolean;
 }
 
 /** One generate() call: an async iterable of chunks; `stats` is set when it ends. */

@@ -59,7 +59,7 @@ describeShared('tree drafts', (dir) => {
     }
     await d.dispose();
     await m.dispose();
-  });
+  }, 600_000);
 
   (fs.existsSync(codeDraft) ? it : it.skip)('greedy output equals autoregressive on the code pair, every tree method and draft, 20 prompts x 128 tokens', async () => {
     const m = await loadModel(code);
@@ -82,7 +82,7 @@ describeShared('tree drafts', (dir) => {
     }
     await d.dispose();
     await m.dispose();
-  });
+  }, 600_000);
 
   // independent samples per arm (see speculative.test.ts)
   async function sample(m: Model, prompt: number[], n: number, seed0: number, o: GenerateOptions): Promise<Map<string, number>> {
@@ -104,11 +104,13 @@ describeShared('tree drafts', (dir) => {
     const N = 20000;
     const ar = await sample(m, prompt, N, 1, {});
     let seed = 10_000_000;
-    for (const method of TREE_METHODS) {
-      const got = await sample(m, prompt, N, (seed += 1_000_000), opts(method, d));
+    const arms: [string, GenerateOptions][] = TREE_METHODS.map((method) => [method, opts(method, d)]);
+    arms.push(['rsd (beam search)', opts('rsd', d, { rsd: { tree: 'beam-search' } })]);
+    for (const [name, o] of arms) {
+      const got = await sample(m, prompt, N, (seed += 1_000_000), o);
       const [stat, dof] = chiSquare(ar, got, N, N);
-      expect({ method, dofOk: dof > 10 }).toEqual({ method, dofOk: true });
-      expect({ method, stat: Math.round(stat) <= chiCritical(dof) }).toEqual({ method, stat: true });
+      expect({ name, dofOk: dof > 10 }).toEqual({ name, dofOk: true });
+      expect({ name, stat: Math.round(stat) <= chiCritical(dof) }).toEqual({ name, stat: true });
     }
     // negative control on a tree method whose trees have siblings: the first child always accepted
     const biased = await sample(m, prompt, N, (seed += 1_000_000), opts('rsd', d, { _testBiasedVerifier: true } as GenerateOptions));
@@ -116,7 +118,7 @@ describeShared('tree drafts', (dir) => {
     expect(stat2).toBeGreaterThan(chiCritical(dof2));
     await d.dispose();
     await m.dispose();
-  });
+  }, 900_000);
 
   it('after tree verifications the KV cache equals an autoregressive one: the next logits are bit-identical', async () => {
     const m = await loadModel(stories);
@@ -205,6 +207,7 @@ describeShared('tree drafts', (dir) => {
     expect(() => s.generate(prompt, { method: 'rasd', retrieval: { corpus: [[1, 2, 1e9]] } })).toThrow(/token id/);
     expect(() => s.generate(prompt, { method: 'rsd' })).toThrow(/needs `draft: \{ model \}`/);
     expect(() => s.generate(prompt, { method: 'aded', draft: { model: m } })).toThrow(/does not use a draft model/);
+    expect(() => s.generate(prompt, { method: 'lookup', rsd: { tree: 'beam-search' } })).toThrow(InvalidOptionError);
     await m.dispose();
   });
 });

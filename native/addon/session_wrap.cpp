@@ -254,6 +254,7 @@ Napi::Value session_wrap::begin(const Napi::CallbackInfo & info) {
         if (o.Has("method") && o.Get("method").IsString()) mo.method = o.Get("method").As<Napi::String>().Utf8Value();
         mo.draft_max = get_u32(o, "draftMax", 0);
         mo.lookup_max_ngram = get_u32(o, "lookupMaxNgram", 4);
+        mo.rsd_beam = o.Has("rsdBeam") && o.Get("rsdBeam").ToBoolean().Value();
         mo.biased_verifier = o.Has("_testBiasedVerifier") && o.Get("_testBiasedVerifier").ToBoolean().Value();
         Napi::Value dm = o.Get("draftModel");
         if (dm.IsObject()) {

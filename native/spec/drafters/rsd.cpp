@@ -14,6 +14,10 @@ rsd_drafter::rsd_drafter(std::shared_ptr<const model> draft, const session_param
       }()), opt(options) {}
 
 void rsd_drafter::propose(const std::vector<int32_t> & history, uint32_t budget, draft_tree & out) {
+    if (opt.beam && !chain.greedy()) {
+        propose_beam(history, budget, out);
+        return;
+    }
     out.clear();
     out.without_replacement = !chain.greedy();
     session & ds = base.follow(history, logits);
@@ -62,6 +66,70 @@ void rsd_drafter::propose(const std::vector<int32_t> & history, uint32_t budget,
         ds.eval_tree(out.tokens, out.parents, outputs, level_logits);
         rows.clear();
         for (size_t i = 0; i < frontier.size(); ++i) rows.push_back(level_logits.data() + i * (size_t) n_vocab);
+    }
+}
+
+// log(exp(-a) ... ): the Gumbel of a child conditioned on its parent's perturbed value g_parent
+// and the largest unconditioned child Gumbel z (Kool et al., 2019, appendix B, stable form)
+static double conditional_gumbel(double g_parent, double z, double g) {
+    const double v = g_parent - g + std::log1p(-std::exp(g - z));
+    return g_parent - std::max(v, 0.0) - std::log1p(std::exp(-std::fabs(v)));
+}
+
+void rsd_drafter::propose_beam(const std::vector<int32_t> & history, uint32_t budget, draft_tree & out) {
+    out.clear();
+    out.without_replacement = true;
+    session & ds = base.follow(history, logits);
+    if (history.size() + budget >= ds.n_ctx()) budget = ds.n_ctx() > history.size() + 1 ? ds.n_ctx() - (uint32_t) history.size() - 1 : 0;
+    const int32_t n_vocab = (int32_t) ds.n_vocab();
+    struct beam_node { int32_t node; double logp; double g; };  // node -1: the root
+    std::vector<beam_node> beam = { { -1, 0.0, 0.0 } };
+    std::vector<const float *> rows = { logits.data() };
+    std::vector<token_prob> dist;
+    std::vector<int32_t> ctx;
+    struct child { size_t parent; int32_t token; double logp; double g; int32_t q; };
+    for (uint32_t depth = 0; depth < opt.beam_depth && out.size() < budget && !beam.empty(); ++depth) {
+        std::vector<child> all;
+        for (size_t f = 0; f < beam.size(); ++f) {
+            ctx = history;
+            std::vector<int32_t> path;
+            for (int32_t a = beam[f].node; a >= 0; a = out.parents[(size_t) a]) path.push_back(out.tokens[(size_t) a]);
+            ctx.insert(ctx.end(), path.rbegin(), path.rend());
+            chain.distribution(rows[f], n_vocab, ctx, dist);
+            out.dists.push_back(dist);
+            const int32_t qi = (int32_t) out.dists.size() - 1;
+            // perturbed log-probabilities of the children, conditioned on the parent's
+            std::vector<double> gs(dist.size());
+            double z = -INFINITY;
+            for (size_t i = 0; i < dist.size(); ++i) {
+                const double u = std::max(chain.uniform(), 1e-300);
+                gs[i] = beam[f].logp + std::log((double) dist[i].p) - std::log(-std::log(u));
+                z = std::max(z, gs[i]);
+            }
+            for (size_t i = 0; i < dist.size(); ++i) {
+                all.push_back({ f, dist[i].id, beam[f].logp + std::log((double) dist[i].p), conditional_gumbel(beam[f].g, z, gs[i]), qi });
+            }
+        }
+        // the beam: the W largest perturbed values among all children
+        const size_t take = std::min<size_t>({ (size_t) opt.beam_width, all.size(), (size_t) (budget - out.size()) });
+        std::partial_sort(all.begin(), all.begin() + take, all.end(), [](const child & a, const child & b) { return a.g > b.g; });
+        // add them grouped by parent, each parent's children in decreasing perturbed value (the
+        // order of a sample without replacement)
+        std::vector<beam_node> next;
+        for (size_t f = 0; f < beam.size(); ++f) {
+            for (size_t i = 0; i < take; ++i) {
+                if (all[i].parent != f) continue;
+                const int32_t node = out.add(all[i].token, beam[f].node, all[i].q);
+                next.push_back({ node, all[i].logp, all[i].g });
+            }
+        }
+        beam.swap(next);
+        if (out.size() >= budget || depth + 1 >= opt.beam_depth) break;
+        std::vector<uint32_t> outputs;
+        for (const auto & b : beam) outputs.push_back((uint32_t) b.node);
+        ds.eval_tree(out.tokens, out.parents, outputs, level_logits);
+        rows.clear();
+        for (size_t i = 0; i < beam.size(); ++i) rows.push_back(level_logits.data() + i * (size_t) n_vocab);
     }
 }
 
