@@ -22,6 +22,7 @@ struct method_options {
     std::shared_ptr<adjacency_matrix> recycling;         // token-recycling, auto: the session's matrix
     std::shared_ptr<drafter> aded;                       // aded: the session's tri-gram drafter
     std::vector<std::vector<int32_t>> corpus;            // rasd: the user's datastore, tokenized
+    bool        rsd_beam = false;                        // rsd: Stochastic Beam Search trees
     bool        biased_verifier = false;                 // test only
 };
 
