@@ -31,8 +31,11 @@ static void blend_into(aded_drafter::entry & e, const std::vector<token_prob> & 
 }
 
 void aded_drafter::learn(int32_t a, int32_t b, const float * logits, int32_t n_vocab) {
+    // probabilities normalized among the top 32 (a full softmax over the vocabulary for every
+    // verified row would cost more than the drafting saves)
     std::vector<token_prob> top;
-    top_candidates(logits, n_vocab, K, top, false);
+    top_candidates(logits, n_vocab, 32, top, true);
+    top.resize(std::min<size_t>(top.size(), K));
     if (a >= 0) blend_into(trigram[key2(a, b)], top, opt.blend);
     blend_into(bigram[b], top, opt.blend);
 }

@@ -56,8 +56,11 @@ void auto_drafter::propose(const std::vector<int32_t> & history, uint32_t budget
     for (size_t d = 0; d < cands.size(); ++d) {
         for (uint32_t b : budgets) {
             if (b > budget) break;
+            // drafters often propose fewer nodes than allowed (lookup without a match): the pass
+            // costs what is proposed
+            const double nodes = st[d].n > 0 ? std::min<double>(b, st[d].fill * b) : b;
             const double tokens = expected_accepted(d, b) + 1.0;
-            const double ms = st[d].ms_per_token * b + verify_ms(b + 1);
+            const double ms = st[d].ms_per_token * nodes + verify_ms(1 + (uint32_t) std::lround(nodes));
             if (tokens / ms > best) {
                 best = tokens / ms;
                 chosen = (int) d;
@@ -65,12 +68,19 @@ void auto_drafter::propose(const std::vector<int32_t> & history, uint32_t budget
             }
         }
     }
-    if (steps % 16 == 0 && !cands.empty()) {
-        // explore: a random drafter and size
+    if (steps % 32 == 0 && !cands.empty()) {
+        // explore: a random drafter, at most twice the current size
         std::uniform_int_distribution<size_t> pick_d(0, cands.size() - 1);
-        std::uniform_int_distribution<size_t> pick_b(0, budgets.size() - 1);
-        chosen = (int) pick_d(rng);
-        chosen_budget = std::min(budget, budgets[pick_b(rng)]);
+        const uint32_t cap = std::max<uint32_t>(4, 2 * chosen_budget);
+        std::vector<uint32_t> sizes;
+        for (uint32_t b : budgets) {
+            if (b <= cap && b <= budget) sizes.push_back(b);
+        }
+        if (!sizes.empty()) {
+            std::uniform_int_distribution<size_t> pick_b(0, sizes.size() - 1);
+            chosen = (int) pick_d(rng);
+            chosen_budget = sizes[pick_b(rng)];
+        }
     }
     last_name = chosen >= 0 ? cands[(size_t) chosen].name : "";
     if (chosen < 0 || chosen_budget == 0) return;
@@ -97,6 +107,8 @@ void auto_drafter::observe(const verify_result & r) {
         }
         const double per = r.tree->size() > 0 ? r.draft_ms / (double) r.tree->size() : r.draft_ms;
         s.ms_per_token = s.n > 0 ? 0.8 * s.ms_per_token + 0.2 * per : per;
+        const double fill = (double) r.tree->size() / (double) chosen_budget;
+        s.fill = s.n > 0 ? 0.8 * s.fill + 0.2 * fill : fill;
         s.n += 1.0;
     }
     for (auto & cd : cands) cd.d->observe(r);  // learners see every verification

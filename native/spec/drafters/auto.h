@@ -8,7 +8,8 @@
 //   with the budget it had (a fully accepted proposal counts as "at least that many"), gives the
 //   expected accepted length for any budget; draft time per proposed token likewise.
 // - Choice: maximize (E[accepted | drafter, budget] + 1) / (draft time + t(budget + 1)), against
-//   1 / t(1) for plain decoding; an exploration step every 16 tries a random other choice.
+//   1 / t(1) for plain decoding (the cost counts the nodes a drafter actually proposes); an
+//   exploration step every 32 tries a random drafter at up to twice the current size.
 // Every drafter that learns from verification (Token Recycling, ADED) sees every step, whoever drafted.
 #pragma once
 
@@ -46,6 +47,7 @@ private:
     struct drafter_stats {
         std::vector<double> accepted_hist;  // [budget + 1]: decayed counts of accepted = i (censored ones spread)
         double ms_per_token = 0.0;          // draft time per proposed token (moving average)
+        double fill = 1.0;                  // proposed nodes / budget (moving average)
         double n = 0.0;
     };
     std::vector<candidate>     cands;
