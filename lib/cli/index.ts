@@ -4,6 +4,7 @@
  *
  *   specdec generate --model PATH (--prompt TEXT | --prompt-file F) [--max-tokens N] [--temperature T]
  *                    [--seed S] [--threads N] [--method M] [--draft-model PATH] [--draft-max N]
+ *                    [--corpus-file F]... [--rsd-tree T] [--cpu-kernels K]
  *                    [--context-size N] [--backend B] [--stop S]... [--json]
  *   specdec info PATH [--json]
  *
@@ -29,6 +30,9 @@ const USAGE = `usage:
       --method M          ${METHODS.join(' | ')}
       --draft-model PATH  the draft model for --method draft | rsd (required), rasd | auto (optional)
       --draft-max N       most drafted tokens (tree nodes) verified per forward pass (default: per method)
+      --corpus-file F     --method rasd: a text file to retrieve drafts from (repeatable)
+      --rsd-tree T        --method rsd: gumbel-top-k (default) | beam-search
+      --cpu-kernels K     specdec (default) | ggml (llama.cpp's bits on the CPU)
       --json              print one JSON object {promptTokens, tokens, text, stats} and nothing else
   specdec info PATH [--json]
 `;
@@ -76,6 +80,7 @@ function num(flags: Flags, name: string): number | undefined {
 const KNOWN_GENERATE = new Set([
   'model', 'prompt', 'prompt-file', 'max-tokens', 'temperature', 'top-k', 'top-p', 'min-p', 'repeat-penalty', 'seed',
   'stop', 'threads', 'context-size', 'backend', 'method', 'json', 'progress', 'help', 'draft-model', 'draft-max',
+  'corpus-file', 'rsd-tree', 'cpu-kernels',
 ]);
 
 function progressBar(enabled: boolean): ((f: number) => void) | undefined {
@@ -106,7 +111,8 @@ async function generate(flags: Flags): Promise<void> {
 
   const { size } = await import('node:fs').then((fs) => fs.statSync(modelPath));
   const showProgress = one(flags, 'progress') === 'true' || (process.stderr.isTTY === true && size > 64 * 1024 * 1024);
-  const model = await loadModel(modelPath, { backend, threads, onProgress: progressBar(showProgress) });
+  const cpuKernels = one(flags, 'cpu-kernels') as 'specdec' | 'ggml' | undefined;
+  const model = await loadModel(modelPath, { backend, threads, onProgress: progressBar(showProgress), ...(cpuKernels ? { cpuKernels } : {}) });
   const draftPath = one(flags, 'draft-model');
   if (draftPath && !['draft', 'rsd', 'rasd', 'auto'].includes(one(flags, 'method') ?? '')) throw new UsageError('--draft-model goes with --method draft, rsd, rasd or auto');
   const draftModel = draftPath ? await loadModel(draftPath, { backend, threads }) : undefined;
@@ -125,6 +131,8 @@ async function generate(flags: Flags): Promise<void> {
       method: one(flags, 'method') as GenerateOptions['method'],
       draftMax: num(flags, 'draft-max'),
       draft: draftModel ? { model: draftModel } : undefined,
+      retrieval: flags.has('corpus-file') ? { corpus: flags.get('corpus-file')!.map((f) => readFileSync(f, 'utf8')) } : undefined,
+      rsd: one(flags, 'rsd-tree') ? { tree: one(flags, 'rsd-tree') as 'gumbel-top-k' | 'beam-search' } : undefined,
     };
     for (const k of Object.keys(opts) as (keyof GenerateOptions)[]) if (opts[k] === undefined) delete opts[k];
     const run = session.generate(prompt, opts);
