@@ -151,7 +151,7 @@ void generation::speculate(int32_t t) {
     const uint32_t room = s.n_ctx() - (uint32_t) s.tokens().size() - 1;  // cells left after t
     const uint32_t left = par.max_tokens - stats.n_generated;             // tokens still wanted (bounds the depth)
     const uint32_t budget = std::min({ par.draft_max, room, left, MAX_INVARIANT_BATCH - 1 });
-    s.pause_threads();  // the target's threads must not spin while the drafter computes
+    if (par.draft->computes()) s.pause_threads();  // the target's threads must not spin while the drafter computes
     tree.clear();
     if (budget > 0) par.draft->propose(history, budget, tree);
     tree.truncate(budget);

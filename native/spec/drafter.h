@@ -74,6 +74,10 @@ public:
     // Told what the verification of the last proposal decided.
     virtual void observe(const verify_result & r) { (void) r; }
 
+    // Whether proposing runs a model (then the target's compute threads sleep meanwhile, so that
+    // the two never compete for the cores; drafters that only look things up skip that pause).
+    virtual bool computes() const { return false; }
+
     // Drafters that run models: stop at the next step / let their compute threads sleep.
     virtual void abort() {}
     virtual void pause() {}

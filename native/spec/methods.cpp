@@ -63,8 +63,10 @@ method_plan make_method(const method_options & o, const session & target, const 
         plan.draft = std::make_shared<token_recycling_drafter>(o.recycling, std::max<size_t>(80, plan.draft_max));
     } else if (o.method == "auto") {
         std::vector<auto_drafter::candidate> c;
-        c.push_back({ "lookup", std::make_shared<prompt_lookup_drafter>(o.lookup_max_ngram, 1) });
-        if (o.recycling) c.push_back({ "token-recycling", std::make_shared<token_recycling_drafter>(o.recycling) });
+        // retrieval from the context (rasd without a draft model: prompt lookup's matches as a
+        // tree, measured better than lookup alone) and ADED's learnt table; Token Recycling is left
+        // out: it accepted least on the code pair and its learning costs every step
+        c.push_back({ "rasd", std::make_shared<rasd_drafter>(o.corpus, nullptr, draft_session_params(target), sampling) });
         if (o.aded) c.push_back({ "aded", o.aded });
         if (o.draft_model) {
             need_draft_model(o, target);

@@ -114,6 +114,13 @@ void auto_drafter::observe(const verify_result & r) {
     for (auto & cd : cands) cd.d->observe(r);  // learners see every verification
 }
 
+bool auto_drafter::computes() const {
+    for (const auto & cd : cands) {
+        if (cd.d->computes()) return true;
+    }
+    return false;
+}
+
 void auto_drafter::prepare(const std::vector<int32_t> & history) {
     for (auto & cd : cands) cd.d->prepare(history);
 }

@@ -32,6 +32,7 @@ public:
     void propose(const std::vector<int32_t> & history, uint32_t budget, draft_tree & out) override;
     void observe(const verify_result & r) override;
     void prepare(const std::vector<int32_t> & history) override;
+    bool computes() const override;
     void abort() override;
     void pause() override;
 

@@ -29,6 +29,7 @@ public:
                         const draft_model_options & options = {});
     void propose(const std::vector<int32_t> & history, uint32_t budget, draft_tree & out) override;
     void prepare(const std::vector<int32_t> & history) override { follow(history, logits); }
+    bool computes() const override { return true; }
     void abort() override { if (sess) sess->request_abort(); }
     void pause() override { if (sess) sess->pause_threads(); }
 

@@ -30,6 +30,7 @@ public:
                  const session_params & params, const sampling_params & sampling, const rasd_options & options = {});
     void propose(const std::vector<int32_t> & history, uint32_t budget, draft_tree & out) override;
     void prepare(const std::vector<int32_t> & history) override { if (dm) dm->prepare(history); }
+    bool computes() const override { return dm != nullptr; }
     void abort() override { if (dm) dm->abort(); }
     void pause() override { if (dm) dm->pause(); }
 

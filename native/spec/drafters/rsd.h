@@ -30,6 +30,7 @@ public:
                 const rsd_options & options = {});
     void propose(const std::vector<int32_t> & history, uint32_t budget, draft_tree & out) override;
     void prepare(const std::vector<int32_t> & history) override { base.prepare(history); }
+    bool computes() const override { return true; }
     void abort() override { base.abort(); }
     void pause() override { base.pause(); }
 
