@@ -35,7 +35,7 @@ export interface SessionOptions {
  * - 'aded': a tree from a tri-gram table of the target's outputs, learnt online (kept by the session).
  * - 'rasd': a retrieval tree from the context and `retrieval: { corpus }`, pruned by and fused with
  *   the draft model's tree when `draft: { model }` is given.
- * - 'auto': picks the drafter (lookup, token-recycling, aded, and draft when a draft model is
+ * - 'auto': picks the drafter (retrieval from the context, aded, and the draft model when one is
  *   given) and the tree size with the best measured tokens per second each step, or plain
  *   decoding when speculation loses.
  */
