@@ -7,6 +7,9 @@
 // differences of llamafile's prefill kernels. Random models with 150k-token vocabularies have dense
 // near-ties, so for those types a divergence is accepted only at a near-tie: the token llama.cpp
 // chose must be within NEAR_TIE logits of specdec's best (measured: 0.015 to 0.08 on logits ~17).
+// Q8_0 runs on specdec's own kernels by default (README, Numerics), which also part from llama.cpp
+// only at near-ties. The gap is measured with evaluate() (prompt and tokens in one batch-invariant
+// pass, not generate()'s prefill kernels), so a near-tie can show either sign.
 import { expect, it } from '@jest/globals';
 import * as path from 'path';
 import { loadModel, type Model } from '../lib';
@@ -16,6 +19,10 @@ import { firstDiff } from './utils/engine';
 import { describeShared } from './utils/shared';
 
 const NEAR_TIE = 0.1;
+// specdec's Q8_0 kernels sum blocks in another order than ggml; the 8-bit activations of the next
+// product can then round one step apart, which moves logits further than float rounding alone
+// (measured up to 0.14 on these random 150k-vocabulary models; on the code target below 0.1).
+const NEAR_TIE_SPECDEC_Q8 = 0.25;
 const EXACT: RandomModelType[] = ['f32', 'f16', 'bf16', 'q5_k', 'q6_k'];
 
 const CASES: [RandomModelArch, string, RandomModelType[]][] = [
@@ -38,38 +45,44 @@ async function gapAt(m: Model, prompt: number[], ours: number[], theirs: number[
 describeShared('random-weight models: greedy identity with llama.cpp', (dir) => {
   for (const [arch, vocabFile, types] of CASES) {
     for (const type of types) {
-      it(`${arch} ${type} (${vocabFile})`, async () => {
-        const vocabFrom = path.join(dir, 'models', 'vocab', vocabFile);
-        const file = await cachedRandomModel({ arch, vocabFrom, type, seed: 7 });
-        const m = await loadModel(file, { backend: 'cpu' });
-        try {
-          expect(m.info.architecture).toBe(arch);
-          const texts = ['Hello world', 'def main():\n    return 0', 'The quick brown fox jumps over the lazy dog.', '日本語のテキスト 🙂'];
-          const prompts = texts.map((t) => m.tokenize(t));
-          const theirs = await llamaCppGreedy(file, prompts, 64, { threads: 2, contextSize: 512 });
-          const s = await m.createSession({ threads: 2, contextSize: 512 });
-          const ours: number[][] = [];
-          for (const p of prompts) {
-            s.truncate(0);
-            ours.push((await s.generate(p, { maxTokens: 64 }).result()).tokens);
+      // Q8_0 runs twice: on ggml's kernels (as llama.cpp) and on specdec's (the default)
+      const kernelSets: ('ggml' | 'specdec')[] = type === 'q8_0' ? ['ggml', 'specdec'] : ['specdec'];
+      for (const cpuKernels of kernelSets) {
+        const label = type === 'q8_0' ? `${arch} ${type}, ${cpuKernels} kernels (${vocabFile})` : `${arch} ${type} (${vocabFile})`;
+        it(label, async () => {
+          const vocabFrom = path.join(dir, 'models', 'vocab', vocabFile);
+          const file = await cachedRandomModel({ arch, vocabFrom, type, seed: 7 });
+          const m = await loadModel(file, { backend: 'cpu', cpuKernels });
+          try {
+            expect(m.info.architecture).toBe(arch);
+            const texts = ['Hello world', 'def main():\n    return 0', 'The quick brown fox jumps over the lazy dog.', '日本語のテキスト 🙂'];
+            const prompts = texts.map((t) => m.tokenize(t));
+            const theirs = await llamaCppGreedy(file, prompts, 64, { threads: 2, contextSize: 512 });
+            const s = await m.createSession({ threads: 2, contextSize: 512 });
+            const ours: number[][] = [];
+            for (const p of prompts) {
+              s.truncate(0);
+              ours.push((await s.generate(p, { maxTokens: 64 }).result()).tokens);
+            }
+            await s.dispose();
+            // the outputs are not degenerate (a model that repeats one token would prove little)
+            for (const t of theirs) expect(new Set(t).size).toBeGreaterThan(4);
+            const diffs = ours.map((o, i) => firstDiff(o, theirs[i]));
+            if (EXACT.includes(type)) {
+              expect(diffs).toEqual(texts.map(() => -1));
+              return;
+            }
+            const nearTie = cpuKernels === 'specdec' && m.info.cpuKernels !== 'ggml' ? NEAR_TIE_SPECDEC_Q8 : NEAR_TIE;
+            for (let i = 0; i < diffs.length; i++) {
+              if (diffs[i] < 0) continue;
+              const gap = await gapAt(m, prompts[i], ours[i], theirs[i], diffs[i]);
+              expect({ prompt: i, at: diffs[i], nearTie: Math.abs(gap) <= nearTie, gap }).toEqual({ prompt: i, at: diffs[i], nearTie: true, gap });
+            }
+          } finally {
+            await m.dispose();
           }
-          await s.dispose();
-          // the outputs are not degenerate (a model that repeats one token would prove little)
-          for (const t of theirs) expect(new Set(t).size).toBeGreaterThan(4);
-          const diffs = ours.map((o, i) => firstDiff(o, theirs[i]));
-          if (EXACT.includes(type)) {
-            expect(diffs).toEqual(texts.map(() => -1));
-            return;
-          }
-          for (let i = 0; i < diffs.length; i++) {
-            if (diffs[i] < 0) continue;
-            const gap = await gapAt(m, prompts[i], ours[i], theirs[i], diffs[i]);
-            expect({ prompt: i, at: diffs[i], nearTie: gap >= 0 && gap <= NEAR_TIE }).toEqual({ prompt: i, at: diffs[i], nearTie: true });
-          }
-        } finally {
-          await m.dispose();
-        }
-      });
+        });
+      }
     }
   }
 });
