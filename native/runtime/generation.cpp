@@ -3,7 +3,6 @@
 
 #include <algorithm>
 #include <chrono>
-#include <cmath>
 
 namespace specdec {
 
@@ -180,8 +179,7 @@ void generation::speculate(int32_t t) {
     stats.n_verify++;
     stats.n_drafted += (uint32_t) n;
 
-    const acceptance acc_ = verifier.accept(tree, logits.data(), (int32_t) s.n_vocab(), this->chain, history, par.biased_verifier);
-    const acceptance & acc = acc_;
+    const acceptance acc = verifier.accept(tree, logits.data(), (int32_t) s.n_vocab(), this->chain, history, par.biased_verifier);
     bool prefix = chain;
     for (size_t i = 0; prefix && i < acc.path.size(); ++i) prefix = acc.path[i] == i;
     verify_result vr;

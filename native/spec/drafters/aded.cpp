@@ -64,8 +64,9 @@ void aded_drafter::propose(const std::vector<int32_t> & history, uint32_t budget
     out.clear();
     const int32_t b0 = history.back();
     const int32_t a0 = history.size() > 1 ? history[history.size() - 2] : -1;
-    // best-first search: a candidate is (parent node, its two context tokens, rank in the entry)
-    struct cand { float score; float path_p; int32_t parent; int32_t a; int32_t b; int32_t token; };
+    // best-first search: a candidate is a token under a parent node, whose own context is
+    // (the parent's token, the candidate)
+    struct cand { float score; float path_p; int32_t parent; int32_t b; int32_t token; };
     auto worse = [](const cand & x, const cand & y) { return x.score < y.score; };
     std::priority_queue<cand, std::vector<cand>, decltype(worse)> q(worse);
     auto push_children = [&](int32_t parent, int32_t a, int32_t b, float path_p) {
@@ -75,7 +76,7 @@ void aded_drafter::propose(const std::vector<int32_t> & history, uint32_t budget
         for (int i = 0; i < K; ++i) {
             if (e->token[i] < 0) break;
             const float pp = path_p * e->p[i];
-            q.push({ pp + path_p * bonus, pp, parent, a, b, e->token[i] });
+            q.push({ pp + path_p * bonus, pp, parent, b, e->token[i] });
         }
     };
     push_children(-1, a0, b0, 1.0f);

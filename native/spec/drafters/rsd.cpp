@@ -5,6 +5,30 @@
 
 namespace specdec {
 
+// Nodes the draft session has room for after `history` (its cache holds the history, the tree
+// goes after it).
+static uint32_t room_for(const session & ds, size_t history_size, uint32_t budget) {
+    if (history_size + budget < ds.n_ctx()) return budget;
+    return ds.n_ctx() > history_size + 1 ? ds.n_ctx() - (uint32_t) history_size - 1 : 0;
+}
+
+// The sequence a node continues: the history, then the path from the root down to the node
+// (what the sampler chain's penalties look at).
+static void node_context(const std::vector<int32_t> & history, const draft_tree & t, int32_t node, std::vector<int32_t> & ctx) {
+    ctx = history;
+    const size_t base = ctx.size();
+    for (int32_t a = node; a >= 0; a = t.parents[(size_t) a]) ctx.push_back(t.tokens[(size_t) a]);
+    std::reverse(ctx.begin() + (std::ptrdiff_t) base, ctx.end());
+}
+
+// The draft model over the tree so far, for the logits of `nodes` (one row each, in `rows`).
+static void eval_nodes(session & ds, const draft_tree & t, const std::vector<uint32_t> & nodes, std::vector<float> & buf,
+                       std::vector<const float *> & rows) {
+    ds.eval_tree(t.tokens, t.parents, nodes, buf);
+    rows.clear();
+    for (size_t i = 0; i < nodes.size(); ++i) rows.push_back(buf.data() + i * (size_t) ds.n_vocab());
+}
+
 rsd_drafter::rsd_drafter(std::shared_ptr<const model> draft, const session_params & params, const sampling_params & sampling,
                          const rsd_options & options)
     : base(std::move(draft), params, sampling), chain([&] {
@@ -21,7 +45,7 @@ void rsd_drafter::propose(const std::vector<int32_t> & history, uint32_t budget,
     out.clear();
     out.without_replacement = !chain.greedy();
     session & ds = base.follow(history, logits);
-    if (history.size() + budget >= ds.n_ctx()) budget = ds.n_ctx() > history.size() + 1 ? ds.n_ctx() - (uint32_t) history.size() - 1 : 0;
+    budget = room_for(ds, history.size(), budget);
     const int32_t n_vocab = (int32_t) ds.n_vocab();
     std::vector<int32_t> frontier = { -1 };  // nodes to expand; -1 is the root
     std::vector<const float *> rows = { logits.data() };
@@ -42,10 +66,7 @@ void rsd_drafter::propose(const std::vector<int32_t> & history, uint32_t budget,
                 continue;
             }
             // the draft's distribution after the sampler chain (penalties see the node's path)
-            ctx = history;
-            std::vector<int32_t> path;
-            for (int32_t a = node; a >= 0; a = out.parents[(size_t) a]) path.push_back(out.tokens[(size_t) a]);
-            ctx.insert(ctx.end(), path.rbegin(), path.rend());
+            node_context(history, out, node, ctx);
             chain.distribution(rows[f], n_vocab, ctx, dist);
             // Gumbel-top-k: the k largest log q + Gumbel noise are a sample without replacement
             keys.clear();
@@ -61,11 +82,7 @@ void rsd_drafter::propose(const std::vector<int32_t> & history, uint32_t budget,
         }
         frontier.swap(next);
         if (out.size() >= budget || frontier.empty() || depth + 1 >= opt.branching.size()) break;
-        // the draft model over the tree so far, for the logits of the new frontier
-        std::vector<uint32_t> outputs(frontier.begin(), frontier.end());
-        ds.eval_tree(out.tokens, out.parents, outputs, level_logits);
-        rows.clear();
-        for (size_t i = 0; i < frontier.size(); ++i) rows.push_back(level_logits.data() + i * (size_t) n_vocab);
+        eval_nodes(ds, out, std::vector<uint32_t>(frontier.begin(), frontier.end()), level_logits, rows);
     }
 }
 
@@ -80,7 +97,7 @@ void rsd_drafter::propose_beam(const std::vector<int32_t> & history, uint32_t bu
     out.clear();
     out.without_replacement = true;
     session & ds = base.follow(history, logits);
-    if (history.size() + budget >= ds.n_ctx()) budget = ds.n_ctx() > history.size() + 1 ? ds.n_ctx() - (uint32_t) history.size() - 1 : 0;
+    budget = room_for(ds, history.size(), budget);
     const int32_t n_vocab = (int32_t) ds.n_vocab();
     struct beam_node { int32_t node; double logp; double g; };  // node -1: the root
     std::vector<beam_node> beam = { { -1, 0.0, 0.0 } };
@@ -91,10 +108,7 @@ void rsd_drafter::propose_beam(const std::vector<int32_t> & history, uint32_t bu
     for (uint32_t depth = 0; depth < opt.beam_depth && out.size() < budget && !beam.empty(); ++depth) {
         std::vector<child> all;
         for (size_t f = 0; f < beam.size(); ++f) {
-            ctx = history;
-            std::vector<int32_t> path;
-            for (int32_t a = beam[f].node; a >= 0; a = out.parents[(size_t) a]) path.push_back(out.tokens[(size_t) a]);
-            ctx.insert(ctx.end(), path.rbegin(), path.rend());
+            node_context(history, out, beam[f].node, ctx);
             chain.distribution(rows[f], n_vocab, ctx, dist);
             out.dists.push_back(dist);
             const int32_t qi = (int32_t) out.dists.size() - 1;
@@ -125,11 +139,9 @@ void rsd_drafter::propose_beam(const std::vector<int32_t> & history, uint32_t bu
         }
         beam.swap(next);
         if (out.size() >= budget || depth + 1 >= opt.beam_depth) break;
-        std::vector<uint32_t> outputs;
-        for (const auto & b : beam) outputs.push_back((uint32_t) b.node);
-        ds.eval_tree(out.tokens, out.parents, outputs, level_logits);
-        rows.clear();
-        for (size_t i = 0; i < beam.size(); ++i) rows.push_back(level_logits.data() + i * (size_t) n_vocab);
+        std::vector<uint32_t> nodes;
+        for (const auto & b : beam) nodes.push_back((uint32_t) b.node);
+        eval_nodes(ds, out, nodes, level_logits, rows);
     }
 }
 
