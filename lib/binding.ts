@@ -51,8 +51,8 @@ export interface NativeBinding {
   buildInfo(): { cuda: boolean; metal: boolean; hardwareConcurrency: number };
   /** Test hooks of the CPU kernels (test/kernels.test.ts). */
   _kernelIsas(): string[];
-  _kernelCheck(isa: string, rows: number, k: number, n: number, seed: number, parts: number): {
-    mismatches: number; invariantMismatches: number; maxRelDiffGgml: number;
+  _kernelCheck(isa: string, rows: number, k: number, n: number, seed: number, parts: number, type?: string): {
+    mismatches: number; invariantMismatches: number; maxRelDiffDequant: number;
   };
 }
 

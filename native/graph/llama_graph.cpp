@@ -75,7 +75,7 @@ static ggml_tensor * build_attn_invariant(ggml_context * ctx0, const kv_cache & 
 
 // Matrix product with the weights.
 //
-// Q8_0 weights repacked for specdec's CPU kernels (model::packed) go through them for one-token
+// Quantized weights repacked for specdec's CPU kernels (model::packed: Q8_0, Q4_0, Q4_K, Q6_K) go through them for one-token
 // decoding and for batch-invariant graphs: their arithmetic per output element does not depend
 // on the batch. The quantized activations are shared by the products that read the same input
 // (Q/K/V, gate/up), as ggml shares them inside one product.
@@ -89,23 +89,29 @@ struct mm_builder {
     const model &  m;
     bool           invariant;
     bool           draft_weights;
-    std::vector<std::pair<ggml_tensor *, ggml_tensor *>> quantized;  // input -> its quantized columns
+    struct quantized_input {
+        ggml_tensor *     x;
+        kernels::act_type type;
+        ggml_tensor *     qx;
+    };
+    std::vector<quantized_input> quantized;  // input -> its quantized columns
 
     ggml_tensor * operator()(ggml_tensor * w, ggml_tensor * x) {
         const int64_t n = x->ne[1];
-        const kernels::packed_q8_0 * pw = m.packed_for(w);
+        const kernels::packed_weights * pw = m.packed_for(w);
         if (!pw && draft_weights) pw = m.draft_packed_for(w);
         if (pw && (invariant || n == 1) && x->type == GGML_TYPE_F32 && x->nb[0] == sizeof(float) &&
                 x->ne[2] == 1 && x->ne[3] == 1) {
+            const kernels::act_type at = kernels::act_type_for(pw->type);
             ggml_tensor * qx = nullptr;
             for (auto & e : quantized) {
-                if (e.first == x) qx = e.second;
+                if (e.x == x && e.type == at) qx = e.qx;
             }
             if (!qx) {
-                qx = kernels::op_quantize_act_q8_0(ctx0, x);  // [K/32 * 40 bytes, n]
-                quantized.emplace_back(x, qx);
+                qx = kernels::op_quantize_act(ctx0, x, at);  // [K/32 * 48 bytes, n]
+                quantized.push_back({ x, at, qx });
             }
-            return kernels::op_gemm_q8_0(ctx0, pw, qx);  // [M, n]
+            return kernels::op_gemm(ctx0, pw, qx);  // [M, n]
         }
         if (!invariant || n == 1) {
             return ggml_mul_mat(ctx0, w, x);  // [M, n]

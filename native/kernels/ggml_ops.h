@@ -3,19 +3,20 @@
 #pragma once
 
 #include "kernels/attention.h"
-#include "kernels/q8_0_gemm.h"
+#include "kernels/quant_gemm.h"
 
 #include "ggml.h"
 
 namespace specdec::kernels {
 
-// Quantizes the columns of x (F32 [K, n], rows contiguous) for gemm_q8_0.
+// Quantizes the columns of x (F32 [K, n], rows contiguous) for gemm() with weights whose
+// activations are of type t (act_type_for).
 //   returns: I8 [K / 32 * sizeof(act_block), n]
-ggml_tensor * op_quantize_act_q8_0(ggml_context * ctx, ggml_tensor * x);
+ggml_tensor * op_quantize_act(ggml_context * ctx, ggml_tensor * x, act_type t);
 
 // w . x for the repacked weights w ([K, M] in ggml's terms) and quantized activations qx.
-//   qx: op_quantize_act_q8_0 of [K, n]; returns F32 [M, n]
-ggml_tensor * op_gemm_q8_0(ggml_context * ctx, const packed_q8_0 * w, ggml_tensor * qx);
+//   qx: op_quantize_act of [K, n] (act_type_for(w->type)); returns F32 [M, n]
+ggml_tensor * op_gemm(ggml_context * ctx, const packed_weights * w, ggml_tensor * qx);
 
 struct attention_params {
     attn_shape shape;

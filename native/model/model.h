@@ -43,8 +43,8 @@ enum backend_kind { BACKEND_AUTO, BACKEND_CPU, BACKEND_CUDA, BACKEND_METAL };
 struct load_params {
     std::string  path;
     backend_kind backend = BACKEND_AUTO;
-    // On the CPU, run Q8_0 matrix products of decoding and verification with specdec's
-    // batch-invariant kernels (kernels/q8_0_gemm.h) instead of ggml's.
+    // On the CPU, run the Q8_0, Q4_0, Q4_K and Q6_K matrix products of decoding and verification
+    // with specdec's batch-invariant kernels (kernels/quant_gemm.h) instead of ggml's.
     bool specdec_kernels = true;
     // called with a fraction in [0, 1]; return false to cancel the load
     std::function<bool(float)> progress;
@@ -68,8 +68,8 @@ struct model {
     std::string        device_name;
     backend_kind       kind = BACKEND_CPU;
 
-    // Q8_0 weights repacked for specdec's CPU kernels (empty on GPUs or with ggml's kernels).
-    std::unordered_map<const ggml_tensor *, std::unique_ptr<kernels::packed_q8_0>> packed;
+    // Quantized weights repacked for specdec's CPU kernels (empty on GPUs or with ggml's kernels).
+    std::unordered_map<const ggml_tensor *, std::unique_ptr<kernels::packed_weights>> packed;
     std::string cpu_kernels = "ggml";  // "ggml", or "specdec-<instruction set>"
     // With specdec's kernels, attention of decoding and verification runs on them too.
     bool specdec_attention = false;
@@ -78,10 +78,10 @@ struct model {
 
 private:
     mutable std::once_flag draft_once;
-    mutable std::unordered_map<const ggml_tensor *, std::unique_ptr<kernels::packed_q8_0>> draft_packed;
+    mutable std::unordered_map<const ggml_tensor *, std::unique_ptr<kernels::packed_weights>> draft_packed;
 
 public:
-    const kernels::packed_q8_0 * packed_for(const ggml_tensor * w) const {
+    const kernels::packed_weights * packed_for(const ggml_tensor * w) const {
         auto it = packed.find(w);
         return it == packed.end() ? nullptr : it->second.get();
     }
@@ -90,7 +90,7 @@ public:
     // (a draft's numerics do not touch the output; Q8_0 halves what a one-token step reads). The
     // copies are made the first time a draft session needs them (thread-safe) and kept.
     void prepare_draft_weights() const;
-    const kernels::packed_q8_0 * draft_packed_for(const ggml_tensor * w) const {
+    const kernels::packed_weights * draft_packed_for(const ggml_tensor * w) const {
         auto it = draft_packed.find(w);
         return it == draft_packed.end() ? nullptr : it->second.get();
     }

@@ -281,15 +281,22 @@ std::vector<ggml_tensor *> matrix_weights(const model & m) {
     return out;
 }
 
-bool has_q8_0_matrices(const model & m) {
+// A matrix specdec's kernels can run: a type they know, rows a whole number of 32-value blocks.
+bool packable(const ggml_tensor * t) {
+    kernels::wtype wt;
+    return t && kernels::wtype_from_ggml(t->type, wt) && t->ne[0] % kernels::QK8_0 == 0;
+}
+
+bool has_packable_matrices(const model & m) {
     for (ggml_tensor * t : matrix_weights(m)) {
-        if (t && t->type == GGML_TYPE_Q8_0) return true;
+        if (packable(t)) return true;
     }
     return false;
 }
 
-// Repacks the Q8_0 matrices for specdec's CPU kernels (kernels/q8_0_gemm.h). The mapped file
-// stays as it is (ggml still reads the token embeddings and runs prompt prefill from it).
+// Repacks the quantized matrices (Q8_0, Q4_0, Q4_K, Q6_K) for specdec's CPU kernels
+// (kernels/quant_gemm.h). The mapped file stays as it is (ggml still reads the token embeddings
+// and runs prompt prefill from it).
 void pack_weights(model & m, const load_params & params, const std::function<void(float)> & report) {
     m.attn.kernel = kernels::default_isa();
     m.attn.shape.head_dim  = m.hp.n_embd_head_k;
@@ -297,12 +304,12 @@ void pack_weights(model & m, const load_params & params, const std::function<voi
     m.attn.shape.n_head_kv = m.hp.n_head_kv;
     m.attn.shape.scale     = m.hp.f_attn_scale != 0.0f ? m.hp.f_attn_scale : 1.0f / sqrtf((float) m.hp.n_embd_head_k);
     m.attn_available = m.hp.n_embd_head_k == m.hp.n_embd_head_v;
-    if (!params.specdec_kernels || !has_q8_0_matrices(m)) return;
+    if (!params.specdec_kernels || !has_packable_matrices(m)) return;
     const kernels::isa isa = kernels::default_isa();
     std::vector<ggml_tensor *> todo;
     uint64_t total = 0;
     for (ggml_tensor * t : matrix_weights(m)) {
-        if (t && t->type == GGML_TYPE_Q8_0 && !m.packed.count(t) && t->ne[0] % kernels::QK8_0 == 0) {
+        if (packable(t) && !m.packed.count(t)) {
             todo.push_back(t);
             m.packed[t] = nullptr;
             total += ggml_nbytes(t);
@@ -310,7 +317,9 @@ void pack_weights(model & m, const load_params & params, const std::function<voi
     }
     uint64_t done = 0;
     for (ggml_tensor * t : todo) {
-        auto p = kernels::pack_q8_0(t->data, t->ne[1], t->ne[0], isa);
+        kernels::wtype wt;
+        kernels::wtype_from_ggml(t->type, wt);
+        auto p = kernels::pack_weights(wt, t->data, t->ne[1], t->ne[0], isa);
         if (!p) {
             fail("ERR_BACKEND_UNAVAILABLE", format("cannot allocate %.1f MiB to repack '%s' for the CPU kernels",
                     ggml_nbytes(t) / 1048576.0, t->name));
@@ -344,7 +353,7 @@ void model::prepare_draft_weights() const {
             }
             q.resize(ggml_row_size(GGML_TYPE_Q8_0, k) * (size_t) rows);
             ggml_quantize_chunk(GGML_TYPE_Q8_0, rowsf.data(), q.data(), 0, rows, k, nullptr);
-            auto p = kernels::pack_q8_0(q.data(), rows, k, isa);
+            auto p = kernels::pack_weights(kernels::wtype::q8_0, q.data(), rows, k, isa);
             if (p) draft_packed[t] = std::move(p);  // out of memory: that matrix stays on ggml
         }
     });
@@ -482,8 +491,8 @@ std::shared_ptr<model> model_load(const load_params & params) {
     m->device_name = ggml_backend_dev_name(m->device);
     const bool cpu = m->kind == BACKEND_CPU;
 
-    // progress: reading the weights, then (on the CPU) repacking the Q8_0 ones
-    const float load_share = cpu && params.specdec_kernels && has_q8_0_matrices(*m) ? 0.85f : 1.0f;
+    // progress: reading the weights, then (on the CPU) repacking the quantized ones
+    const float load_share = cpu && params.specdec_kernels && has_packable_matrices(*m) ? 0.85f : 1.0f;
     auto report_raw = [&](float f) {
         if (params.progress && !params.progress(f)) {
             fail("ERR_ABORTED", "model loading was cancelled");

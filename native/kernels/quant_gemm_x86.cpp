@@ -1,0 +1,311 @@
+// The x86 tile kernels of quant_gemm.h, each compiled for its instruction set with a target
+// attribute and chosen at run time (cpu_features.h). All compute exactly the arithmetic that
+// quant_gemm.h defines: exact integer dot products per block (or half block), then one fp32
+// multiply (the two scales) and one fused multiply-add per term, in block order. Integer sums
+// are exact, so the order in which a block's groups enter them is free.
+#include "kernels/quant_tiles.h"
+
+#if defined(SPECDEC_X86_KERNELS)
+
+#include <immintrin.h>
+
+#include <array>
+#include <cstring>
+#include <utility>
+
+#define SPECDEC_TARGET_AVX512 __attribute__((target("avx512f,avx512bw,avx512vnni,fma")))
+#define SPECDEC_TARGET_AVXVNNI __attribute__((target("avx2,fma,avxvnni")))
+#define SPECDEC_TARGET_AVX2 __attribute__((target("avx2,fma")))
+
+namespace specdec::kernels::detail {
+
+namespace {
+
+// Software prefetch of the weights this many blocks ahead: when many columns make the loop
+// compute-bound, the hardware prefetcher alone leaves it waiting on memory (measured on Q8_0:
+// 16 columns went from 4.7 to 2.6 ms per 47 MB of weights).
+constexpr int64_t PREFETCH_BLOCKS = 8;
+
+// The integer sum a column's dot product over the whole block (or its first half) starts from:
+// it takes back the unsigned offset of the stored weights.
+template <wtype T> inline int32_t int_init(const act_block & a) {
+    using F = tile_traits<T>;
+    return -F::offset * (F::halves ? a.sum_lo : a.sum);
+}
+template <wtype T> inline int32_t int_init_hi(const act_block & a) {
+    return -tile_traits<T>::offset * (a.sum - a.sum_lo);
+}
+
+// acc += dpbusd(a, broadcast of the 4 bytes at b): the broadcast folded into the instruction's
+// memory operand ({1to16}), which the compiler does not do by itself; it frees one shuffle-port
+// operation per multiply.
+SPECDEC_TARGET_AVX512 inline __m512i dpbusd_bcast(__m512i acc, __m512i a, const int32_t * b) {
+    __asm__("vpdpbusd %2%{1to16%}, %1, %0" : "+v"(acc) : "v"(a), "m"(*b));
+    return acc;
+}
+
+// ---- AVX-512 VNNI: one zmm = the 16 rows of a tile ------------------------------------------
+//   w[g]  : [16 rows x 4 bytes] u8 of group g (values 4g..4g+3 of the block)
+//   dpbusd: s[r] += sum_j w[g][r][j] * a[4g + j]   (activations broadcast, s8)
+// The C columns' integer dot products advance together, one group at a time: C independent
+// dependency chains keep the VNNI units busy.
+template <wtype T, int C>
+SPECDEC_TARGET_AVX512 inline void dots_avx512(const uint8_t * wb, int g0, int g1, const act_block * act, int64_t nb,
+                                              int64_t b, __m512i * s) {
+    if constexpr (tile_traits<T>::nibbles) {
+        // one load holds group g (low nibbles) and g + 4 (high nibbles)
+        const __m512i m4 = _mm512_set1_epi8(0x0F);
+        for (int g = g0; g < g1 && g < 4; ++g) {
+            const __m512i v  = _mm512_load_si512((const void *) (wb + 64 * g));
+            const __m512i lo = _mm512_and_si512(v, m4);
+            const __m512i hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
+            for (int c = 0; c < C; ++c) s[c] = dpbusd_bcast(s[c], lo, &act[c * nb + b].q4[g]);
+            for (int c = 0; c < C; ++c) s[c] = dpbusd_bcast(s[c], hi, &act[c * nb + b].q4[g + 4]);
+        }
+    } else {
+        for (int g = g0; g < g1; ++g) {
+            const __m512i w = _mm512_load_si512((const void *) (wb + 64 * g));
+            for (int c = 0; c < C; ++c) s[c] = dpbusd_bcast(s[c], w, &act[c * nb + b].q4[g]);
+        }
+    }
+}
+
+template <wtype T, int C>
+SPECDEC_TARGET_AVX512 void cols_avx512(const uint8_t * wt, int64_t nb, const act_block * act, float * out) {
+    using F = tile_traits<T>;
+    __m512 acc[C];
+    for (int c = 0; c < C; ++c) acc[c] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nb; ++b) {
+        const uint8_t * wb = wt + b * F::block_bytes;
+        for (int64_t l = 0; l < F::block_bytes; l += 64) {
+            _mm_prefetch((const char *) wb + PREFETCH_BLOCKS * F::block_bytes + l, _MM_HINT_T0);
+        }
+        const __m512 dr = _mm512_load_ps((const float *) (wb + F::scales_offset));
+        __m512i s[C];
+        for (int c = 0; c < C; ++c) s[c] = _mm512_set1_epi32(int_init<T>(act[c * nb + b]));
+        if constexpr (F::halves) {
+            dots_avx512<T, C>(wb, 0, 4, act, nb, b, s);
+            for (int c = 0; c < C; ++c) {
+                const act_block & a = act[c * nb + b];
+                acc[c] = _mm512_fmadd_ps(_mm512_mul_ps(dr, _mm512_set1_ps(a.d)), _mm512_cvtepi32_ps(s[c]), acc[c]);
+                s[c] = _mm512_set1_epi32(int_init_hi<T>(a));
+            }
+            dots_avx512<T, C>(wb, 4, 8, act, nb, b, s);
+            const __m512 dr1 = _mm512_load_ps((const float *) (wb + F::scales_offset) + TILE_ROWS);
+            for (int c = 0; c < C; ++c) {
+                const __m512 dd = _mm512_mul_ps(dr1, _mm512_set1_ps(act[c * nb + b].d));
+                acc[c] = _mm512_fmadd_ps(dd, _mm512_cvtepi32_ps(s[c]), acc[c]);
+            }
+        } else {
+            dots_avx512<T, C>(wb, 0, 8, act, nb, b, s);
+            for (int c = 0; c < C; ++c) {
+                const __m512 dd = _mm512_mul_ps(dr, _mm512_set1_ps(act[c * nb + b].d));
+                acc[c] = _mm512_fmadd_ps(dd, _mm512_cvtepi32_ps(s[c]), acc[c]);
+            }
+            if constexpr (F::mins) {
+                const __m512 mr = _mm512_load_ps((const float *) (wb + F::mins_offset));
+                for (int c = 0; c < C; ++c) {
+                    const act_block & a = act[c * nb + b];
+                    acc[c] = _mm512_fmadd_ps(_mm512_mul_ps(mr, _mm512_set1_ps(a.d)), _mm512_set1_ps((float) a.sum), acc[c]);
+                }
+            }
+        }
+    }
+    for (int c = 0; c < C; ++c) _mm512_storeu_ps(out + c * TILE_ROWS, acc[c]);
+}
+
+// ---- AVX2 and AVX-VNNI: two ymm halves of 8 rows ---------------------------------------------
+// The 8 groups of one row half, as unsigned bytes (nibbles unpacked).
+template <wtype T>
+SPECDEC_TARGET_AVX2 inline void groups_ymm(const uint8_t * wb, int h, __m256i * w) {
+    if constexpr (tile_traits<T>::nibbles) {
+        const __m256i m4 = _mm256_set1_epi8(0x0F);
+        for (int g = 0; g < 4; ++g) {
+            const __m256i v = _mm256_load_si256((const __m256i *) (wb + 64 * g + 32 * h));
+            w[g]     = _mm256_and_si256(v, m4);
+            w[g + 4] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+        }
+    } else {
+        for (int g = 0; g < 8; ++g) w[g] = _mm256_load_si256((const __m256i *) (wb + 64 * g + 32 * h));
+    }
+}
+
+// s += sum over groups [g0, g1) of w[g] . a (u8 x s8 to int32), per instruction set
+struct dot_vnni {
+    static SPECDEC_TARGET_AVXVNNI inline __m256i run(__m256i s, const __m256i * w, const act_block & a, int g0, int g1) {
+        for (int g = g0; g < g1; ++g) s = _mm256_dpbusd_avx_epi32(s, w[g], _mm256_set1_epi32(a.q4[g]));
+        return s;
+    }
+};
+// AVX2 has no u8 x s8 dot instruction that cannot saturate: maddubs pairs stay within int16 for
+// the types whose unsigned values are at most 63 (2 * 63 * 128 < 32768), then pairs of pairs go
+// to int32. Q8_0's values (up to 255) use the sign trick instead: |w| (u8) x sign(a, w) (s8) on
+// the signed weights, again exact.
+struct dot_avx2 {
+    static SPECDEC_TARGET_AVX2 inline __m256i run(__m256i s, const __m256i * w, const act_block & a, int g0, int g1) {
+        const __m256i ones = _mm256_set1_epi16(1);
+        for (int g = g0; g < g1; ++g) {
+            s = _mm256_add_epi32(s, _mm256_madd_epi16(_mm256_maddubs_epi16(w[g], _mm256_set1_epi32(a.q4[g])), ones));
+        }
+        return s;
+    }
+    static SPECDEC_TARGET_AVX2 inline __m256i run_signed(__m256i s, const __m256i * ws, const __m256i * wa,
+                                                         const act_block & a) {
+        const __m256i ones = _mm256_set1_epi16(1);
+        for (int g = 0; g < 8; ++g) {
+            const __m256i sa = _mm256_sign_epi8(_mm256_set1_epi32(a.q4[g]), ws[g]);
+            s = _mm256_add_epi32(s, _mm256_madd_epi16(_mm256_maddubs_epi16(wa[g], sa), ones));
+        }
+        return s;
+    }
+};
+
+template <wtype T, int C, class D>
+SPECDEC_TARGET_AVXVNNI inline void cols_ymm_body(const uint8_t * wt, int64_t nb, const act_block * act, float * out) {
+    using F = tile_traits<T>;
+    __m256 acc[C][2];
+    for (int c = 0; c < C; ++c) acc[c][0] = acc[c][1] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; ++b) {
+        const uint8_t * wb = wt + b * F::block_bytes;
+        for (int64_t l = 0; l < F::block_bytes; l += 64) {
+            _mm_prefetch((const char *) wb + PREFETCH_BLOCKS * F::block_bytes + l, _MM_HINT_T0);
+        }
+        for (int h = 0; h < 2; ++h) {
+            __m256i w[8];
+            groups_ymm<T>(wb, h, w);
+            const float * sc = (const float *) (wb + F::scales_offset) + 8 * h;
+            const __m256 dr = _mm256_load_ps(sc);
+            for (int c = 0; c < C; ++c) {
+                const act_block & a = act[c * nb + b];
+                const __m256 ad = _mm256_set1_ps(a.d);
+                if constexpr (F::halves) {
+                    const __m256i s0 = D::run(_mm256_set1_epi32(int_init<T>(a)), w, a, 0, 4);
+                    acc[c][h] = _mm256_fmadd_ps(_mm256_mul_ps(dr, ad), _mm256_cvtepi32_ps(s0), acc[c][h]);
+                    const __m256i s1 = D::run(_mm256_set1_epi32(int_init_hi<T>(a)), w, a, 4, 8);
+                    const __m256 dr1 = _mm256_load_ps(sc + TILE_ROWS);
+                    acc[c][h] = _mm256_fmadd_ps(_mm256_mul_ps(dr1, ad), _mm256_cvtepi32_ps(s1), acc[c][h]);
+                } else {
+                    const __m256i s = D::run(_mm256_set1_epi32(int_init<T>(a)), w, a, 0, 8);
+                    acc[c][h] = _mm256_fmadd_ps(_mm256_mul_ps(dr, ad), _mm256_cvtepi32_ps(s), acc[c][h]);
+                    if constexpr (F::mins) {
+                        const __m256 mr = _mm256_load_ps((const float *) (wb + F::mins_offset) + 8 * h);
+                        acc[c][h] = _mm256_fmadd_ps(_mm256_mul_ps(mr, ad), _mm256_set1_ps((float) a.sum), acc[c][h]);
+                    }
+                }
+            }
+        }
+    }
+    for (int c = 0; c < C; ++c) {
+        _mm256_storeu_ps(out + c * TILE_ROWS, acc[c][0]);
+        _mm256_storeu_ps(out + c * TILE_ROWS + 8, acc[c][1]);
+    }
+}
+
+template <wtype T, int C>
+SPECDEC_TARGET_AVXVNNI void cols_avx_vnni(const uint8_t * wt, int64_t nb, const act_block * act, float * out) {
+    cols_ymm_body<T, C, dot_vnni>(wt, nb, act, out);
+}
+
+// The AVX2 body is the same loop compiled for AVX2 (no VNNI instruction in it).
+template <wtype T, int C>
+SPECDEC_TARGET_AVX2 void cols_avx2_body(const uint8_t * wt, int64_t nb, const act_block * act, float * out) {
+    using F = tile_traits<T>;
+    __m256 acc[C][2];
+    for (int c = 0; c < C; ++c) acc[c][0] = acc[c][1] = _mm256_setzero_ps();
+    const __m256i flip = _mm256_set1_epi8((char) 0x80);
+    for (int64_t b = 0; b < nb; ++b) {
+        const uint8_t * wb = wt + b * F::block_bytes;
+        for (int64_t l = 0; l < F::block_bytes; l += 64) {
+            _mm_prefetch((const char *) wb + PREFETCH_BLOCKS * F::block_bytes + l, _MM_HINT_T0);
+        }
+        for (int h = 0; h < 2; ++h) {
+            __m256i w[8], wa[8];
+            groups_ymm<T>(wb, h, w);
+            if constexpr (T == wtype::q8_0) {
+                for (int g = 0; g < 8; ++g) {
+                    w[g]  = _mm256_xor_si256(w[g], flip);  // signed weights
+                    wa[g] = _mm256_abs_epi8(w[g]);
+                }
+            }
+            const float * sc = (const float *) (wb + F::scales_offset) + 8 * h;
+            const __m256 dr = _mm256_load_ps(sc);
+            for (int c = 0; c < C; ++c) {
+                const act_block & a = act[c * nb + b];
+                const __m256 ad = _mm256_set1_ps(a.d);
+                if constexpr (T == wtype::q8_0) {
+                    const __m256i s = dot_avx2::run_signed(_mm256_setzero_si256(), w, wa, a);
+                    acc[c][h] = _mm256_fmadd_ps(_mm256_mul_ps(dr, ad), _mm256_cvtepi32_ps(s), acc[c][h]);
+                } else if constexpr (F::halves) {
+                    const __m256i s0 = dot_avx2::run(_mm256_set1_epi32(int_init<T>(a)), w, a, 0, 4);
+                    acc[c][h] = _mm256_fmadd_ps(_mm256_mul_ps(dr, ad), _mm256_cvtepi32_ps(s0), acc[c][h]);
+                    const __m256i s1 = dot_avx2::run(_mm256_set1_epi32(int_init_hi<T>(a)), w, a, 4, 8);
+                    const __m256 dr1 = _mm256_load_ps(sc + TILE_ROWS);
+                    acc[c][h] = _mm256_fmadd_ps(_mm256_mul_ps(dr1, ad), _mm256_cvtepi32_ps(s1), acc[c][h]);
+                } else {
+                    const __m256i s = dot_avx2::run(_mm256_set1_epi32(int_init<T>(a)), w, a, 0, 8);
+                    acc[c][h] = _mm256_fmadd_ps(_mm256_mul_ps(dr, ad), _mm256_cvtepi32_ps(s), acc[c][h]);
+                    if constexpr (F::mins) {
+                        const __m256 mr = _mm256_load_ps((const float *) (wb + F::mins_offset) + 8 * h);
+                        acc[c][h] = _mm256_fmadd_ps(_mm256_mul_ps(mr, ad), _mm256_set1_ps((float) a.sum), acc[c][h]);
+                    }
+                }
+            }
+        }
+    }
+    for (int c = 0; c < C; ++c) {
+        _mm256_storeu_ps(out + c * TILE_ROWS, acc[c][0]);
+        _mm256_storeu_ps(out + c * TILE_ROWS + 8, acc[c][1]);
+    }
+}
+
+using cols_fn = void (*)(const uint8_t *, int64_t, const act_block *, float *);
+
+template <template <int> class K, size_t... I>
+constexpr std::array<cols_fn, sizeof...(I)> table(std::index_sequence<I...>) {
+    return { K<(int) I + 1>::fn... };
+}
+
+template <wtype T> struct kernels_of {
+    template <int C> struct k512 { static constexpr cols_fn fn = cols_avx512<T, C>; };
+    template <int C> struct kvnni { static constexpr cols_fn fn = cols_avx_vnni<T, C>; };
+    template <int C> struct kavx2 { static constexpr cols_fn fn = cols_avx2_body<T, C>; };
+    static constexpr std::array<cols_fn, 16> T512  = table<k512>(std::make_index_sequence<16>());
+    static constexpr std::array<cols_fn, 4>  TVNNI = table<kvnni>(std::make_index_sequence<4>());
+    static constexpr std::array<cols_fn, 4>  TAVX2 = table<kavx2>(std::make_index_sequence<4>());
+};
+
+// Columns go in groups of W (as many accumulators as the registers hold), the rest in one
+// smaller group: the arithmetic per column is the same in every group size.
+template <size_t W>
+inline void run_cols(const std::array<cols_fn, W> & t, const uint8_t * wt, int64_t nb, const act_block * act,
+                     int64_t n, float * out) {
+    int64_t c = 0;
+    for (; c + (int64_t) W <= n; c += W) t[W - 1](wt, nb, act + c * nb, out + c * TILE_ROWS);
+    if (c < n) t[n - c - 1](wt, nb, act + c * nb, out + c * TILE_ROWS);
+}
+
+} // namespace
+
+template <wtype T> void tile_avx512_vnni(const uint8_t * wt, int64_t nb, const act_block * act, int64_t n, float * out) {
+    run_cols(kernels_of<T>::T512, wt, nb, act, n, out);
+}
+template <wtype T> void tile_avx_vnni(const uint8_t * wt, int64_t nb, const act_block * act, int64_t n, float * out) {
+    run_cols(kernels_of<T>::TVNNI, wt, nb, act, n, out);
+}
+template <wtype T> void tile_avx2(const uint8_t * wt, int64_t nb, const act_block * act, int64_t n, float * out) {
+    run_cols(kernels_of<T>::TAVX2, wt, nb, act, n, out);
+}
+
+#define SPECDEC_INSTANTIATE(T)                                                                          \
+    template void tile_avx512_vnni<T>(const uint8_t *, int64_t, const act_block *, int64_t, float *); \
+    template void tile_avx_vnni<T>(const uint8_t *, int64_t, const act_block *, int64_t, float *);    \
+    template void tile_avx2<T>(const uint8_t *, int64_t, const act_block *, int64_t, float *);
+SPECDEC_INSTANTIATE(wtype::q8_0)
+SPECDEC_INSTANTIATE(wtype::q4_0)
+SPECDEC_INSTANTIATE(wtype::q4_k)
+SPECDEC_INSTANTIATE(wtype::q6_k)
+#undef SPECDEC_INSTANTIATE
+
+} // namespace specdec::kernels::detail
+
+#endif // SPECDEC_X86_KERNELS
