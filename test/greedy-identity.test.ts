@@ -19,9 +19,10 @@ function expectSame(ours: number[][], theirs: number[][], labels: string[]): voi
   expect(report).toEqual([]);
 }
 
-// specdec's Q8_0 kernels (the default, cpuKernels: 'specdec') sum a row's blocks in another order
-// than ggml, so one-token logits differ from llama.cpp's in the last bits: greedy output may then
-// part from llama.cpp's, but only where two tokens are within NEAR_TIE logits of each other.
+// specdec's kernels (the default, cpuKernels: 'specdec') sum a row's blocks (Q8_0) or values (F16)
+// in another order than ggml, so one-token logits differ from llama.cpp's in the last bits: greedy
+// output may then part from llama.cpp's, but only where two tokens are within NEAR_TIE logits of
+// each other.
 const NEAR_TIE = 0.1;
 
 async function expectSameOrNearTie(m: Model, prompts: number[][], ours: number[][], theirs: number[][], threads: number): Promise<number> {
@@ -65,12 +66,23 @@ describeShared('greedy identity with llama.cpp', (dir) => {
     });
   });
 
-  it('llama-2-tiny-random: the committed reference (32 tokens, 4 prompts, byte fallback)', async () => {
+  it('llama-2-tiny-random (F16): the committed reference (32 tokens, 4 prompts, byte fallback), ggml kernels', async () => {
     const ref = readRef(dir, 'llama-2-tiny-random-greedy.json');
     await withModel(path.join(models, 'llama-2-tiny-random.gguf'), async (m) => {
+      expect(m.info.cpuKernels).toBe('ggml');
       for (const r of ref) expect(m.tokenize(r.prompt!)).toEqual(r.prompt_tokens);
       const ours = await specdecGreedy(m, ref.map((r) => r.prompt_tokens), 32, { threads: 1, contextSize: 4096 });
       expectSame(ours, ref.map((r) => r.generated_tokens), ref.map((r) => r.prompt ?? ''));
+    }, { cpuKernels: 'ggml' });
+  });
+
+  it('llama-2-tiny-random (F16), specdec kernels: the committed reference up to near-ties', async () => {
+    const ref = readRef(dir, 'llama-2-tiny-random-greedy.json');
+    await withModel(path.join(models, 'llama-2-tiny-random.gguf'), async (m) => {
+      expect(m.info.cpuKernels).toMatch(/^specdec-/);
+      const prompts = ref.map((r) => r.prompt_tokens);
+      const ours = await specdecGreedy(m, prompts, 32, { threads: 1, contextSize: 4096 });
+      await expectSameOrNearTie(m, prompts, ours, ref.map((r) => r.generated_tokens), 1);
     });
   });
 

@@ -1,20 +1,23 @@
-// specdec's CPU kernels (native/kernels): every weight type on every instruction-set path this
-// machine supports, against the scalar reference, bit for bit; batch invariance inside the
-// kernel; and, as a check of the tile layouts independent of ours, the exact dot product of
-// ggml's own dequantization of the weights (it differs only by float rounding).
+// specdec's CPU kernels (native/kernels): every weight type (Q8_0, Q4_0, Q4_K, Q6_K, F16, BF16)
+// on every instruction-set path this machine supports, against the scalar reference, bit for bit;
+// batch invariance inside the kernel; and, as a check of the tile layouts independent of ours, the
+// exact dot product of ggml's own dequantization of the weights (it differs only by float
+// rounding). F16 and BF16 use the activations rounded to their type, as ggml does.
 import { describe, expect, it } from '@jest/globals';
 import { binding } from '../lib/binding';
 
 const b = binding();
 const isas = b._kernelIsas();
 
-// rows: below, at and above a 16-row tile; k: odd numbers of 32-value blocks for Q8_0 and Q4_0,
-// of 256-value super-blocks for the K-quants
+// rows: below, at and above a 16-row tile; k: odd numbers of 32-value blocks for Q8_0, Q4_0, F16
+// and BF16, of 256-value super-blocks for the K-quants
 const SHAPES: Record<string, [number, number][]> = {
   q8_0: [[1, 32], [15, 96], [16, 512], [17, 32], [100, 96], [33, 512]],
   q4_0: [[1, 32], [15, 96], [16, 512], [17, 32], [100, 96], [33, 512]],
   q4_k: [[1, 256], [15, 768], [16, 512], [17, 256], [100, 256]],
   q6_k: [[1, 256], [15, 768], [16, 512], [17, 256], [100, 256]],
+  f16: [[1, 32], [15, 96], [16, 512], [17, 32], [100, 96], [33, 512]],
+  bf16: [[1, 32], [15, 96], [16, 512], [17, 32], [100, 96], [33, 512]],
 };
 
 describe('quantized matrix kernels', () => {

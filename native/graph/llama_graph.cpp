@@ -75,7 +75,7 @@ static ggml_tensor * build_attn_invariant(ggml_context * ctx0, const kv_cache & 
 
 // Matrix product with the weights.
 //
-// Quantized weights repacked for specdec's CPU kernels (model::packed: Q8_0, Q4_0, Q4_K, Q6_K) go through them for one-token
+// Quantized weights repacked for specdec's CPU kernels (model::packed: Q8_0, Q4_0, Q4_K, Q6_K, F16, BF16) go through them for one-token
 // decoding and for batch-invariant graphs: their arithmetic per output element does not depend
 // on the batch. The quantized activations are shared by the products that read the same input
 // (Q/K/V, gate/up), as ggml shares them inside one product.
@@ -98,8 +98,8 @@ struct mm_builder {
 
     ggml_tensor * operator()(ggml_tensor * w, ggml_tensor * x) {
         const int64_t n = x->ne[1];
-        const kernels::packed_weights * pw = m.packed_for(w);
-        if (!pw && draft_weights) pw = m.draft_packed_for(w);
+        const kernels::packed_weights * pw = draft_weights ? m.draft_packed_for(w) : nullptr;
+        if (!pw) pw = m.packed_for(w);
         if (pw && (invariant || n == 1) && x->type == GGML_TYPE_F32 && x->nb[0] == sizeof(float) &&
                 x->ne[2] == 1 && x->ne[3] == 1) {
             const kernels::act_type at = kernels::act_type_for(pw->type);
@@ -108,7 +108,7 @@ struct mm_builder {
                 if (e.x == x && e.type == at) qx = e.qx;
             }
             if (!qx) {
-                qx = kernels::op_quantize_act(ctx0, x, at);  // [K/32 * 48 bytes, n]
+                qx = kernels::op_quantize_act(ctx0, x, at);  // [act_column_bytes(at, K), n]
                 quantized.push_back({ x, at, qx });
             }
             return kernels::op_gemm(ctx0, pw, qx);  // [M, n]

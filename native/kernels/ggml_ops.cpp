@@ -11,18 +11,17 @@ static void quantize_act_forward(ggml_tensor * dst, int ith, int nth, void * use
     const ggml_tensor * x = dst->src[0];
     const int64_t k = x->ne[0];
     for (int64_t c = ith; c < x->ne[1]; c += nth) {
-        quantize_act(t, (const float *) ((const char *) x->data + c * x->nb[1]), k,
-                     (act_block *) ((char *) dst->data + c * dst->nb[1]));
+        quantize_act(t, (const float *) ((const char *) x->data + c * x->nb[1]), k, (char *) dst->data + c * dst->nb[1]);
     }
 }
 
 ggml_tensor * op_quantize_act(ggml_context * ctx, ggml_tensor * x, act_type t) {
-    static const act_type types[] = { act_type::q8_0, act_type::q8_k };
+    static const act_type types[] = { act_type::q8_0, act_type::q8_k, act_type::f16, act_type::bf16 };
+    static const char * const names[] = { "specdec_q8_0_act", "specdec_q8_k_act", "specdec_f16_act", "specdec_bf16_act" };
     ggml_tensor * args[] = { x };
-    ggml_tensor * q = ggml_custom_4d(ctx, GGML_TYPE_I8, x->ne[0] / QK8_0 * (int64_t) sizeof(act_block), x->ne[1], 1, 1,
-                                     args, 1, quantize_act_forward, GGML_N_TASKS_MAX,
-                                     (void *) &types[t == act_type::q8_0 ? 0 : 1]);
-    ggml_set_name(q, t == act_type::q8_0 ? "specdec_q8_0_act" : "specdec_q8_k_act");
+    ggml_tensor * q = ggml_custom_4d(ctx, GGML_TYPE_I8, (int64_t) act_column_bytes(t, x->ne[0]), x->ne[1], 1, 1,
+                                     args, 1, quantize_act_forward, GGML_N_TASKS_MAX, (void *) &types[(int) t]);
+    ggml_set_name(q, names[(int) t]);
     return q;
 }
 
@@ -32,7 +31,7 @@ static void gemm_forward(ggml_tensor * dst, int ith, int nth, void * userdata) {
     // rows split by tiles: each output element is computed whole by one thread
     const int64_t t0 = w.n_tiles * ith / nth;
     const int64_t t1 = w.n_tiles * (ith + 1) / nth;
-    gemm(w.kernel, w, (const act_block *) qx->data, qx->ne[1], (float *) dst->data, dst->ne[0], t0, t1);
+    gemm(w.kernel, w, qx->data, qx->ne[1], (float *) dst->data, dst->ne[0], t0, t1);
 }
 
 ggml_tensor * op_gemm(ggml_context * ctx, const packed_weights * w, ggml_tensor * qx) {

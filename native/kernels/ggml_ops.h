@@ -3,7 +3,7 @@
 #pragma once
 
 #include "kernels/attention.h"
-#include "kernels/quant_gemm.h"
+#include "kernels/gemm.h"
 
 #include "ggml.h"
 
@@ -11,7 +11,7 @@ namespace specdec::kernels {
 
 // Quantizes the columns of x (F32 [K, n], rows contiguous) for gemm() with weights whose
 // activations are of type t (act_type_for).
-//   returns: I8 [K / 32 * sizeof(act_block), n]
+//   returns: I8 [act_column_bytes(t, K), n]
 ggml_tensor * op_quantize_act(ggml_context * ctx, ggml_tensor * x, act_type t);
 
 // w . x for the repacked weights w ([K, M] in ggml's terms) and quantized activations qx.

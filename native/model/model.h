@@ -43,8 +43,8 @@ enum backend_kind { BACKEND_AUTO, BACKEND_CPU, BACKEND_CUDA, BACKEND_METAL };
 struct load_params {
     std::string  path;
     backend_kind backend = BACKEND_AUTO;
-    // On the CPU, run the Q8_0, Q4_0, Q4_K and Q6_K matrix products of decoding and verification
-    // with specdec's batch-invariant kernels (kernels/quant_gemm.h) instead of ggml's.
+    // On the CPU, run the Q8_0, Q4_0, Q4_K, Q6_K, F16 and BF16 matrix products of decoding and
+    // verification with specdec's batch-invariant kernels (kernels/gemm.h) instead of ggml's.
     bool specdec_kernels = true;
     // called with a fraction in [0, 1]; return false to cancel the load
     std::function<bool(float)> progress;
@@ -68,7 +68,7 @@ struct model {
     std::string        device_name;
     backend_kind       kind = BACKEND_CPU;
 
-    // Quantized weights repacked for specdec's CPU kernels (empty on GPUs or with ggml's kernels).
+    // Weights repacked for specdec's CPU kernels (empty on GPUs or with ggml's kernels).
     std::unordered_map<const ggml_tensor *, std::unique_ptr<kernels::packed_weights>> packed;
     std::string cpu_kernels = "ggml";  // "ggml", or "specdec-<instruction set>"
     // With specdec's kernels, attention of decoding and verification runs on them too.

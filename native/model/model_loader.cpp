@@ -294,8 +294,8 @@ bool has_packable_matrices(const model & m) {
     return false;
 }
 
-// Repacks the quantized matrices (Q8_0, Q4_0, Q4_K, Q6_K) for specdec's CPU kernels
-// (kernels/quant_gemm.h). The mapped file stays as it is (ggml still reads the token embeddings
+// Repacks the matrices of the types specdec's CPU kernels run (Q8_0, Q4_0, Q4_K, Q6_K, F16, BF16)
+// (kernels/gemm.h). The mapped file stays as it is (ggml still reads the token embeddings
 // and runs prompt prefill from it).
 void pack_weights(model & m, const load_params & params, const std::function<void(float)> & report) {
     m.attn.kernel = kernels::default_isa();
@@ -341,7 +341,8 @@ void model::prepare_draft_weights() const {
         std::vector<float> rowsf;
         std::vector<uint8_t> q;
         for (ggml_tensor * t : matrix_weights(*this)) {
-            if (!t || packed.count(t) || draft_packed.count(t) || t->ne[0] % kernels::QK8_0 != 0) continue;
+            // F16/BF16 matrices may be packed for the target's own kernels too; a draft reads Q8_0
+            if (!t || draft_packed.count(t) || t->ne[0] % kernels::QK8_0 != 0) continue;
             if (t->type != GGML_TYPE_F16 && t->type != GGML_TYPE_BF16 && t->type != GGML_TYPE_F32) continue;
             const int64_t k = t->ne[0], rows = t->ne[1];
             const auto * tr = ggml_get_type_traits(t->type);
@@ -491,7 +492,7 @@ std::shared_ptr<model> model_load(const load_params & params) {
     m->device_name = ggml_backend_dev_name(m->device);
     const bool cpu = m->kind == BACKEND_CPU;
 
-    // progress: reading the weights, then (on the CPU) repacking the quantized ones
+    // progress: reading the weights, then (on the CPU) repacking them for specdec's kernels
     const float load_share = cpu && params.specdec_kernels && has_packable_matrices(*m) ? 0.85f : 1.0f;
     auto report_raw = [&](float f) {
         if (params.progress && !params.progress(f)) {

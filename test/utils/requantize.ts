@@ -4,16 +4,17 @@
  * recipes used here:
  *   q4_k_m: Q4_K; Q6_K for the output head (token_embd when tied) and for attn_v and ffn_down in
  *           the layers llama.cpp's use_more_bits() picks (first and last eighth, every third);
- *   q4_0:   Q4_0; Q6_K for the output head.
+ *   q4_0:   Q4_0; Q6_K for the output head;
+ *   f16, bf16: every matrix in that type.
  * Values are dequantized from the source and quantized with gguf-writer's reference quantizers.
  * Used by the benchmarks (bench/verify.mjs) to measure specdec's kernels on these weight types.
  */
 import * as fs from 'fs';
 import { GGML_TYPE, GgufTensorSpec, decodeTensor, ggmlTensorSize, gv, readGgufRaw, writeGguf } from './gguf-writer';
 
-export type Recipe = 'q4_k_m' | 'q4_0';
+export type Recipe = 'q4_k_m' | 'q4_0' | 'f16' | 'bf16';
 
-const FILE_TYPE: Record<Recipe, number> = { q4_k_m: 15, q4_0: 2 };
+const FILE_TYPE: Record<Recipe, number> = { q4_k_m: 15, q4_0: 2, f16: 1, bf16: 32 };
 
 function useMoreBits(i: number, n: number): boolean {
   return i < n / 8 || i >= (7 * n) / 8 || (i - Math.floor(n / 8)) % 3 === 2;
@@ -21,6 +22,10 @@ function useMoreBits(i: number, n: number): boolean {
 
 export function typeFor(recipe: Recipe, name: string, nLayer: number, hasOutput: boolean): number | undefined {
   const layer = /^blk\.(\d+)\./.exec(name);
+  if (recipe === 'f16' || recipe === 'bf16') {
+    if (/norm/.test(name) || !name.endsWith('.weight')) return undefined;
+    return recipe === 'f16' ? GGML_TYPE.F16 : GGML_TYPE.BF16;
+  }
   if (name === 'output.weight' || (!hasOutput && name === 'token_embd.weight')) return GGML_TYPE.Q6_K;
   if (name === 'token_embd.weight') return recipe === 'q4_k_m' ? GGML_TYPE.Q4_K : GGML_TYPE.Q4_0;
   if (!layer || !name.endsWith('.weight') || /norm/.test(name)) return undefined;  // norms, biases: unchanged

@@ -1,9 +1,9 @@
 // Tile layout per weight type and the per-instruction-set tile kernels (internal to
-// quant_gemm*.cpp). A tile kernel writes out[c * 16 + r] for columns c < n (n <= MAX_TILE_COLS)
+// gemm*.cpp, float_gemm*.cpp). A tile kernel writes out[c * 16 + r] for columns c < n (n <= MAX_TILE_COLS)
 // and the tile's 16 rows.
 #pragma once
 
-#include "kernels/quant_gemm.h"
+#include "kernels/gemm.h"
 
 namespace specdec::kernels::detail {
 
@@ -31,7 +31,36 @@ template <wtype T> inline uint8_t weight_at(const uint8_t * wb, int g, int64_t r
     }
 }
 
+// Float tiles (F16, BF16): [K][16 rows] 16-bit values, a 32-value block of 16 rows = 1024 bytes.
+constexpr int64_t FLOAT_TILE_BLOCK_BYTES = QK8_0 * TILE_ROWS * 2;
+
+// The integer sum a column's dot product over the whole block (or its first half; int_init_hi:
+// the second half) starts from: it takes back the unsigned offset of the stored weights.
+template <wtype T> inline int32_t int_init(const act_block & a) {
+    using F = tile_traits<T>;
+    return -F::offset * (F::halves ? a.sum_lo : a.sum);
+}
+template <wtype T> inline int32_t int_init_hi(const act_block & a) {
+    return -tile_traits<T>::offset * (a.sum - a.sum_lo);
+}
+
 using tile_fn = void (*)(const uint8_t * wt, int64_t nb, const act_block * act, int64_t n, float * out);
+// act: n columns of k floats (rounded to the weight type), one after another
+using ftile_fn = void (*)(const uint8_t * wt, int64_t k, const float * act, int64_t n, float * out);
+
+// float_gemm.cpp
+void pack_float_block(wtype t, const void * const * rows, int64_t n_rows, int64_t b, uint8_t * dst);
+void gemm_float_reference(wtype t, const void * rows_data, int64_t rows, int64_t k, const float * act, int64_t n,
+                          float * dst, int64_t ld);
+template <wtype T> void ftile_generic(const uint8_t * wt, int64_t k, const float * act, int64_t n, float * out);
+#if defined(SPECDEC_X86_KERNELS)
+template <wtype T> void ftile_avx2(const uint8_t * wt, int64_t k, const float * act, int64_t n, float * out);
+template <wtype T> void ftile_avx512(const uint8_t * wt, int64_t k, const float * act, int64_t n, float * out);
+#endif
+#if defined(SPECDEC_NEON_KERNELS)
+template <wtype T> void tile_neon_dotprod(const uint8_t * wt, int64_t nb, const act_block * act, int64_t n, float * out);
+template <wtype T> void ftile_neon(const uint8_t * wt, int64_t k, const float * act, int64_t n, float * out);
+#endif
 
 template <wtype T> void tile_generic(const uint8_t * wt, int64_t nb, const act_block * act, int64_t n, float * out);
 #if defined(SPECDEC_X86_KERNELS)

@@ -1,5 +1,5 @@
-#include "kernels/quant_gemm.h"
-#include "kernels/quant_tiles.h"
+#include "kernels/gemm.h"
+#include "kernels/tiles.h"
 
 #include "ggml.h"
 #include "ggml-cpu.h"
@@ -110,6 +110,8 @@ void decode_block(wtype t, const void * row, int64_t b, decoded_block & out) {
             out.scale[1] = d * (float) blk.scales[(b % 8) * 2 + 1];
             break;
         }
+        default:
+            break;  // float types are not decoded by blocks
     }
 }
 
@@ -119,6 +121,8 @@ size_t ggml_row_bytes(wtype t, int64_t k) {
         case wtype::q4_0: return (size_t) (k / 32) * sizeof(ggml_block_q4_0);
         case wtype::q4_k: return (size_t) (k / 256) * sizeof(ggml_block_q4_k);
         case wtype::q6_k: return (size_t) (k / 256) * sizeof(ggml_block_q6_k);
+        case wtype::f16:
+        case wtype::bf16: return (size_t) k * 2;
     }
     return 0;
 }
@@ -159,6 +163,8 @@ const char * wtype_name(wtype t) {
         case wtype::q4_0: return "q4_0";
         case wtype::q4_k: return "q4_k";
         case wtype::q6_k: return "q6_k";
+        case wtype::f16:  return "f16";
+        case wtype::bf16: return "bf16";
     }
     return "?";
 }
@@ -169,6 +175,8 @@ bool wtype_from_ggml(int ggml_type, wtype & out) {
         case GGML_TYPE_Q4_0: out = wtype::q4_0; return true;
         case GGML_TYPE_Q4_K: out = wtype::q4_k; return true;
         case GGML_TYPE_Q6_K: out = wtype::q6_k; return true;
+        case GGML_TYPE_F16:  out = wtype::f16;  return true;
+        case GGML_TYPE_BF16: out = wtype::bf16; return true;
         default: return false;
     }
 }
@@ -179,8 +187,28 @@ int64_t tile_block_bytes(wtype t) {
         case wtype::q4_0: return detail::tile_traits<wtype::q4_0>::block_bytes;
         case wtype::q4_k: return detail::tile_traits<wtype::q4_k>::block_bytes;
         case wtype::q6_k: return detail::tile_traits<wtype::q6_k>::block_bytes;
+        case wtype::f16:
+        case wtype::bf16: return detail::FLOAT_TILE_BLOCK_BYTES;
     }
     return 0;
+}
+
+act_type act_type_for(wtype t) {
+    switch (t) {
+        case wtype::q4_k:
+        case wtype::q6_k: return act_type::q8_k;
+        case wtype::f16:  return act_type::f16;
+        case wtype::bf16: return act_type::bf16;
+        default:          return act_type::q8_0;
+    }
+}
+
+size_t act_column_bytes(act_type t, int64_t k) {
+    return t == act_type::f16 || t == act_type::bf16 ? (size_t) k * sizeof(float) : (size_t) (k / QK8_0) * sizeof(act_block);
+}
+
+static bool is_float(wtype t) {
+    return t == wtype::f16 || t == wtype::bf16;
 }
 
 packed_weights::~packed_weights() {
@@ -204,6 +232,14 @@ std::unique_ptr<packed_weights> pack_weights(wtype t, const void * rows_data, in
     decoded_block blk[TILE_ROWS];
     for (int64_t tile = 0; tile < p->n_tiles; ++tile) {
         const int64_t n_rows = std::min(TILE_ROWS, rows - tile * TILE_ROWS);
+        if (is_float(t)) {
+            const void * row_ptrs[TILE_ROWS];
+            for (int64_t r = 0; r < n_rows; ++r) row_ptrs[r] = (const char *) rows_data + (tile * TILE_ROWS + r) * row_bytes;
+            for (int64_t b = 0; b < p->nb; ++b) {
+                detail::pack_float_block(t, row_ptrs, n_rows, b, p->data + (tile * p->nb + b) * p->block_bytes);
+            }
+            continue;
+        }
         for (int64_t b = 0; b < p->nb; ++b) {
             for (int64_t r = 0; r < n_rows; ++r) {
                 decode_block(t, (const char *) rows_data + (tile * TILE_ROWS + r) * row_bytes, b, blk[r]);
@@ -214,6 +250,7 @@ std::unique_ptr<packed_weights> pack_weights(wtype t, const void * rows_data, in
                 case wtype::q4_0: pack_block<wtype::q4_0>(blk, n_rows, dst); break;
                 case wtype::q4_k: pack_block<wtype::q4_k>(blk, n_rows, dst); break;
                 case wtype::q6_k: pack_block<wtype::q6_k>(blk, n_rows, dst); break;
+                default: break;
             }
         }
     }
@@ -231,7 +268,23 @@ static void fill_sums(act_block & a, const int8_t * q, float d) {
     a.corr   = -128 * a.sum;
 }
 
-void quantize_act(act_type t, const float * x, int64_t k, act_block * out) {
+void quantize_act(act_type t, const float * x, int64_t k, void * out_v) {
+    if (t == act_type::f16 || t == act_type::bf16) {
+        // ggml's conversion (vec_dot_type of F16 / BF16 weights), then back to fp32
+        const ggml_type gt = t == act_type::f16 ? GGML_TYPE_F16 : GGML_TYPE_BF16;
+        const ggml_from_float_t from_float = ggml_get_type_traits_cpu(gt)->from_float;
+        const ggml_to_float_t to_float = ggml_get_type_traits(gt)->to_float;
+        float * out = (float *) out_v;
+        constexpr int64_t CHUNK = 256;
+        uint16_t tmp[CHUNK];
+        for (int64_t i0 = 0; i0 < k; i0 += CHUNK) {
+            const int64_t n = std::min(CHUNK, k - i0);
+            from_float(x + i0, tmp, n);
+            to_float(tmp, out + i0, n);
+        }
+        return;
+    }
+    act_block * out = (act_block *) out_v;
     // ggml's quantizers write whole rows; go through a small buffer of their blocks
     if (t == act_type::q8_0) {
         static const ggml_from_float_t from_float = ggml_get_type_traits_cpu(GGML_TYPE_Q8_0)->from_float;
@@ -309,6 +362,9 @@ template <wtype T> static detail::tile_fn tile_for_type(isa kernel) {
         case isa::avx_vnni:    return detail::tile_avx_vnni<T>;
         case isa::avx2:        return detail::tile_avx2<T>;
 #endif
+#if defined(SPECDEC_NEON_KERNELS)
+        case isa::neon_dotprod: return detail::tile_neon_dotprod<T>;
+#endif
         default:               return detail::tile_generic<T>;
     }
 }
@@ -319,14 +375,46 @@ static detail::tile_fn tile_for(wtype t, isa kernel) {
         case wtype::q4_0: return tile_for_type<wtype::q4_0>(kernel);
         case wtype::q4_k: return tile_for_type<wtype::q4_k>(kernel);
         case wtype::q6_k: return tile_for_type<wtype::q6_k>(kernel);
+        default:          return nullptr;
     }
-    return nullptr;
 }
 
-void gemm(isa kernel, const packed_weights & w, const act_block * act, int64_t n, float * dst, int64_t ld,
+template <wtype T> static detail::ftile_fn ftile_for_type(isa kernel) {
+    switch (kernel) {
+#if defined(SPECDEC_X86_KERNELS)
+        case isa::avx512_vnni: return detail::ftile_avx512<T>;
+        case isa::avx_vnni:
+        case isa::avx2:        return detail::ftile_avx2<T>;
+#endif
+#if defined(SPECDEC_NEON_KERNELS)
+        case isa::neon_dotprod: return detail::ftile_neon<T>;
+#endif
+        default:               return detail::ftile_generic<T>;
+    }
+}
+
+void gemm(isa kernel, const packed_weights & w, const void * act_v, int64_t n, float * dst, int64_t ld,
           int64_t tile_begin, int64_t tile_end) {
-    const detail::tile_fn tile = tile_for(w.type, isa_supported(kernel) ? kernel : isa::generic);
+    if (!isa_supported(kernel)) kernel = isa::generic;
     alignas(64) float out[detail::MAX_TILE_COLS * TILE_ROWS];
+    if (is_float(w.type)) {
+        const detail::ftile_fn tile = w.type == wtype::f16 ? ftile_for_type<wtype::f16>(kernel) : ftile_for_type<wtype::bf16>(kernel);
+        const float * act = (const float *) act_v;
+        for (int64_t t = tile_begin; t < tile_end; ++t) {
+            const int64_t r0 = t * TILE_ROWS;
+            const int64_t nr = std::min(TILE_ROWS, w.rows - r0);
+            for (int64_t c0 = 0; c0 < n; c0 += detail::MAX_TILE_COLS) {
+                const int64_t nc = std::min(detail::MAX_TILE_COLS, n - c0);
+                tile(w.tile(t), w.k, act + c0 * w.k, nc, out);
+                for (int64_t c = 0; c < nc; ++c) {
+                    std::memcpy(dst + (c0 + c) * ld + r0, out + c * TILE_ROWS, (size_t) nr * sizeof(float));
+                }
+            }
+        }
+        return;
+    }
+    const detail::tile_fn tile = tile_for(w.type, kernel);
+    const act_block * act = (const act_block *) act_v;
     for (int64_t t = tile_begin; t < tile_end; ++t) {
         const int64_t r0 = t * TILE_ROWS;
         const int64_t nr = std::min(TILE_ROWS, w.rows - r0);
@@ -340,8 +428,13 @@ void gemm(isa kernel, const packed_weights & w, const act_block * act, int64_t n
     }
 }
 
-void gemm_reference(wtype t, const void * rows_data, int64_t rows, int64_t k, const act_block * act, int64_t n,
+void gemm_reference(wtype t, const void * rows_data, int64_t rows, int64_t k, const void * act_v, int64_t n,
                     float * dst, int64_t ld) {
+    if (is_float(t)) {
+        detail::gemm_float_reference(t, rows_data, rows, k, (const float *) act_v, n, dst, ld);
+        return;
+    }
+    const act_block * act = (const act_block *) act_v;
     const int64_t nb = k / QK8_0;
     const size_t row_bytes = ggml_row_bytes(t, k);
     const int32_t offset = t == wtype::q8_0 ? 128 : t == wtype::q4_0 ? 8 : t == wtype::q6_k ? 32 : 0;

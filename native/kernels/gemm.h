@@ -1,4 +1,4 @@
-// Matrix products with quantized weights (Q8_0, Q4_0, Q4_K, Q6_K) for small batches (one token,
+// Matrix products with repacked weights (Q8_0, Q4_0, Q4_K, Q6_K, F16, BF16) for small batches (one token,
 // or a verification tree of a few dozen), built for batch invariance: every output element is
 // computed by the same arithmetic whatever the batch size, the column's place in it or the thread
 // split, so a token's logits are bit-identical alone and inside a verification batch.
@@ -27,6 +27,14 @@
 // One AVX-512 VNNI instruction then multiplies 4 values of 16 rows by 4 broadcast activation
 // values; the unsigned offsets (+128, +8, +32) are taken back exactly with the activation
 // block's sums.
+//
+// F16 and BF16 weights: activations are rounded to the weight type first (ggml's vec_dot_type
+// for these types), then widened back to fp32. Arithmetic of one output element:
+//   acc[0..3] = 0
+//   for k in order: acc[k % 4] = fma(w[r][k], x[c][k], acc[k % 4])
+//   result = (acc[0] + acc[1]) + (acc[2] + acc[3])
+// Four chains, so that one column alone still keeps several multiply-adds in flight. The tiles
+// hold the 16 rows' values of each k side by side: [K][16] 16-bit values.
 #pragma once
 
 #include "kernels/cpu_features.h"
@@ -41,7 +49,7 @@ constexpr int64_t QK8_0     = 32;  // values per block (activations and weight t
 constexpr int64_t TILE_ROWS = 16;
 
 // The weight types the kernels run (ggml_type values in the comments).
-enum class wtype { q8_0, q4_0, q4_k, q6_k };
+enum class wtype { q8_0, q4_0, q4_k, q6_k, f16, bf16 };
 const char * wtype_name(wtype t);
 
 // One quantized block of an activation column.
@@ -83,22 +91,28 @@ bool wtype_from_ggml(int ggml_type, wtype & out);
 // multiple of 32, and of 256 for the K-quants). Returns null when memory runs out.
 std::unique_ptr<packed_weights> pack_weights(wtype t, const void * rows_data, int64_t rows, int64_t k, isa kernel);
 
-// How the activations of a weight type's products are quantized.
-enum class act_type { q8_0, q8_k };
-inline act_type act_type_for(wtype t) { return t == wtype::q4_k || t == wtype::q6_k ? act_type::q8_k : act_type::q8_0; }
+// How the activations of a weight type's products are quantized (or rounded).
+enum class act_type { q8_0, q8_k, f16, bf16 };
+act_type act_type_for(wtype t);
 
-// Quantizes one activation column of k floats (a multiple of 32, of 256 for Q8_K) with ggml's
-// quantizer of that type; every act_block of a Q8_K block carries its scale.
-void quantize_act(act_type t, const float * x, int64_t k, act_block * out);
+// Bytes of one prepared activation column of k values: k / 32 act_blocks for the quantized
+// types, k floats for F16/BF16.
+size_t act_column_bytes(act_type t, int64_t k);
+
+// Prepares one activation column of k floats (a multiple of 32, of 256 for Q8_K) with ggml's
+// quantizer of that type (every act_block of a Q8_K block carries its scale), or rounds it to
+// fp16 / bf16 with ggml's conversion and widens it back.
+void quantize_act(act_type t, const float * x, int64_t k, void * out);
 
 // dst[c * ld + r] = row r of the weights . column c of the activations, for the rows of tiles
-// [tile_begin, tile_end) and columns [0, n). act holds n columns of nb blocks each.
-void gemm(isa kernel, const packed_weights & w, const act_block * act, int64_t n, float * dst, int64_t ld,
+// [tile_begin, tile_end) and columns [0, n). act holds n columns prepared by quantize_act with
+// act_type_for(w.type), act_column_bytes apart.
+void gemm(isa kernel, const packed_weights & w, const void * act, int64_t n, float * dst, int64_t ld,
           int64_t tile_begin, int64_t tile_end);
 
 // The definition above in plain scalar C++ over ggml's own rows of type t (tests compare
 // against it).
-void gemm_reference(wtype t, const void * rows_data, int64_t rows, int64_t k, const act_block * act, int64_t n,
+void gemm_reference(wtype t, const void * rows_data, int64_t rows, int64_t k, const void * act, int64_t n,
                     float * dst, int64_t ld);
 
 } // namespace specdec::kernels

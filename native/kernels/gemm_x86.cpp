@@ -1,9 +1,9 @@
-// The x86 tile kernels of quant_gemm.h, each compiled for its instruction set with a target
+// The x86 tile kernels of gemm.h for the quantized types, each compiled for its instruction set with a target
 // attribute and chosen at run time (cpu_features.h). All compute exactly the arithmetic that
-// quant_gemm.h defines: exact integer dot products per block (or half block), then one fp32
+// gemm.h defines: exact integer dot products per block (or half block), then one fp32
 // multiply (the two scales) and one fused multiply-add per term, in block order. Integer sums
 // are exact, so the order in which a block's groups enter them is free.
-#include "kernels/quant_tiles.h"
+#include "kernels/tiles.h"
 
 #if defined(SPECDEC_X86_KERNELS)
 
@@ -25,16 +25,6 @@ namespace {
 // compute-bound, the hardware prefetcher alone leaves it waiting on memory (measured on Q8_0:
 // 16 columns went from 4.7 to 2.6 ms per 47 MB of weights).
 constexpr int64_t PREFETCH_BLOCKS = 8;
-
-// The integer sum a column's dot product over the whole block (or its first half) starts from:
-// it takes back the unsigned offset of the stored weights.
-template <wtype T> inline int32_t int_init(const act_block & a) {
-    using F = tile_traits<T>;
-    return -F::offset * (F::halves ? a.sum_lo : a.sum);
-}
-template <wtype T> inline int32_t int_init_hi(const act_block & a) {
-    return -tile_traits<T>::offset * (a.sum - a.sum_lo);
-}
 
 // acc += dpbusd(a, broadcast of the 4 bytes at b): the broadcast folded into the instruction's
 // memory operand ({1to16}), which the compiler does not do by itself; it frees one shuffle-port
