@@ -2,6 +2,13 @@
 
 #include <cstdlib>
 
+#if defined(SPECDEC_NEON_KERNELS) && defined(__linux__)
+#include <sys/auxv.h>
+#endif
+#if defined(SPECDEC_NEON_KERNELS) && defined(__APPLE__)
+#include <sys/sysctl.h>
+#endif
+
 namespace specdec::kernels {
 
 const char * isa_name(isa i) {
@@ -10,12 +17,13 @@ const char * isa_name(isa i) {
         case isa::avx2:        return "avx2";
         case isa::avx_vnni:    return "avx-vnni";
         case isa::avx512_vnni: return "avx512-vnni";
+        case isa::neon_dotprod: return "neon-dotprod";
     }
     return "unknown";
 }
 
 bool isa_from_name(const std::string & name, isa & out) {
-    for (isa i : { isa::generic, isa::avx2, isa::avx_vnni, isa::avx512_vnni }) {
+    for (isa i : { isa::generic, isa::avx2, isa::avx_vnni, isa::avx512_vnni, isa::neon_dotprod }) {
         if (name == isa_name(i)) {
             out = i;
             return true;
@@ -30,12 +38,26 @@ bool isa_supported(isa i) {
             return true;
 #if defined(SPECDEC_X86_KERNELS)
         case isa::avx2:
-            return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+            return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
         case isa::avx_vnni:
-            return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("avxvnni");
+            return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c") &&
+                   __builtin_cpu_supports("avxvnni");
         case isa::avx512_vnni:
             return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                    __builtin_cpu_supports("avx512vnni");
+#endif
+#if defined(SPECDEC_NEON_KERNELS)
+        case isa::neon_dotprod: {
+#if defined(__linux__)
+            return (getauxval(AT_HWCAP) & (1UL << 20)) != 0;  // HWCAP_ASIMDDP
+#elif defined(__APPLE__)
+            int v = 0;
+            size_t len = sizeof(v);
+            return sysctlbyname("hw.optional.arm.FEAT_DotProd", &v, &len, nullptr, 0) == 0 && v != 0;
+#else
+            return false;
+#endif
+        }
 #endif
         default:
             return false;
@@ -44,7 +66,7 @@ bool isa_supported(isa i) {
 
 std::vector<isa> supported_isas() {
     std::vector<isa> out;
-    for (isa i : { isa::generic, isa::avx2, isa::avx_vnni, isa::avx512_vnni }) {
+    for (isa i : { isa::generic, isa::avx2, isa::avx_vnni, isa::avx512_vnni, isa::neon_dotprod }) {
         if (isa_supported(i)) out.push_back(i);
     }
     return out;

@@ -5,14 +5,18 @@
 #include <string>
 #include <vector>
 
-// The x86 kernels are compiled with per-function target attributes (GCC, Clang).
+// The x86 kernels are compiled with per-function target attributes (GCC, Clang), and so are the
+// Arm ones (NEON is part of every aarch64 CPU; the int8 dot product instructions are not).
 #if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
 #define SPECDEC_X86_KERNELS 1
+#endif
+#if defined(__aarch64__) && (defined(__GNUC__) || defined(__clang__))
+#define SPECDEC_NEON_KERNELS 1
 #endif
 
 namespace specdec::kernels {
 
-enum class isa { generic = 0, avx2, avx_vnni, avx512_vnni };
+enum class isa { generic = 0, avx2, avx_vnni, avx512_vnni, neon_dotprod };
 
 const char * isa_name(isa i);
 bool isa_from_name(const std::string & name, isa & out);
