@@ -38,7 +38,8 @@ constexpr int64_t FLOAT_TILE_BLOCK_BYTES = QK8_0 * TILE_ROWS * 2;
 // the second half) starts from: it takes back the unsigned offset of the stored weights.
 template <wtype T> inline int32_t int_init(const act_block & a) {
     using F = tile_traits<T>;
-    return -F::offset * (F::halves ? a.sum_lo : a.sum);
+    if constexpr (T == wtype::q8_0) return a.corr;  // precomputed: a broadcast load in the hot loop
+    else return -F::offset * (F::halves ? a.sum_lo : a.sum);
 }
 template <wtype T> inline int32_t int_init_hi(const act_block & a) {
     return -tile_traits<T>::offset * (a.sum - a.sum_lo);
