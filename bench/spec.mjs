@@ -2,8 +2,11 @@
 // npm run bench:spec — speculative decoding, Spec-Bench style. Two suites:
 //   code:    the code pair in ../shared/models/code (42 M Q8_0 target, 5 M F16 draft), prompts from
 //            ../shared/eval/code-prompts.json;
+//   code-q4_k_m: the same with the target re-quantized to Q4_K_M (bench/models.mjs), the most
+//            common download format (not run by default);
 //   stories: stories260K with story openings (no draft model exists for it: the draft-model
 //            methods are left out there).
+// A run replaces the results of the suites it ran and keeps the others' (bench/results/spec.json).
 // For each suite, thread count (1 and 2) and temperature (0 and 0.8): every specdec method against
 // specdec's autoregressive decoding and node-llama-cpp 3.21.1's autoregressive decoding,
 // InputLookupTokenPredictor and DraftSequenceTokenPredictor (greedy, as its predictors are used).
@@ -11,7 +14,7 @@
 // results are medians. Decode speed is wall clock: (N - 1) / (time of an N-token run - time of a
 // 1-token run), so prompt processing (the target's and the draft's) is left out for every engine.
 // Env: BENCH_REPS (3), BENCH_TOKENS (128), BENCH_PROMPTS (4), BENCH_THREADS ("1,2"), BENCH_SUITES
-// ("code,stories"), SPECDEC_SHARED. Writes bench/results/spec.json, spec.md, spec.svg and the
+// ("code,stories"; also "code-q4_k_m"), SPECDEC_SHARED. Writes bench/results/spec.json, spec.md, spec.svg and the
 // table between <!-- bench:spec --> markers in the README.
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -19,13 +22,15 @@ import { availableParallelism, cpus } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { barChart } from './chart.mjs';
+import { codeDraft, codeTarget, codeTargetQ8 } from './models.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const root = path.resolve(here, '..');
 const shared = path.resolve(process.env.SPECDEC_SHARED ?? path.join(root, '..', 'shared'));
-const MODELS = {
-  code: { target: path.join(shared, 'models', 'code', 'code-target-q8_0.gguf'), draft: path.join(shared, 'models', 'code', 'code-draft-f16.gguf') },
-  stories: { target: path.join(shared, 'models', 'stories260K.gguf'), draft: undefined },
+const SUITES = {
+  code: { label: 'Code pair', target: () => codeTargetQ8, draft: codeDraft },
+  'code-q4_k_m': { label: 'Code pair, target re-quantized to Q4_K_M', target: () => codeTarget('q4_k_m'), draft: codeDraft },
+  stories: { label: 'stories260K', target: () => path.join(shared, 'models', 'stories260K.gguf'), draft: undefined },
 };
 const STORY_PROMPTS = [
   'Once upon a time, there was a little girl named Lily. She loved to play outside in the sun.',
@@ -56,7 +61,8 @@ async function worker([suite, engine, method, useDraft, temp, threadsArg, prompt
   const threads = Number(threadsArg);
   const n = Number(nArg);
   const temperature = Number(temp);
-  const { target, draft } = MODELS[suite];
+  const { draft } = SUITES[suite];
+  const target = SUITES[suite].target();
   const prompts = JSON.parse(readFileSync(promptsFile, 'utf8'));
   const out = { decode: [], tau: [] };
   const now = () => performance.now();
@@ -120,10 +126,12 @@ async function main() {
   mkdirSync(path.join(root, 'bench', 'tmp'), { recursive: true });
   const results = [];
   for (const suite of suites) {
-    const { target, draft } = MODELS[suite];
+    if (!SUITES[suite]) throw new Error(`BENCH_SUITES: unknown suite ${suite} (one of ${Object.keys(SUITES).join(', ')})`);
+    const { draft } = SUITES[suite];
+    const target = SUITES[suite].target();
     if (!existsSync(target) || (draft && !existsSync(draft))) throw new Error(`the ${suite} models are missing in ${shared}/models`);
     const model = await loadModel(target);
-    const texts = suite === 'code'
+    const texts = suite.startsWith('code')
       ? JSON.parse(readFileSync(path.join(shared, 'eval', 'code-prompts.json'), 'utf8')).prompts.slice(0, nPrompts).map((p) => p.prompt)
       : STORY_PROMPTS.slice(0, nPrompts);
     const prompts = texts.map((t) => model.tokenize(t).slice(-400));
@@ -161,14 +169,21 @@ async function main() {
         r.speedupOverNodeLlamaCppAutoregressive = r.decodeTokensPerSecond / nlcAr;
         r.speedupOverNodeLlamaCppBest = r.decodeTokensPerSecond / nlcBest;
       }
-      results.push({ suite, threads, prompts: prompts.map((p) => p.length), rows });
+      results.push({ suite, threads, date: new Date().toISOString().slice(0, 10), prompts: prompts.map((p) => p.length), rows });
     }
   }
   const machine = { cpu: cpus()[0]?.model, cpus: availableParallelism(), node: process.version, date: new Date().toISOString() };
-  writeFileSync(path.join(root, 'bench', 'results', 'spec.json'), JSON.stringify({ machine, tokens: n, reps, results }, null, 2) + '\n');
+  // keep the results of the suites not run this time
+  const resultsFile = path.join(root, 'bench', 'results', 'spec.json');
+  const previous = existsSync(resultsFile) ? JSON.parse(readFileSync(resultsFile, 'utf8')) : undefined;
+  const kept = (previous?.results ?? []).filter((r) => !suites.includes(r.suite) && SUITES[r.suite])
+    .map((r) => ({ ...r, date: r.date ?? previous.machine?.date?.slice(0, 10) }));
+  const order = Object.keys(SUITES);
+  const all = [...kept, ...results].sort((a, b) => order.indexOf(a.suite) - order.indexOf(b.suite) || a.threads - b.threads);
+  writeFileSync(resultsFile, JSON.stringify({ machine, tokens: n, reps, results: all }, null, 2) + '\n');
   let md = '';
-  for (const res of results) {
-    md += `\n**${res.suite === 'code' ? 'Code pair' : 'stories260K'}, ${res.threads} thread${res.threads > 1 ? 's' : ''}**\n\n`;
+  for (const res of all) {
+    md += `\n**${SUITES[res.suite].label}, ${res.threads} thread${res.threads > 1 ? 's' : ''}** (${res.date})\n\n`;
     md += '| method | T | τ | decode tok/s | vs our autoregressive | vs node-llama-cpp autoregressive | vs node-llama-cpp best |\n|---|---|---|---|---|---|---|\n';
     for (const r of res.rows) {
       md += `| ${r.method} | ${r.temperature} | ${r.tau ? r.tau.toFixed(2) : '–'} | ${r.decodeTokensPerSecond.toFixed(0)} | ${r.speedupOverOurAutoregressive ? r.speedupOverOurAutoregressive.toFixed(2) + '×' : '–'} | ${r.speedupOverNodeLlamaCppAutoregressive.toFixed(2)}× | ${r.speedupOverNodeLlamaCppBest.toFixed(2)}× |\n`;
@@ -178,7 +193,7 @@ async function main() {
   writeFileSync(path.join(root, 'bench', 'results', 'spec.md'), md);
   // chart: speedup over our autoregressive, code pair, greedy, each thread count
   const bars = [];
-  for (const res of results.filter((r) => r.suite === 'code')) {
+  for (const res of all.filter((r) => r.suite === 'code')) {
     for (const r of res.rows.filter((x) => x.temperature === 0 && x.method !== 'specdec autoregressive')) {
       bars.push({ label: `${r.method.replace('specdec ', '').replace('node-llama-cpp ', 'nlc ')} (${res.threads}t)`, value: r.decodeTokensPerSecond / res.rows.find((x) => x.method === 'specdec autoregressive' && x.temperature === 0).decodeTokensPerSecond, group: `${res.threads}` });
     }
