@@ -5,6 +5,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { describeShared } from './utils/shared';
 import { withModel } from './utils/engine';
+import { cachedRandomModel, type RandomModelType } from './utils/random-model';
 
 function rows(logits: Float32Array, nVocab: number): Float32Array[] {
   const out: Float32Array[] = [];
@@ -26,9 +27,19 @@ describeShared('batch invariance', (dir) => {
     ['code target Q8_0', path.join(dir, 'models', 'code', 'code-target-q8_0.gguf'), 1024],
     ['code draft F16', path.join(dir, 'models', 'code', 'code-draft-f16.gguf'), 1024],
   ];
-  for (const [name, file, ctx] of cases) {
-    (fs.existsSync(file) ? it : it.skip)(`${name}: one-token decoding equals batched evaluation, short and long (split-KV) contexts, 1 and 2 threads`, async () => {
+  // the other weight types specdec's kernels run, on random-weight models (Q4_K and Q6_K also
+  // quantize their activations differently: Q8_K)
+  const randomTypes: RandomModelType[] = ['q4_0', 'q4_k', 'q6_k', 'bf16'];
+  for (const type of randomTypes) cases.push([`random llama ${type}`, `random:${type}`, 1024]);
+  for (const [name, where, ctx] of cases) {
+    const random = where.startsWith('random:');
+    (random || fs.existsSync(where) ? it : it.skip)(`${name}: one-token decoding equals batched evaluation, short and long (split-KV) contexts, 1 and 2 threads`, async () => {
+      const file = random
+        ? await cachedRandomModel({ arch: 'llama', vocabFrom: path.join(dir, 'models', 'vocab', 'ggml-vocab-llama-spm.gguf'),
+          type: where.slice('random:'.length) as RandomModelType, nEmbd: 256, nFf: 512, nCtx: ctx, seed: 11 })
+        : where;
       await withModel(file, async (m) => {
+        if (random) expect(m.info.cpuKernels).toMatch(/^specdec-/);
         const nVocab = m.info.vocabSize;
         const seq: number[] = [];
         let x = 12345;
