@@ -75,10 +75,11 @@ static ggml_tensor * build_attn_invariant(ggml_context * ctx0, const kv_cache & 
 
 // Matrix product with the weights.
 //
-// Quantized weights repacked for specdec's CPU kernels (model::packed: Q8_0, Q4_0, Q4_K, Q6_K, F16, BF16) go through them for one-token
-// decoding and for batch-invariant graphs: their arithmetic per output element does not depend
-// on the batch. The quantized activations are shared by the products that read the same input
-// (Q/K/V, gate/up), as ggml shares them inside one product.
+// Weights repacked for specdec's CPU kernels (model::packed: Q8_0, Q4_0, Q4_K, Q6_K, F16, BF16) go
+// through them in every graph (decoding, verification, prompt prefill): their arithmetic per output
+// element does not depend on the batch, and the mapped originals are not kept (model_loader). The
+// prepared activations are shared by the products that read the same input (Q/K/V, gate/up), as
+// ggml shares them inside one product.
 //
 // Otherwise, in a batch-invariant graph the tokens go as a batch of one-column products
 // ([K, 1, n] broadcast against the [K, M] weights): ggml then computes each column with the same
@@ -100,7 +101,7 @@ struct mm_builder {
         const int64_t n = x->ne[1];
         const kernels::packed_weights * pw = draft_weights ? m.draft_packed_for(w) : nullptr;
         if (!pw) pw = m.packed_for(w);
-        if (pw && (invariant || n == 1) && x->type == GGML_TYPE_F32 && x->nb[0] == sizeof(float) &&
+        if (pw && x->type == GGML_TYPE_F32 && x->nb[0] == sizeof(float) &&
                 x->ne[2] == 1 && x->ne[3] == 1) {
             const kernels::act_type at = kernels::act_type_for(pw->type);
             ggml_tensor * qx = nullptr;

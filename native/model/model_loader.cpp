@@ -332,6 +332,22 @@ void pack_weights(model & m, const load_params & params, const std::function<voi
     m.specdec_attention = true;
 }
 
+#if !defined(_WIN32)
+// Once packed, a matrix's bytes in the mapped file are not read again (decoding, verification and
+// prompt prefill all run on the packed copy), except the token embeddings that get_rows reads:
+// hand those pages back so that the process does not hold its weights twice. The mapping is
+// file-backed, so a later read (a draft's Q8_0 copy) faults them in again from the file.
+void release_packed_pages(const model & m) {
+    const uintptr_t page = (uintptr_t) sysconf(_SC_PAGESIZE);
+    for (const auto & [t, p] : m.packed) {
+        if (!p || t == m.tok_embd) continue;
+        const uintptr_t b = ((uintptr_t) t->data + page - 1) / page * page;   // whole pages inside the tensor
+        const uintptr_t e = ((uintptr_t) t->data + ggml_nbytes(t)) / page * page;
+        if (e > b) madvise((void *) b, e - b, MADV_DONTNEED);
+    }
+}
+#endif
+
 } // namespace
 
 void model::prepare_draft_weights() const {
@@ -545,6 +561,7 @@ std::shared_ptr<model> model_load(const load_params & params) {
         (void) sink;
         report(1.0f);
         pack_weights(*m, params, report_packing);
+        release_packed_pages(*m);
         report_raw(1.0f);
         return m;
     }
