@@ -52,6 +52,12 @@ struct decoded_block {
     uint8_t u[32];
     float   scale[2];
     float   min = 0.0f;
+    // the codes the scales come from: scale[h] = d * sc[h], min = -(dmin * m) (K-quants);
+    // scale = d (Q8_0, Q4_0)
+    int     sc[2] = { 0, 0 };
+    int     m     = 0;
+    float   d     = 0.0f;
+    float   dmin  = 0.0f;
 };
 
 // ggml-quants.c get_scale_min_k4: the 6-bit scale and min of sub-block j of a Q4_K super-block.
@@ -71,7 +77,7 @@ void decode_block(wtype t, const void * row, int64_t b, decoded_block & out) {
         case wtype::q8_0: {
             const auto & blk = ((const ggml_block_q8_0 *) row)[b];
             for (int j = 0; j < 32; ++j) out.u[j] = (uint8_t) (blk.qs[j] + 128);
-            out.scale[0] = out.scale[1] = ggml_fp16_to_fp32(blk.d);
+            out.scale[0] = out.scale[1] = out.d = ggml_fp16_to_fp32(blk.d);
             break;
         }
         case wtype::q4_0: {
@@ -80,7 +86,7 @@ void decode_block(wtype t, const void * row, int64_t b, decoded_block & out) {
                 out.u[j]      = blk.qs[j] & 0x0F;
                 out.u[j + 16] = blk.qs[j] >> 4;
             }
-            out.scale[0] = out.scale[1] = ggml_fp16_to_fp32(blk.d);
+            out.scale[0] = out.scale[1] = out.d = ggml_fp16_to_fp32(blk.d);
             break;
         }
         case wtype::q4_k: {
@@ -90,8 +96,12 @@ void decode_block(wtype t, const void * row, int64_t b, decoded_block & out) {
             for (int l = 0; l < 32; ++l) out.u[l] = sb % 2 ? (uint8_t) (qs[l] >> 4) : (uint8_t) (qs[l] & 0x0F);
             uint8_t sc, m;
             scale_min_k4(sb, blk.scales, sc, m);
-            out.scale[0] = out.scale[1] = ggml_fp16_to_fp32(blk.d) * (float) sc;
-            out.min = -(ggml_fp16_to_fp32(blk.dmin) * (float) m);
+            out.d    = ggml_fp16_to_fp32(blk.d);
+            out.dmin = ggml_fp16_to_fp32(blk.dmin);
+            out.sc[0] = out.sc[1] = sc;
+            out.m    = m;
+            out.scale[0] = out.scale[1] = out.d * (float) sc;
+            out.min = -(out.dmin * (float) m);
             break;
         }
         case wtype::q6_k: {
@@ -106,8 +116,11 @@ void decode_block(wtype t, const void * row, int64_t b, decoded_block & out) {
                 out.u[i] = (uint8_t) (lo | (hi << 4));
             }
             // the scale of 16 values e..e+15 is scales[e / 16]
-            out.scale[0] = d * (float) blk.scales[(b % 8) * 2];
-            out.scale[1] = d * (float) blk.scales[(b % 8) * 2 + 1];
+            out.d     = d;
+            out.sc[0] = blk.scales[(b % 8) * 2];
+            out.sc[1] = blk.scales[(b % 8) * 2 + 1];
+            out.scale[0] = d * (float) out.sc[0];
+            out.scale[1] = d * (float) out.sc[1];
             break;
         }
         default:
@@ -127,31 +140,40 @@ size_t ggml_row_bytes(wtype t, int64_t k) {
     return 0;
 }
 
-template <wtype T> void pack_block(const decoded_block * rows_blk, int64_t n_rows, uint8_t * dst) {
+template <wtype T> struct type_tag {
+    static constexpr wtype type = T;
+    using traits = detail::tile_traits<T>;
+};
+
+// Block i of super-block sb (zeroed beforehand) from the decoded blocks of the tile's rows.
+template <wtype T> void pack_block(const decoded_block * rows_blk, int64_t n_rows, uint8_t * sb, int64_t i) {
     using F = detail::tile_traits<T>;
-    std::memset(dst, 0, (size_t) F::block_bytes);
-    float * scales = (float *) (dst + F::scales_offset);
+    uint8_t * w = sb + i * F::weight_bytes;
+    float * d = (float *) (sb + F::d_offset);
     for (int64_t r = 0; r < TILE_ROWS; ++r) {
-        // padding rows: the offset as value (weight 0), scale 0
+        // padding rows: the offset as value (weight 0), scale codes 0
         decoded_block pad;
-        if (r >= n_rows) {
-            std::fill(std::begin(pad.u), std::end(pad.u), (uint8_t) F::offset);
-            pad.scale[0] = pad.scale[1] = 0.0f;
-        }
+        if (r >= n_rows) std::fill(std::begin(pad.u), std::end(pad.u), (uint8_t) F::offset);
         const decoded_block & blk = r < n_rows ? rows_blk[r] : pad;
         for (int g = 0; g < 8; ++g) {
             for (int j = 0; j < 4; ++j) {
                 const uint8_t v = blk.u[g * 4 + j];
                 if constexpr (F::nibbles) {
-                    dst[((g & 3) * TILE_ROWS + r) * 4 + j] |= g < 4 ? v : (uint8_t) (v << 4);
+                    w[((g & 3) * TILE_ROWS + r) * 4 + j] |= g < 4 ? v : (uint8_t) (v << 4);
                 } else {
-                    dst[(g * TILE_ROWS + r) * 4 + j] = v;
+                    w[(g * TILE_ROWS + r) * 4 + j] = v;
                 }
             }
         }
-        scales[r] = blk.scale[0];
-        if constexpr (F::halves) scales[TILE_ROWS + r] = blk.scale[1];
-        if constexpr (F::mins) ((float *) (dst + F::mins_offset))[r] = blk.min;
+        d[r] = blk.d;
+        if constexpr (T == wtype::q4_k) {
+            sb[F::sc_offset(i, 0) + r] = (uint8_t) blk.sc[0];
+            sb[F::m_offset(i) + r]     = (uint8_t) blk.m;
+            ((float *) (sb + F::dmin_offset))[r] = blk.dmin;
+        } else if constexpr (T == wtype::q6_k) {
+            sb[F::sc_offset(i, 0) + r] = (uint8_t) (int8_t) blk.sc[0];
+            sb[F::sc_offset(i, 1) + r] = (uint8_t) (int8_t) blk.sc[1];
+        }
     }
 }
 
@@ -181,14 +203,19 @@ bool wtype_from_ggml(int ggml_type, wtype & out) {
     }
 }
 
-int64_t tile_block_bytes(wtype t) {
+template <wtype T> static int64_t quant_tile_bytes(int64_t k) {
+    using F = detail::tile_traits<T>;
+    return k / (QK8_0 * F::blocks_per_sb) * F::sb_bytes;
+}
+
+int64_t tile_bytes(wtype t, int64_t k) {
     switch (t) {
-        case wtype::q8_0: return detail::tile_traits<wtype::q8_0>::block_bytes;
-        case wtype::q4_0: return detail::tile_traits<wtype::q4_0>::block_bytes;
-        case wtype::q4_k: return detail::tile_traits<wtype::q4_k>::block_bytes;
-        case wtype::q6_k: return detail::tile_traits<wtype::q6_k>::block_bytes;
+        case wtype::q8_0: return quant_tile_bytes<wtype::q8_0>(k);
+        case wtype::q4_0: return quant_tile_bytes<wtype::q4_0>(k);
+        case wtype::q4_k: return quant_tile_bytes<wtype::q4_k>(k);
+        case wtype::q6_k: return quant_tile_bytes<wtype::q6_k>(k);
         case wtype::f16:
-        case wtype::bf16: return detail::FLOAT_TILE_BLOCK_BYTES;
+        case wtype::bf16: return k / QK8_0 * detail::FLOAT_TILE_BLOCK_BYTES;
     }
     return 0;
 }
@@ -222,11 +249,12 @@ std::unique_ptr<packed_weights> pack_weights(wtype t, const void * rows_data, in
     p->k           = k;
     p->nb          = k / QK8_0;
     p->n_tiles     = (rows + TILE_ROWS - 1) / TILE_ROWS;
-    p->block_bytes = tile_block_bytes(t);
+    p->tile_bytes  = tile_bytes(t, k);
     p->kernel      = kernel;
-    const size_t bytes = p->bytes();
-    p->data = (uint8_t *) std::aligned_alloc(64, (bytes + 63) / 64 * 64);
+    const size_t bytes = (p->bytes() + 63) / 64 * 64;
+    p->data = (uint8_t *) std::aligned_alloc(64, bytes);
     if (!p->data) return nullptr;
+    std::memset(p->data, 0, bytes);
 
     const size_t row_bytes = ggml_row_bytes(t, k);
     decoded_block blk[TILE_ROWS];
@@ -236,7 +264,7 @@ std::unique_ptr<packed_weights> pack_weights(wtype t, const void * rows_data, in
             const void * row_ptrs[TILE_ROWS];
             for (int64_t r = 0; r < n_rows; ++r) row_ptrs[r] = (const char *) rows_data + (tile * TILE_ROWS + r) * row_bytes;
             for (int64_t b = 0; b < p->nb; ++b) {
-                detail::pack_float_block(t, row_ptrs, n_rows, b, p->data + (tile * p->nb + b) * p->block_bytes);
+                detail::pack_float_block(t, row_ptrs, n_rows, b, p->data + tile * p->tile_bytes + b * detail::FLOAT_TILE_BLOCK_BYTES);
             }
             continue;
         }
@@ -244,12 +272,17 @@ std::unique_ptr<packed_weights> pack_weights(wtype t, const void * rows_data, in
             for (int64_t r = 0; r < n_rows; ++r) {
                 decode_block(t, (const char *) rows_data + (tile * TILE_ROWS + r) * row_bytes, b, blk[r]);
             }
-            uint8_t * dst = p->data + (tile * p->nb + b) * p->block_bytes;
+            uint8_t * tile_data = p->data + tile * p->tile_bytes;
+            const auto put = [&](auto traits_tag) {
+                using F = decltype(traits_tag);
+                pack_block<F::type>(blk, n_rows, tile_data + b / F::traits::blocks_per_sb * F::traits::sb_bytes,
+                                    b % F::traits::blocks_per_sb);
+            };
             switch (t) {
-                case wtype::q8_0: pack_block<wtype::q8_0>(blk, n_rows, dst); break;
-                case wtype::q4_0: pack_block<wtype::q4_0>(blk, n_rows, dst); break;
-                case wtype::q4_k: pack_block<wtype::q4_k>(blk, n_rows, dst); break;
-                case wtype::q6_k: pack_block<wtype::q6_k>(blk, n_rows, dst); break;
+                case wtype::q8_0: put(type_tag<wtype::q8_0>{}); break;
+                case wtype::q4_0: put(type_tag<wtype::q4_0>{}); break;
+                case wtype::q4_k: put(type_tag<wtype::q4_k>{}); break;
+                case wtype::q6_k: put(type_tag<wtype::q6_k>{}); break;
                 default: break;
             }
         }
@@ -316,9 +349,15 @@ void tile_generic(const uint8_t * wt, int64_t nb, const act_block * act, int64_t
         const int64_t nc = std::min(C, n - c0);
         float acc[C][TILE_ROWS] = {};
         for (int64_t b = 0; b < nb; ++b) {
-            const uint8_t * wb = wt + b * F::block_bytes;
-            const float   * dr = (const float *) (wb + F::scales_offset);
-            const float   * mr = (const float *) (wb + F::mins_offset);
+            const uint8_t * sb = wt + b / F::blocks_per_sb * F::sb_bytes;  // the block's super-block
+            const int64_t   i  = b % F::blocks_per_sb;
+            const uint8_t * wb = sb + i * F::weight_bytes;
+            float dr[2][TILE_ROWS], mr[TILE_ROWS];
+            for (int64_t r = 0; r < TILE_ROWS; ++r) {
+                dr[0][r] = scale_at<T>(sb, i, 0, r);
+                dr[1][r] = scale_at<T>(sb, i, 1, r);
+                if constexpr (F::mins) mr[r] = min_at<T>(sb, i, r);
+            }
             for (int64_t c = 0; c < nc; ++c) {
                 const act_block & a  = act[(c0 + c) * nb + b];
                 const int8_t    * aq = (const int8_t *) a.q4;
@@ -331,12 +370,12 @@ void tile_generic(const uint8_t * wt, int64_t nb, const act_block * act, int64_t
                     };
                     if constexpr (F::halves) {
                         const int32_t s0 = dot(0, 4, -F::offset * a.sum_lo);
-                        acc[c][r] = std::fma(dr[r] * a.d, (float) s0, acc[c][r]);
+                        acc[c][r] = std::fma(dr[0][r] * a.d, (float) s0, acc[c][r]);
                         const int32_t s1 = dot(4, 8, -F::offset * (a.sum - a.sum_lo));
-                        acc[c][r] = std::fma(dr[TILE_ROWS + r] * a.d, (float) s1, acc[c][r]);
+                        acc[c][r] = std::fma(dr[1][r] * a.d, (float) s1, acc[c][r]);
                     } else {
                         const int32_t s = dot(0, 8, -F::offset * a.sum);
-                        acc[c][r] = std::fma(dr[r] * a.d, (float) s, acc[c][r]);
+                        acc[c][r] = std::fma(dr[0][r] * a.d, (float) s, acc[c][r]);
                         if constexpr (F::mins) acc[c][r] = std::fma(mr[r] * a.d, (float) a.sum, acc[c][r]);
                     }
                 }

@@ -1,11 +1,13 @@
-// Matrix products with repacked weights (Q8_0, Q4_0, Q4_K, Q6_K, F16, BF16) for small batches (one token,
-// or a verification tree of a few dozen), built for batch invariance: every output element is
-// computed by the same arithmetic whatever the batch size, the column's place in it or the thread
-// split, so a token's logits are bit-identical alone and inside a verification batch.
+// Matrix products with repacked weights (Q8_0, Q4_0, Q4_K, Q6_K, F16, BF16), built for small
+// batches (one token, or a verification tree of a few dozen; prompt prefill goes through them too)
+// and for batch invariance: every output element is computed by the same arithmetic whatever the
+// batch size, the column's place in it or the thread split, so a token's logits are bit-identical
+// alone and inside a verification batch.
 //
 // Activations are quantized with ggml's own quantizers, as ggml's dot products take them: Q8_0
 // (32 int8 values x[j] and a scale dx per block) for Q8_0 and Q4_0 weights, Q8_K (one scale per
-// 256 values) for the K-quants, so the integer products match ggml's. Arithmetic of one output element (row r, column c), on every instruction set:
+// 256 values) for the K-quants, so the integer products match ggml's. Arithmetic of one output
+// element (row r, column c), on every instruction set:
 //   acc = 0
 //   for each 32-value block b of the row, in order:
 //     Q8_0:  acc = fma(d * dx,  (float) sum_j q[j] x[j],              acc)   q in [-128, 127]
@@ -19,11 +21,10 @@
 // them (exact products). ggml's own dot products keep other partial sums, so results agree with
 // ggml's to float rounding, not bit for bit.
 //
-// The weights are repacked once at load time into tiles of 16 rows. Per 32-value block of a tile:
-//   weights: 8 groups g of [16 rows x 4 values] as unsigned bytes (Q8_0: q + 128; Q6_K: q), or
-//            for the 4-bit types 4 such groups of bytes whose low nibbles hold group g and high
-//            nibbles group g + 4;
-//   then the 16 row scales as fp32 (Q6_K: 16 for each half), then for Q4_K the 16 mins (-dm).
+// The weights are repacked once at load time into tiles of 16 rows. Per 32-value block of a tile,
+// 8 groups g of [16 rows x 4 values] as unsigned bytes (Q8_0: q + 128; Q6_K: q), or for the 4-bit
+// types 4 such groups of bytes whose low nibbles hold group g and high nibbles group g + 4; the
+// scale codes follow each (super-)block (tiles.h).
 // One AVX-512 VNNI instruction then multiplies 4 values of 16 rows by 4 broadcast activation
 // values; the unsigned offsets (+128, +8, +32) are taken back exactly with the activation
 // block's sums.
@@ -62,8 +63,8 @@ struct act_block {
 };
 static_assert(sizeof(act_block) == 48, "act_block layout");
 
-// Bytes of one tile block (16 rows x 32 values) of a weight type.
-int64_t tile_block_bytes(wtype t);
+// Bytes of one tile (16 rows of k values) of a weight type.
+int64_t tile_bytes(wtype t, int64_t k);
 
 struct packed_weights {
     wtype   type    = wtype::q8_0;
@@ -71,17 +72,17 @@ struct packed_weights {
     int64_t k       = 0;  // input size (K, a multiple of 32)
     int64_t nb      = 0;  // blocks per row (K / 32)
     int64_t n_tiles = 0;  // ceil(rows / 16)
-    int64_t block_bytes = 0;
+    int64_t tile_bytes = 0;
     isa     kernel  = isa::generic;
-    uint8_t * data  = nullptr;  // n_tiles * nb * block_bytes, 64-byte aligned
+    uint8_t * data  = nullptr;  // n_tiles * tile_bytes, 64-byte aligned
 
     packed_weights() = default;
     packed_weights(const packed_weights &) = delete;
     packed_weights & operator=(const packed_weights &) = delete;
     ~packed_weights();
 
-    size_t bytes() const { return (size_t) (n_tiles * nb * block_bytes); }
-    const uint8_t * tile(int64_t t) const { return data + t * nb * block_bytes; }
+    size_t bytes() const { return (size_t) (n_tiles * tile_bytes); }
+    const uint8_t * tile(int64_t t) const { return data + t * tile_bytes; }
 };
 
 // The kernels' type for a ggml_type (a GGML_TYPE_* value); false for types they do not run.

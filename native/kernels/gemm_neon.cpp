@@ -63,6 +63,28 @@ SPECDEC_TARGET_DOTPROD inline void dots(const uint8_t * wb, int g0, int g1, cons
     }
 }
 
+// The scales of rows 4q..4q+3 of block i (half h) of super-block sb, and the Q4_K min terms
+// (tiles.h): d * sc and -(dmin * m) formed as scale_at / min_at form them.
+template <wtype T> inline float32x4_t scales4(const uint8_t * sb, int64_t i, int h, int q) {
+    using F = tile_traits<T>;
+    const float32x4_t d = vld1q_f32((const float *) (sb + F::d_offset) + 4 * q);
+    if constexpr (T == wtype::q4_k || T == wtype::q6_k) {
+        const uint8_t * codes = sb + F::sc_offset(i, h) + 4 * q;
+        float sc[4];
+        for (int j = 0; j < 4; ++j) sc[j] = T == wtype::q4_k ? (float) codes[j] : (float) (int8_t) codes[j];
+        return vmulq_f32(d, vld1q_f32(sc));
+    } else {
+        return d;
+    }
+}
+template <wtype T> inline float32x4_t mins4(const uint8_t * sb, int64_t i, int q) {
+    using F = tile_traits<T>;
+    const uint8_t * codes = sb + F::m_offset(i) + 4 * q;
+    float m[4];
+    for (int j = 0; j < 4; ++j) m[j] = (float) codes[j];
+    return vnegq_f32(vmulq_f32(vld1q_f32((const float *) (sb + F::dmin_offset) + 4 * q), vld1q_f32(m)));
+}
+
 template <wtype T, int C>
 SPECDEC_TARGET_DOTPROD void cols_neon(const uint8_t * wt, int64_t nb, const act_block * act, float * out) {
     using F = tile_traits<T>;
@@ -71,8 +93,9 @@ SPECDEC_TARGET_DOTPROD void cols_neon(const uint8_t * wt, int64_t nb, const act_
         for (int i = 0; i < 4; ++i) acc[c][i] = vdupq_n_f32(0.0f);
     }
     for (int64_t b = 0; b < nb; ++b) {
-        const uint8_t * wb = wt + b * F::block_bytes;
-        const float * sc = (const float *) (wb + F::scales_offset);
+        const uint8_t * sb = wt + b / F::blocks_per_sb * F::sb_bytes;  // the block's super-block
+        const int64_t   bi = b % F::blocks_per_sb;
+        const uint8_t * wb = sb + bi * F::weight_bytes;
         int8x16_t a[C][2];
         int32x4_t s[C][4];
         for (int c = 0; c < C; ++c) {
@@ -82,32 +105,31 @@ SPECDEC_TARGET_DOTPROD void cols_neon(const uint8_t * wt, int64_t nb, const act_
             for (int i = 0; i < 4; ++i) s[c][i] = vdupq_n_s32(sdot_init<T>(ab));
         }
         // acc = fma(scale * d, (float) s, acc) for the 4 quarters of each column
-        const auto fold = [&](const float * scales) {
+        const auto fold = [&](int h) {
             for (int c = 0; c < C; ++c) {
                 const float d = act[c * nb + b].d;
                 for (int i = 0; i < 4; ++i) {
-                    const float32x4_t dd = vmulq_n_f32(vld1q_f32(scales + 4 * i), d);
+                    const float32x4_t dd = vmulq_n_f32(scales4<T>(sb, bi, h, i), d);
                     acc[c][i] = vfmaq_f32(acc[c][i], dd, vcvtq_f32_s32(s[c][i]));
                 }
             }
         };
         if constexpr (F::halves) {
             dots<T, C>(wb, 0, 4, a, s);
-            fold(sc);
+            fold(0);
             for (int c = 0; c < C; ++c) {
                 for (int i = 0; i < 4; ++i) s[c][i] = vdupq_n_s32(int_init_hi<T>(act[c * nb + b]));
             }
             dots<T, C>(wb, 4, 8, a, s);
-            fold(sc + TILE_ROWS);
+            fold(1);
         } else {
             dots<T, C>(wb, 0, 8, a, s);
-            fold(sc);
+            fold(0);
             if constexpr (F::mins) {
-                const float * mr = (const float *) (wb + F::mins_offset);
                 for (int c = 0; c < C; ++c) {
                     const act_block & ab = act[c * nb + b];
                     for (int i = 0; i < 4; ++i) {
-                        const float32x4_t md = vmulq_n_f32(vld1q_f32(mr + 4 * i), ab.d);
+                        const float32x4_t md = vmulq_n_f32(mins4<T>(sb, bi, i), ab.d);
                         acc[c][i] = vfmaq_f32(acc[c][i], md, vdupq_n_f32((float) ab.sum));
                     }
                 }

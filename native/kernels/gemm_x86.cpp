@@ -10,6 +10,8 @@
 #include <immintrin.h>
 
 #include <array>
+#include <climits>
+#include <cstdint>
 #include <cstring>
 #include <utility>
 
@@ -33,6 +35,52 @@ SPECDEC_TARGET_AVX512 inline __m512i dpbusd_bcast(__m512i acc, __m512i a, const 
     __asm__("vpdpbusd %2%{1to16%}, %1, %0" : "+v"(acc) : "v"(a), "m"(*b));
     return acc;
 }
+
+// The 16 rows' scales of block i (half h) of super-block sb, and the Q4_K min terms (tiles.h):
+// d * sc and -(dmin * m) formed as scale_at / min_at form them.
+template <wtype T>
+SPECDEC_TARGET_AVX512 inline __m512 scales512(const uint8_t * sb, int64_t i, int h) {
+    using F = tile_traits<T>;
+    const __m512 d = _mm512_load_ps((const float *) (sb + F::d_offset));
+    if constexpr (T == wtype::q4_k || T == wtype::q6_k) {
+        const __m128i codes = _mm_load_si128((const __m128i *) (sb + F::sc_offset(i, h)));
+        const __m512i sc = T == wtype::q4_k ? _mm512_cvtepu8_epi32(codes) : _mm512_cvtepi8_epi32(codes);
+        return _mm512_mul_ps(d, _mm512_cvtepi32_ps(sc));
+    } else {
+        return d;
+    }
+}
+template <wtype T>
+SPECDEC_TARGET_AVX512 inline __m512 mins512(const uint8_t * sb, int64_t i) {
+    using F = tile_traits<T>;
+    const __m512 dmin = _mm512_load_ps((const float *) (sb + F::dmin_offset));
+    const __m512 m = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_load_si128((const __m128i *) (sb + F::m_offset(i)))));
+    return _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(_mm512_mul_ps(dmin, m)), _mm512_set1_epi32(INT32_MIN)));
+}
+
+// The same for the 8 rows of row half rh.
+template <wtype T>
+SPECDEC_TARGET_AVX2 inline __m256 scales256(const uint8_t * sb, int64_t i, int h, int rh) {
+    using F = tile_traits<T>;
+    const __m256 d = _mm256_load_ps((const float *) (sb + F::d_offset) + 8 * rh);
+    if constexpr (T == wtype::q4_k || T == wtype::q6_k) {
+        const __m128i codes = _mm_loadl_epi64((const __m128i *) (sb + F::sc_offset(i, h) + 8 * rh));
+        const __m256i sc = T == wtype::q4_k ? _mm256_cvtepu8_epi32(codes) : _mm256_cvtepi8_epi32(codes);
+        return _mm256_mul_ps(d, _mm256_cvtepi32_ps(sc));
+    } else {
+        return d;
+    }
+}
+template <wtype T>
+SPECDEC_TARGET_AVX2 inline __m256 mins256(const uint8_t * sb, int64_t i, int rh) {
+    using F = tile_traits<T>;
+    const __m256 dmin = _mm256_load_ps((const float *) (sb + F::dmin_offset) + 8 * rh);
+    const __m256 m = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *) (sb + F::m_offset(i) + 8 * rh))));
+    return _mm256_xor_ps(_mm256_mul_ps(dmin, m), _mm256_castsi256_ps(_mm256_set1_epi32(INT32_MIN)));
+}
+
+// Bytes of weights and codes per block, on average: how far ahead the prefetch reaches.
+template <wtype T> constexpr int64_t avg_block_bytes = tile_traits<T>::sb_bytes / tile_traits<T>::blocks_per_sb;
 
 // ---- AVX-512 VNNI: one zmm = the 16 rows of a tile ------------------------------------------
 //   w[g]  : [16 rows x 4 bytes] u8 of group g (values 4g..4g+3 of the block)
@@ -66,11 +114,13 @@ SPECDEC_TARGET_AVX512 void cols_avx512(const uint8_t * wt, int64_t nb, const act
     __m512 acc[C];
     for (int c = 0; c < C; ++c) acc[c] = _mm512_setzero_ps();
     for (int64_t b = 0; b < nb; ++b) {
-        const uint8_t * wb = wt + b * F::block_bytes;
-        for (int64_t l = 0; l < F::block_bytes; l += 64) {
-            _mm_prefetch((const char *) wb + PREFETCH_BLOCKS * F::block_bytes + l, _MM_HINT_T0);
+        const uint8_t * sb = wt + b / F::blocks_per_sb * F::sb_bytes;  // the block's super-block
+        const int64_t   i  = b % F::blocks_per_sb;
+        const uint8_t * wb = sb + i * F::weight_bytes;
+        for (int64_t l = 0; l < avg_block_bytes<T>; l += 64) {
+            _mm_prefetch((const char *) wb + PREFETCH_BLOCKS * avg_block_bytes<T> + l, _MM_HINT_T0);
         }
-        const __m512 dr = _mm512_load_ps((const float *) (wb + F::scales_offset));
+        const __m512 dr = scales512<T>(sb, i, 0);
         __m512i s[C];
         for (int c = 0; c < C; ++c) s[c] = _mm512_set1_epi32(int_init<T>(act[c * nb + b]));
         if constexpr (F::halves) {
@@ -81,7 +131,7 @@ SPECDEC_TARGET_AVX512 void cols_avx512(const uint8_t * wt, int64_t nb, const act
                 s[c] = _mm512_set1_epi32(int_init_hi<T>(a));
             }
             dots_avx512<T, C>(wb, 4, 8, act, nb, b, s);
-            const __m512 dr1 = _mm512_load_ps((const float *) (wb + F::scales_offset) + TILE_ROWS);
+            const __m512 dr1 = scales512<T>(sb, i, 1);
             for (int c = 0; c < C; ++c) {
                 const __m512 dd = _mm512_mul_ps(dr1, _mm512_set1_ps(act[c * nb + b].d));
                 acc[c] = _mm512_fmadd_ps(dd, _mm512_cvtepi32_ps(s[c]), acc[c]);
@@ -93,7 +143,7 @@ SPECDEC_TARGET_AVX512 void cols_avx512(const uint8_t * wt, int64_t nb, const act
                 acc[c] = _mm512_fmadd_ps(dd, _mm512_cvtepi32_ps(s[c]), acc[c]);
             }
             if constexpr (F::mins) {
-                const __m512 mr = _mm512_load_ps((const float *) (wb + F::mins_offset));
+                const __m512 mr = mins512<T>(sb, i);
                 for (int c = 0; c < C; ++c) {
                     const act_block & a = act[c * nb + b];
                     acc[c] = _mm512_fmadd_ps(_mm512_mul_ps(mr, _mm512_set1_ps(a.d)), _mm512_set1_ps((float) a.sum), acc[c]);
@@ -156,15 +206,16 @@ SPECDEC_TARGET_AVXVNNI inline void cols_ymm_body(const uint8_t * wt, int64_t nb,
     __m256 acc[C][2];
     for (int c = 0; c < C; ++c) acc[c][0] = acc[c][1] = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; ++b) {
-        const uint8_t * wb = wt + b * F::block_bytes;
-        for (int64_t l = 0; l < F::block_bytes; l += 64) {
-            _mm_prefetch((const char *) wb + PREFETCH_BLOCKS * F::block_bytes + l, _MM_HINT_T0);
+        const uint8_t * sb = wt + b / F::blocks_per_sb * F::sb_bytes;  // the block's super-block
+        const int64_t   i  = b % F::blocks_per_sb;
+        const uint8_t * wb = sb + i * F::weight_bytes;
+        for (int64_t l = 0; l < avg_block_bytes<T>; l += 64) {
+            _mm_prefetch((const char *) wb + PREFETCH_BLOCKS * avg_block_bytes<T> + l, _MM_HINT_T0);
         }
         for (int h = 0; h < 2; ++h) {
             __m256i w[8];
             groups_ymm<T>(wb, h, w);
-            const float * sc = (const float *) (wb + F::scales_offset) + 8 * h;
-            const __m256 dr = _mm256_load_ps(sc);
+            const __m256 dr = scales256<T>(sb, i, 0, h);
             for (int c = 0; c < C; ++c) {
                 const act_block & a = act[c * nb + b];
                 const __m256 ad = _mm256_set1_ps(a.d);
@@ -172,13 +223,13 @@ SPECDEC_TARGET_AVXVNNI inline void cols_ymm_body(const uint8_t * wt, int64_t nb,
                     const __m256i s0 = D::run(_mm256_set1_epi32(int_init<T>(a)), w, a, 0, 4);
                     acc[c][h] = _mm256_fmadd_ps(_mm256_mul_ps(dr, ad), _mm256_cvtepi32_ps(s0), acc[c][h]);
                     const __m256i s1 = D::run(_mm256_set1_epi32(int_init_hi<T>(a)), w, a, 4, 8);
-                    const __m256 dr1 = _mm256_load_ps(sc + TILE_ROWS);
+                    const __m256 dr1 = scales256<T>(sb, i, 1, h);
                     acc[c][h] = _mm256_fmadd_ps(_mm256_mul_ps(dr1, ad), _mm256_cvtepi32_ps(s1), acc[c][h]);
                 } else {
                     const __m256i s = D::run(_mm256_set1_epi32(int_init<T>(a)), w, a, 0, 8);
                     acc[c][h] = _mm256_fmadd_ps(_mm256_mul_ps(dr, ad), _mm256_cvtepi32_ps(s), acc[c][h]);
                     if constexpr (F::mins) {
-                        const __m256 mr = _mm256_load_ps((const float *) (wb + F::mins_offset) + 8 * h);
+                        const __m256 mr = mins256<T>(sb, i, h);
                         acc[c][h] = _mm256_fmadd_ps(_mm256_mul_ps(mr, ad), _mm256_set1_ps((float) a.sum), acc[c][h]);
                     }
                 }
@@ -204,9 +255,11 @@ SPECDEC_TARGET_AVX2 void cols_avx2_body(const uint8_t * wt, int64_t nb, const ac
     for (int c = 0; c < C; ++c) acc[c][0] = acc[c][1] = _mm256_setzero_ps();
     const __m256i flip = _mm256_set1_epi8((char) 0x80);
     for (int64_t b = 0; b < nb; ++b) {
-        const uint8_t * wb = wt + b * F::block_bytes;
-        for (int64_t l = 0; l < F::block_bytes; l += 64) {
-            _mm_prefetch((const char *) wb + PREFETCH_BLOCKS * F::block_bytes + l, _MM_HINT_T0);
+        const uint8_t * sb = wt + b / F::blocks_per_sb * F::sb_bytes;  // the block's super-block
+        const int64_t   i  = b % F::blocks_per_sb;
+        const uint8_t * wb = sb + i * F::weight_bytes;
+        for (int64_t l = 0; l < avg_block_bytes<T>; l += 64) {
+            _mm_prefetch((const char *) wb + PREFETCH_BLOCKS * avg_block_bytes<T> + l, _MM_HINT_T0);
         }
         for (int h = 0; h < 2; ++h) {
             __m256i w[8], wa[8];
@@ -217,8 +270,7 @@ SPECDEC_TARGET_AVX2 void cols_avx2_body(const uint8_t * wt, int64_t nb, const ac
                     wa[g] = _mm256_abs_epi8(w[g]);
                 }
             }
-            const float * sc = (const float *) (wb + F::scales_offset) + 8 * h;
-            const __m256 dr = _mm256_load_ps(sc);
+            const __m256 dr = scales256<T>(sb, i, 0, h);
             for (int c = 0; c < C; ++c) {
                 const act_block & a = act[c * nb + b];
                 const __m256 ad = _mm256_set1_ps(a.d);
@@ -229,13 +281,13 @@ SPECDEC_TARGET_AVX2 void cols_avx2_body(const uint8_t * wt, int64_t nb, const ac
                     const __m256i s0 = dot_avx2::run(_mm256_set1_epi32(int_init<T>(a)), w, a, 0, 4);
                     acc[c][h] = _mm256_fmadd_ps(_mm256_mul_ps(dr, ad), _mm256_cvtepi32_ps(s0), acc[c][h]);
                     const __m256i s1 = dot_avx2::run(_mm256_set1_epi32(int_init_hi<T>(a)), w, a, 4, 8);
-                    const __m256 dr1 = _mm256_load_ps(sc + TILE_ROWS);
+                    const __m256 dr1 = scales256<T>(sb, i, 1, h);
                     acc[c][h] = _mm256_fmadd_ps(_mm256_mul_ps(dr1, ad), _mm256_cvtepi32_ps(s1), acc[c][h]);
                 } else {
                     const __m256i s = dot_avx2::run(_mm256_set1_epi32(int_init<T>(a)), w, a, 0, 8);
                     acc[c][h] = _mm256_fmadd_ps(_mm256_mul_ps(dr, ad), _mm256_cvtepi32_ps(s), acc[c][h]);
                     if constexpr (F::mins) {
-                        const __m256 mr = _mm256_load_ps((const float *) (wb + F::mins_offset) + 8 * h);
+                        const __m256 mr = mins256<T>(sb, i, h);
                         acc[c][h] = _mm256_fmadd_ps(_mm256_mul_ps(mr, ad), _mm256_set1_ps((float) a.sum), acc[c][h]);
                     }
                 }

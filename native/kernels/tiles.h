@@ -1,5 +1,5 @@
-// Tile layout per weight type and the per-instruction-set tile kernels (internal to
-// gemm*.cpp, float_gemm*.cpp). A tile kernel writes out[c * 16 + r] for columns c < n (n <= MAX_TILE_COLS)
+// Tile layout per weight type and the per-instruction-set tile kernels (internal to gemm*.cpp and
+// float_gemm*.cpp). A tile kernel writes out[c * 16 + r] for columns c < n (n <= MAX_TILE_COLS)
 // and the tile's 16 rows.
 #pragma once
 
@@ -9,17 +9,49 @@ namespace specdec::kernels::detail {
 
 constexpr int64_t MAX_TILE_COLS = 64;
 
-// Layout of one tile block (16 rows x 32 values) of type T: weight bytes, then scales, then mins.
+// Layout of the tiles of type T (16 rows each). A tile is a run of super-blocks: 8 blocks of 32
+// values for the K-quants (one ggml super-block), 1 block otherwise. A super-block holds its
+// blocks' weight bytes, then the codes its scales are formed from:
+//   Q8_0, Q4_0: fp32 scale[16 rows]
+//   Q4_K:       u8 sc[8 blocks][16], u8 m[8 blocks][16], fp32 d[16], fp32 dmin[16]
+//   Q6_K:       i8 sc[16 halves][16], fp32 d[16]
+// The K-quant scales are formed in the kernels as ggml's dequantizers form them (d * sc, dmin * m:
+// exact products), so the tiles keep the file's density (Q4_K: 4.75 bits a weight for 4.5).
 template <wtype T> struct tile_traits {
     static constexpr bool    nibbles = T == wtype::q4_0 || T == wtype::q4_k;  // two values to a byte
     static constexpr bool    halves  = T == wtype::q6_k;                      // a scale per 16 values
     static constexpr bool    mins    = T == wtype::q4_k;                      // a min per block
     static constexpr int32_t offset  = T == wtype::q8_0 ? 128 : T == wtype::q4_0 ? 8 : T == wtype::q6_k ? 32 : 0;
-    static constexpr int64_t weight_bytes = nibbles ? 4 * TILE_ROWS * 4 : 8 * TILE_ROWS * 4;
-    static constexpr int64_t scales_offset = weight_bytes;
-    static constexpr int64_t mins_offset   = scales_offset + (halves ? 2 : 1) * TILE_ROWS * 4;
-    static constexpr int64_t block_bytes   = mins_offset + (mins ? TILE_ROWS * 4 : 0);
+    static constexpr int64_t blocks_per_sb = T == wtype::q4_k || T == wtype::q6_k ? 8 : 1;
+    static constexpr int64_t weight_bytes  = nibbles ? 4 * TILE_ROWS * 4 : 8 * TILE_ROWS * 4;  // one block's
+    static constexpr int64_t codes_offset  = blocks_per_sb * weight_bytes;
+    static constexpr int64_t codes_bytes   = T == wtype::q4_k ? 2 * 8 * TILE_ROWS + 2 * TILE_ROWS * 4
+                                           : T == wtype::q6_k ? 16 * TILE_ROWS + TILE_ROWS * 4
+                                           : TILE_ROWS * 4;
+    static constexpr int64_t sb_bytes      = codes_offset + codes_bytes;
+    static_assert(sb_bytes % 64 == 0, "super-blocks keep 64-byte alignment");
+
+    // where the codes of block i (half h) start inside a super-block
+    static constexpr int64_t sc_offset(int64_t i, int h) {
+        return codes_offset + (T == wtype::q6_k ? (2 * i + h) * TILE_ROWS : i * TILE_ROWS);
+    }
+    static constexpr int64_t m_offset(int64_t i) { return codes_offset + 8 * TILE_ROWS + i * TILE_ROWS; }
+    static constexpr int64_t d_offset    = codes_offset + (T == wtype::q4_k ? 16 * TILE_ROWS : T == wtype::q6_k ? 16 * TILE_ROWS : 0);
+    static constexpr int64_t dmin_offset = d_offset + TILE_ROWS * 4;
 };
+
+// Scale of row r in block i (half h) of a super-block, and the Q4_K min term (-dmin * m), in fp32.
+template <wtype T> inline float scale_at(const uint8_t * sb, int64_t i, int h, int64_t r) {
+    using F = tile_traits<T>;
+    const float * d = (const float *) (sb + F::d_offset);
+    if constexpr (T == wtype::q4_k) return d[r] * (float) sb[F::sc_offset(i, h) + r];
+    else if constexpr (T == wtype::q6_k) return d[r] * (float) (int8_t) sb[F::sc_offset(i, h) + r];
+    else return d[r];
+}
+template <wtype T> inline float min_at(const uint8_t * sb, int64_t i, int64_t r) {
+    using F = tile_traits<T>;
+    return -(((const float *) (sb + F::dmin_offset))[r] * (float) sb[F::m_offset(i) + r]);
+}
 
 // The unsigned weight byte of group g (values 4g..4g+3 of the block), row r, value j.
 template <wtype T> inline uint8_t weight_at(const uint8_t * wb, int g, int64_t r, int j) {
