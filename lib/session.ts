@@ -5,7 +5,7 @@ import {
 } from './errors';
 import type { Model } from './model';
 import { checkObject, describe, optBoolean, optEnum, optNumber, optSignal, rejectUnknown } from './options';
-import { defaultThreads, threadCandidates } from './threads';
+import { availableCpus, defaultThreads, threadCandidates } from './threads';
 import { Utf8StreamDecoder } from './tokenizer';
 
 export interface SessionOptions {
@@ -15,7 +15,8 @@ export interface SessionOptions {
   batchSize?: number;
   /**
    * Compute threads (default: the model's `threads`, else one per available CPU minus one for the
-   * event loop, 1 to 8). 'auto' times 1, 2, 4, ... threads at creation and takes the fastest.
+   * event loop, 1 to 8), at most the available CPUs (a larger count is lowered to it; `info.threads`
+   * says what is used). 'auto' times 1, 2, 4, ... threads at creation and takes the fastest.
    */
   threads?: number | 'auto';
 }
@@ -161,8 +162,9 @@ export class Session {
     const batchSize = optNumber(o, 'batchSize', 512, 1, 8192, true);
     let candidates: number[];
     if (o.threads === 'auto') candidates = threadCandidates();
-    else if (o.threads !== undefined) candidates = [optNumber(o, 'threads', 1, 1, 512, true)];
-    else candidates = [model.threads ?? defaultThreads()];
+    // never more compute threads than CPUs: ggml's spinning barriers collapse when oversubscribed
+    else if (o.threads !== undefined) candidates = [Math.min(optNumber(o, 'threads', 1, 1, 512, true), availableCpus())];
+    else candidates = [Math.min(model.threads ?? defaultThreads(), availableCpus())];
     let native: NativeSession;
     try {
       native = await binding().createSession(model.nativeModel(), {

@@ -5,7 +5,7 @@
  * them loses its core (to the event loop or another process) every barrier waits for it and
  * decoding collapses (measured on this 2-core machine: both specdec and node-llama-cpp fall
  * to single-digit tok/s at 2 threads while another process runs). On an idle machine all CPUs
- * are faster (2-core machine, code model: ~515 tok/s on 1 thread, ~775 on 2): pass
+ * are faster (2-core machine, code model: ~750-830 tok/s on 1 thread, ~1,050-1,100 on 2): pass
  * `threads: N`, or `threads: 'auto'` to time 1..N threads at session creation.
  * The default is deterministic on purpose: at contexts of 512+ cells ggml's flash attention
  * splits the KV range across threads, so the thread count is part of the numerics (as in

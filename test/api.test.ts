@@ -195,7 +195,7 @@ describeShared('public API', (dir) => {
     await expect(loadModel(stories, { threads: -2 })).rejects.toBeInstanceOf(InvalidOptionError);
   });
 
-  it('threads: a deterministic default that leaves a CPU to the event loop; explicit; auto calibration', async () => {
+  it('threads: a deterministic default that leaves a CPU to the event loop; explicit, at most the CPUs; auto calibration', async () => {
     const cpus = availableParallelism();
     const d = await model.createSession();
     expect(d.info.threads).toBe(Math.max(1, Math.min(cpus - 1, 8)));
@@ -207,7 +207,10 @@ describeShared('public API', (dir) => {
     expect(a.info.usedTokens).toBe(0); // calibration leaves the cache empty
     const r = await a.generate('Once upon a time', { maxTokens: 8 }).result();
     expect(r.tokens).toEqual([432, 383, 286, 261, 376, 298, 315, 421]);
-    await Promise.all([d.dispose(), e.dispose(), a.dispose()]);
+    // never more threads than CPUs (spinning barriers collapse when oversubscribed)
+    const big = await model.createSession({ threads: cpus + 3 });
+    expect(big.info.threads).toBe(cpus);
+    await Promise.all([d.dispose(), e.dispose(), a.dispose(), big.dispose()]);
   });
 
   it('model.dispose disposes its sessions; later calls throw DisposedError', async () => {
