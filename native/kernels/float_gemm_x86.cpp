@@ -84,35 +84,21 @@ SPECDEC_TARGET_AVX2F16C void fcols_avx2(const uint8_t * wt, int64_t k, const flo
 
 using fcols_fn = void (*)(const uint8_t *, int64_t, const float *, float *);
 
-template <template <int> class K, size_t... I>
-constexpr std::array<fcols_fn, sizeof...(I)> table(std::index_sequence<I...>) {
-    return { K<(int) I + 1>::fn... };
-}
 
 template <wtype T> struct fkernels_of {
     template <int C> struct k512 { static constexpr fcols_fn fn = fcols_avx512<T, C>; };
     template <int C> struct kavx2 { static constexpr fcols_fn fn = fcols_avx2<T, C>; };
-    static constexpr std::array<fcols_fn, 6> T512 = table<k512>(std::make_index_sequence<6>());
-    static constexpr std::array<fcols_fn, 2> TAVX2 = table<kavx2>(std::make_index_sequence<2>());
+    static constexpr std::array<fcols_fn, 6> T512 = group_table<fcols_fn, k512>(std::make_index_sequence<6>());
+    static constexpr std::array<fcols_fn, 2> TAVX2 = group_table<fcols_fn, kavx2>(std::make_index_sequence<2>());
 };
-
-// Columns in groups of W (as many accumulators as the registers hold), the rest in one smaller
-// group: the arithmetic per column is the same in every group size.
-template <size_t W>
-inline void run_fcols(const std::array<fcols_fn, W> & t, const uint8_t * wt, int64_t k, const float * act, int64_t n,
-                      float * out) {
-    int64_t c = 0;
-    for (; c + (int64_t) W <= n; c += W) t[W - 1](wt, k, act + c * k, out + c * TILE_ROWS);
-    if (c < n) t[n - c - 1](wt, k, act + c * k, out + c * TILE_ROWS);
-}
 
 } // namespace
 
 template <wtype T> void ftile_avx512(const uint8_t * wt, int64_t k, const float * act, int64_t n, float * out) {
-    run_fcols(fkernels_of<T>::T512, wt, k, act, n, out);
+    run_groups(fkernels_of<T>::T512, wt, k, act, n, out);
 }
 template <wtype T> void ftile_avx2(const uint8_t * wt, int64_t k, const float * act, int64_t n, float * out) {
-    run_fcols(fkernels_of<T>::TAVX2, wt, k, act, n, out);
+    run_groups(fkernels_of<T>::TAVX2, wt, k, act, n, out);
 }
 
 template void ftile_avx512<wtype::f16>(const uint8_t *, int64_t, const float *, int64_t, float *);

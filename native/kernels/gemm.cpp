@@ -435,35 +435,27 @@ template <wtype T> static detail::ftile_fn ftile_for_type(isa kernel) {
 void gemm(isa kernel, const packed_weights & w, const void * act_v, int64_t n, float * dst, int64_t ld,
           int64_t tile_begin, int64_t tile_end) {
     if (!isa_supported(kernel)) kernel = isa::generic;
-    alignas(64) float out[detail::MAX_TILE_COLS * TILE_ROWS];
-    if (is_float(w.type)) {
-        const detail::ftile_fn tile = w.type == wtype::f16 ? ftile_for_type<wtype::f16>(kernel) : ftile_for_type<wtype::bf16>(kernel);
-        const float * act = (const float *) act_v;
+    // tile by tile, up to MAX_TILE_COLS columns at a time; per_col: the tile kernel's size argument
+    // and the activations' stride per column (act_blocks, or floats)
+    const auto run = [&](auto tile, const auto * act, int64_t per_col) {
+        alignas(64) float out[detail::MAX_TILE_COLS * TILE_ROWS];
         for (int64_t t = tile_begin; t < tile_end; ++t) {
             const int64_t r0 = t * TILE_ROWS;
             const int64_t nr = std::min(TILE_ROWS, w.rows - r0);
             for (int64_t c0 = 0; c0 < n; c0 += detail::MAX_TILE_COLS) {
                 const int64_t nc = std::min(detail::MAX_TILE_COLS, n - c0);
-                tile(w.tile(t), w.k, act + c0 * w.k, nc, out);
+                tile(w.tile(t), per_col, act + c0 * per_col, nc, out);
                 for (int64_t c = 0; c < nc; ++c) {
                     std::memcpy(dst + (c0 + c) * ld + r0, out + c * TILE_ROWS, (size_t) nr * sizeof(float));
                 }
             }
         }
-        return;
-    }
-    const detail::tile_fn tile = tile_for(w.type, kernel);
-    const act_block * act = (const act_block *) act_v;
-    for (int64_t t = tile_begin; t < tile_end; ++t) {
-        const int64_t r0 = t * TILE_ROWS;
-        const int64_t nr = std::min(TILE_ROWS, w.rows - r0);
-        for (int64_t c0 = 0; c0 < n; c0 += detail::MAX_TILE_COLS) {
-            const int64_t nc = std::min(detail::MAX_TILE_COLS, n - c0);
-            tile(w.tile(t), w.nb, act + c0 * w.nb, nc, out);
-            for (int64_t c = 0; c < nc; ++c) {
-                std::memcpy(dst + (c0 + c) * ld + r0, out + c * TILE_ROWS, (size_t) nr * sizeof(float));
-            }
-        }
+    };
+    if (is_float(w.type)) {
+        run(w.type == wtype::f16 ? ftile_for_type<wtype::f16>(kernel) : ftile_for_type<wtype::bf16>(kernel),
+            (const float *) act_v, w.k);
+    } else {
+        run(tile_for(w.type, kernel), (const act_block *) act_v, w.nb);
     }
 }
 

@@ -82,6 +82,19 @@ SPECDEC_TARGET_AVX2 inline __m256 mins256(const uint8_t * sb, int64_t i, int rh)
 // Bytes of weights and codes per block, on average: how far ahead the prefetch reaches.
 template <wtype T> constexpr int64_t avg_block_bytes = tile_traits<T>::sb_bytes / tile_traits<T>::blocks_per_sb;
 
+// The super-block and index of block b of a tile, and its weight bytes; prefetches ahead.
+template <wtype T> inline const uint8_t * block_at(const uint8_t * wt, int64_t b, const uint8_t *& sb, int64_t & i) {
+    using F = tile_traits<T>;
+    sb = wt + b / F::blocks_per_sb * F::sb_bytes;
+    i  = b % F::blocks_per_sb;
+    const uint8_t * wb = sb + i * F::weight_bytes;
+    for (int64_t l = 0; l < avg_block_bytes<T>; l += 64) {
+        _mm_prefetch((const char *) wb + PREFETCH_BLOCKS * avg_block_bytes<T> + l, _MM_HINT_T0);
+    }
+    return wb;
+}
+
+
 // ---- AVX-512 VNNI: one zmm = the 16 rows of a tile ------------------------------------------
 //   w[g]  : [16 rows x 4 bytes] u8 of group g (values 4g..4g+3 of the block)
 //   dpbusd: s[r] += sum_j w[g][r][j] * a[4g + j]   (activations broadcast, s8)
@@ -114,12 +127,9 @@ SPECDEC_TARGET_AVX512 void cols_avx512(const uint8_t * wt, int64_t nb, const act
     __m512 acc[C];
     for (int c = 0; c < C; ++c) acc[c] = _mm512_setzero_ps();
     for (int64_t b = 0; b < nb; ++b) {
-        const uint8_t * sb = wt + b / F::blocks_per_sb * F::sb_bytes;  // the block's super-block
-        const int64_t   i  = b % F::blocks_per_sb;
-        const uint8_t * wb = sb + i * F::weight_bytes;
-        for (int64_t l = 0; l < avg_block_bytes<T>; l += 64) {
-            _mm_prefetch((const char *) wb + PREFETCH_BLOCKS * avg_block_bytes<T> + l, _MM_HINT_T0);
-        }
+        const uint8_t * sb;
+        int64_t i;
+        const uint8_t * wb = block_at<T>(wt, b, sb, i);
         const __m512 dr = scales512<T>(sb, i, 0);
         __m512i s[C];
         for (int c = 0; c < C; ++c) s[c] = _mm512_set1_epi32(int_init<T>(act[c * nb + b]));
@@ -170,72 +180,70 @@ SPECDEC_TARGET_AVX2 inline void groups_ymm(const uint8_t * wb, int h, __m256i * 
     }
 }
 
-// s += sum over groups [g0, g1) of w[g] . a (u8 x s8 to int32), per instruction set
+// The scales of one block for one row half, formed once for all the columns.
+struct ymm_scales {
+    __m256 d0, d1, m;  // first half's (or the block's) scales, second half's (Q6_K), min terms (Q4_K)
+};
+template <wtype T>
+SPECDEC_TARGET_AVX2 inline ymm_scales block_scales_ymm(const uint8_t * sb, int64_t i, int rh) {
+    using F = tile_traits<T>;
+    ymm_scales out;
+    out.d0 = scales256<T>(sb, i, 0, rh);
+    out.d1 = F::halves ? scales256<T>(sb, i, 1, rh) : out.d0;
+    out.m  = F::mins ? mins256<T>(sb, i, rh) : out.d0;
+    return out;
+}
+
+// acc + one block's terms for a column, from its integer sums (s1: Q6_K's second half), in the
+// order gemm.h defines.
+template <wtype T>
+SPECDEC_TARGET_AVX2 inline __m256 fold_ymm(__m256 acc, const ymm_scales & sc, const act_block & a, __m256i s0, __m256i s1) {
+    using F = tile_traits<T>;
+    const __m256 ad = _mm256_set1_ps(a.d);
+    acc = _mm256_fmadd_ps(_mm256_mul_ps(sc.d0, ad), _mm256_cvtepi32_ps(s0), acc);
+    if constexpr (F::halves) acc = _mm256_fmadd_ps(_mm256_mul_ps(sc.d1, ad), _mm256_cvtepi32_ps(s1), acc);
+    if constexpr (F::mins) acc = _mm256_fmadd_ps(_mm256_mul_ps(sc.m, ad), _mm256_set1_ps((float) a.sum), acc);
+    return acc;
+}
+
+// The integer sums of a column over one row half's 8 groups (the whole block, or the two halves
+// for Q6_K), u8 weights x s8 activations to int32, per instruction set.
 struct dot_vnni {
-    static SPECDEC_TARGET_AVXVNNI inline __m256i run(__m256i s, const __m256i * w, const act_block & a, int g0, int g1) {
-        for (int g = g0; g < g1; ++g) s = _mm256_dpbusd_avx_epi32(s, w[g], _mm256_set1_epi32(a.q4[g]));
-        return s;
+    template <wtype T>
+    static SPECDEC_TARGET_AVXVNNI inline void sums(const __m256i * w, const act_block & a, __m256i & s0, __m256i & s1) {
+        const int g_end = tile_traits<T>::halves ? 4 : 8;
+        s0 = _mm256_set1_epi32(int_init<T>(a));
+        for (int g = 0; g < g_end; ++g) s0 = _mm256_dpbusd_avx_epi32(s0, w[g], _mm256_set1_epi32(a.q4[g]));
+        s1 = _mm256_set1_epi32(int_init_hi<T>(a));
+        for (int g = g_end; g < 8 && tile_traits<T>::halves; ++g) s1 = _mm256_dpbusd_avx_epi32(s1, w[g], _mm256_set1_epi32(a.q4[g]));
     }
 };
 // AVX2 has no u8 x s8 dot instruction that cannot saturate: maddubs pairs stay within int16 for
 // the types whose unsigned values are at most 63 (2 * 63 * 128 < 32768), then pairs of pairs go
 // to int32. Q8_0's values (up to 255) use the sign trick instead: |w| (u8) x sign(a, w) (s8) on
-// the signed weights, again exact.
+// the signed weights (w holds them, wa their magnitudes), again exact.
 struct dot_avx2 {
-    static SPECDEC_TARGET_AVX2 inline __m256i run(__m256i s, const __m256i * w, const act_block & a, int g0, int g1) {
-        const __m256i ones = _mm256_set1_epi16(1);
-        for (int g = g0; g < g1; ++g) {
-            s = _mm256_add_epi32(s, _mm256_madd_epi16(_mm256_maddubs_epi16(w[g], _mm256_set1_epi32(a.q4[g])), ones));
-        }
-        return s;
+    static SPECDEC_TARGET_AVX2 inline __m256i pairs(__m256i s, __m256i u8, __m256i s8) {
+        return _mm256_add_epi32(s, _mm256_madd_epi16(_mm256_maddubs_epi16(u8, s8), _mm256_set1_epi16(1)));
     }
-    static SPECDEC_TARGET_AVX2 inline __m256i run_signed(__m256i s, const __m256i * ws, const __m256i * wa,
-                                                         const act_block & a) {
-        const __m256i ones = _mm256_set1_epi16(1);
-        for (int g = 0; g < 8; ++g) {
-            const __m256i sa = _mm256_sign_epi8(_mm256_set1_epi32(a.q4[g]), ws[g]);
-            s = _mm256_add_epi32(s, _mm256_madd_epi16(_mm256_maddubs_epi16(wa[g], sa), ones));
+    template <wtype T>
+    static SPECDEC_TARGET_AVX2 inline void sums(const __m256i * w, const __m256i * wa, const act_block & a, __m256i & s0,
+                                               __m256i & s1) {
+        if constexpr (T == wtype::q8_0) {
+            s0 = _mm256_setzero_si256();
+            for (int g = 0; g < 8; ++g) s0 = pairs(s0, wa[g], _mm256_sign_epi8(_mm256_set1_epi32(a.q4[g]), w[g]));
+            s1 = s0;
+        } else {
+            const int g_end = tile_traits<T>::halves ? 4 : 8;
+            s0 = _mm256_set1_epi32(int_init<T>(a));
+            for (int g = 0; g < g_end; ++g) s0 = pairs(s0, w[g], _mm256_set1_epi32(a.q4[g]));
+            s1 = _mm256_set1_epi32(int_init_hi<T>(a));
+            for (int g = g_end; g < 8 && tile_traits<T>::halves; ++g) s1 = pairs(s1, w[g], _mm256_set1_epi32(a.q4[g]));
         }
-        return s;
     }
 };
 
-template <wtype T, int C, class D>
-SPECDEC_TARGET_AVXVNNI inline void cols_ymm_body(const uint8_t * wt, int64_t nb, const act_block * act, float * out) {
-    using F = tile_traits<T>;
-    __m256 acc[C][2];
-    for (int c = 0; c < C; ++c) acc[c][0] = acc[c][1] = _mm256_setzero_ps();
-    for (int64_t b = 0; b < nb; ++b) {
-        const uint8_t * sb = wt + b / F::blocks_per_sb * F::sb_bytes;  // the block's super-block
-        const int64_t   i  = b % F::blocks_per_sb;
-        const uint8_t * wb = sb + i * F::weight_bytes;
-        for (int64_t l = 0; l < avg_block_bytes<T>; l += 64) {
-            _mm_prefetch((const char *) wb + PREFETCH_BLOCKS * avg_block_bytes<T> + l, _MM_HINT_T0);
-        }
-        for (int h = 0; h < 2; ++h) {
-            __m256i w[8];
-            groups_ymm<T>(wb, h, w);
-            const __m256 dr = scales256<T>(sb, i, 0, h);
-            for (int c = 0; c < C; ++c) {
-                const act_block & a = act[c * nb + b];
-                const __m256 ad = _mm256_set1_ps(a.d);
-                if constexpr (F::halves) {
-                    const __m256i s0 = D::run(_mm256_set1_epi32(int_init<T>(a)), w, a, 0, 4);
-                    acc[c][h] = _mm256_fmadd_ps(_mm256_mul_ps(dr, ad), _mm256_cvtepi32_ps(s0), acc[c][h]);
-                    const __m256i s1 = D::run(_mm256_set1_epi32(int_init_hi<T>(a)), w, a, 4, 8);
-                    const __m256 dr1 = scales256<T>(sb, i, 1, h);
-                    acc[c][h] = _mm256_fmadd_ps(_mm256_mul_ps(dr1, ad), _mm256_cvtepi32_ps(s1), acc[c][h]);
-                } else {
-                    const __m256i s = D::run(_mm256_set1_epi32(int_init<T>(a)), w, a, 0, 8);
-                    acc[c][h] = _mm256_fmadd_ps(_mm256_mul_ps(dr, ad), _mm256_cvtepi32_ps(s), acc[c][h]);
-                    if constexpr (F::mins) {
-                        const __m256 mr = mins256<T>(sb, i, h);
-                        acc[c][h] = _mm256_fmadd_ps(_mm256_mul_ps(mr, ad), _mm256_set1_ps((float) a.sum), acc[c][h]);
-                    }
-                }
-            }
-        }
-    }
+template <int C> SPECDEC_TARGET_AVX2 inline void store_ymm(const __m256 (*acc)[2], float * out) {
     for (int c = 0; c < C; ++c) {
         _mm256_storeu_ps(out + c * TILE_ROWS, acc[c][0]);
         _mm256_storeu_ps(out + c * TILE_ROWS + 8, acc[c][1]);
@@ -244,98 +252,77 @@ SPECDEC_TARGET_AVXVNNI inline void cols_ymm_body(const uint8_t * wt, int64_t nb,
 
 template <wtype T, int C>
 SPECDEC_TARGET_AVXVNNI void cols_avx_vnni(const uint8_t * wt, int64_t nb, const act_block * act, float * out) {
-    cols_ymm_body<T, C, dot_vnni>(wt, nb, act, out);
-}
-
-// The AVX2 body is the same loop compiled for AVX2 (no VNNI instruction in it).
-template <wtype T, int C>
-SPECDEC_TARGET_AVX2 void cols_avx2_body(const uint8_t * wt, int64_t nb, const act_block * act, float * out) {
-    using F = tile_traits<T>;
     __m256 acc[C][2];
     for (int c = 0; c < C; ++c) acc[c][0] = acc[c][1] = _mm256_setzero_ps();
-    const __m256i flip = _mm256_set1_epi8((char) 0x80);
     for (int64_t b = 0; b < nb; ++b) {
-        const uint8_t * sb = wt + b / F::blocks_per_sb * F::sb_bytes;  // the block's super-block
-        const int64_t   i  = b % F::blocks_per_sb;
-        const uint8_t * wb = sb + i * F::weight_bytes;
-        for (int64_t l = 0; l < avg_block_bytes<T>; l += 64) {
-            _mm_prefetch((const char *) wb + PREFETCH_BLOCKS * avg_block_bytes<T> + l, _MM_HINT_T0);
+        const uint8_t * sb;
+        int64_t i;
+        const uint8_t * wb = block_at<T>(wt, b, sb, i);
+        for (int h = 0; h < 2; ++h) {
+            __m256i w[8];
+            groups_ymm<T>(wb, h, w);
+            const ymm_scales sc = block_scales_ymm<T>(sb, i, h);
+            for (int c = 0; c < C; ++c) {
+                __m256i s0, s1;
+                dot_vnni::sums<T>(w, act[c * nb + b], s0, s1);
+                acc[c][h] = fold_ymm<T>(acc[c][h], sc, act[c * nb + b], s0, s1);
+            }
         }
+    }
+    store_ymm<C>(acc, out);
+}
+
+// The same loop for AVX2 (no VNNI instruction in it).
+template <wtype T, int C>
+SPECDEC_TARGET_AVX2 void cols_avx2(const uint8_t * wt, int64_t nb, const act_block * act, float * out) {
+    __m256 acc[C][2];
+    for (int c = 0; c < C; ++c) acc[c][0] = acc[c][1] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; ++b) {
+        const uint8_t * sb;
+        int64_t i;
+        const uint8_t * wb = block_at<T>(wt, b, sb, i);
         for (int h = 0; h < 2; ++h) {
             __m256i w[8], wa[8];
             groups_ymm<T>(wb, h, w);
             if constexpr (T == wtype::q8_0) {
                 for (int g = 0; g < 8; ++g) {
-                    w[g]  = _mm256_xor_si256(w[g], flip);  // signed weights
+                    w[g]  = _mm256_xor_si256(w[g], _mm256_set1_epi8((char) 0x80));  // signed weights
                     wa[g] = _mm256_abs_epi8(w[g]);
                 }
             }
-            const __m256 dr = scales256<T>(sb, i, 0, h);
+            const ymm_scales sc = block_scales_ymm<T>(sb, i, h);
             for (int c = 0; c < C; ++c) {
-                const act_block & a = act[c * nb + b];
-                const __m256 ad = _mm256_set1_ps(a.d);
-                if constexpr (T == wtype::q8_0) {
-                    const __m256i s = dot_avx2::run_signed(_mm256_setzero_si256(), w, wa, a);
-                    acc[c][h] = _mm256_fmadd_ps(_mm256_mul_ps(dr, ad), _mm256_cvtepi32_ps(s), acc[c][h]);
-                } else if constexpr (F::halves) {
-                    const __m256i s0 = dot_avx2::run(_mm256_set1_epi32(int_init<T>(a)), w, a, 0, 4);
-                    acc[c][h] = _mm256_fmadd_ps(_mm256_mul_ps(dr, ad), _mm256_cvtepi32_ps(s0), acc[c][h]);
-                    const __m256i s1 = dot_avx2::run(_mm256_set1_epi32(int_init_hi<T>(a)), w, a, 4, 8);
-                    const __m256 dr1 = scales256<T>(sb, i, 1, h);
-                    acc[c][h] = _mm256_fmadd_ps(_mm256_mul_ps(dr1, ad), _mm256_cvtepi32_ps(s1), acc[c][h]);
-                } else {
-                    const __m256i s = dot_avx2::run(_mm256_set1_epi32(int_init<T>(a)), w, a, 0, 8);
-                    acc[c][h] = _mm256_fmadd_ps(_mm256_mul_ps(dr, ad), _mm256_cvtepi32_ps(s), acc[c][h]);
-                    if constexpr (F::mins) {
-                        const __m256 mr = mins256<T>(sb, i, h);
-                        acc[c][h] = _mm256_fmadd_ps(_mm256_mul_ps(mr, ad), _mm256_set1_ps((float) a.sum), acc[c][h]);
-                    }
-                }
+                __m256i s0, s1;
+                dot_avx2::sums<T>(w, wa, act[c * nb + b], s0, s1);
+                acc[c][h] = fold_ymm<T>(acc[c][h], sc, act[c * nb + b], s0, s1);
             }
         }
     }
-    for (int c = 0; c < C; ++c) {
-        _mm256_storeu_ps(out + c * TILE_ROWS, acc[c][0]);
-        _mm256_storeu_ps(out + c * TILE_ROWS + 8, acc[c][1]);
-    }
+    store_ymm<C>(acc, out);
 }
 
 using cols_fn = void (*)(const uint8_t *, int64_t, const act_block *, float *);
 
-template <template <int> class K, size_t... I>
-constexpr std::array<cols_fn, sizeof...(I)> table(std::index_sequence<I...>) {
-    return { K<(int) I + 1>::fn... };
-}
 
 template <wtype T> struct kernels_of {
     template <int C> struct k512 { static constexpr cols_fn fn = cols_avx512<T, C>; };
     template <int C> struct kvnni { static constexpr cols_fn fn = cols_avx_vnni<T, C>; };
-    template <int C> struct kavx2 { static constexpr cols_fn fn = cols_avx2_body<T, C>; };
-    static constexpr std::array<cols_fn, 16> T512  = table<k512>(std::make_index_sequence<16>());
-    static constexpr std::array<cols_fn, 4>  TVNNI = table<kvnni>(std::make_index_sequence<4>());
-    static constexpr std::array<cols_fn, 4>  TAVX2 = table<kavx2>(std::make_index_sequence<4>());
+    template <int C> struct kavx2 { static constexpr cols_fn fn = cols_avx2<T, C>; };
+    static constexpr std::array<cols_fn, 16> T512  = group_table<cols_fn, k512>(std::make_index_sequence<16>());
+    static constexpr std::array<cols_fn, 4>  TVNNI = group_table<cols_fn, kvnni>(std::make_index_sequence<4>());
+    static constexpr std::array<cols_fn, 4>  TAVX2 = group_table<cols_fn, kavx2>(std::make_index_sequence<4>());
 };
-
-// Columns go in groups of W (as many accumulators as the registers hold), the rest in one
-// smaller group: the arithmetic per column is the same in every group size.
-template <size_t W>
-inline void run_cols(const std::array<cols_fn, W> & t, const uint8_t * wt, int64_t nb, const act_block * act,
-                     int64_t n, float * out) {
-    int64_t c = 0;
-    for (; c + (int64_t) W <= n; c += W) t[W - 1](wt, nb, act + c * nb, out + c * TILE_ROWS);
-    if (c < n) t[n - c - 1](wt, nb, act + c * nb, out + c * TILE_ROWS);
-}
 
 } // namespace
 
 template <wtype T> void tile_avx512_vnni(const uint8_t * wt, int64_t nb, const act_block * act, int64_t n, float * out) {
-    run_cols(kernels_of<T>::T512, wt, nb, act, n, out);
+    run_groups(kernels_of<T>::T512, wt, nb, act, n, out);
 }
 template <wtype T> void tile_avx_vnni(const uint8_t * wt, int64_t nb, const act_block * act, int64_t n, float * out) {
-    run_cols(kernels_of<T>::TVNNI, wt, nb, act, n, out);
+    run_groups(kernels_of<T>::TVNNI, wt, nb, act, n, out);
 }
 template <wtype T> void tile_avx2(const uint8_t * wt, int64_t nb, const act_block * act, int64_t n, float * out) {
-    run_cols(kernels_of<T>::TAVX2, wt, nb, act, n, out);
+    run_groups(kernels_of<T>::TAVX2, wt, nb, act, n, out);
 }
 
 #define SPECDEC_INSTANTIATE(T)                                                                          \

@@ -5,6 +5,10 @@
 
 #include "kernels/gemm.h"
 
+#include <array>
+#include <cstddef>
+#include <utility>
+
 namespace specdec::kernels::detail {
 
 constexpr int64_t MAX_TILE_COLS = 64;
@@ -80,6 +84,23 @@ template <wtype T> inline int32_t int_init_hi(const act_block & a) {
 using tile_fn = void (*)(const uint8_t * wt, int64_t nb, const act_block * act, int64_t n, float * out);
 // act: n columns of k floats (rounded to the weight type), one after another
 using ftile_fn = void (*)(const uint8_t * wt, int64_t k, const float * act, int64_t n, float * out);
+
+// The column-group functions K<1>::fn .. K<N>::fn of a tile kernel, as a table.
+template <class Fn, template <int> class K, size_t... I>
+constexpr std::array<Fn, sizeof...(I)> group_table(std::index_sequence<I...>) {
+    return { K<(int) I + 1>::fn... };
+}
+
+// Runs a tile kernel's column-group functions (t[j] handles j + 1 columns) over n columns: groups
+// of W (as many accumulators as the registers hold), the rest in one smaller group. The
+// arithmetic per column is the same in every group size. `per_col` is both the functions' size
+// argument (blocks, or values) and the activations' stride per column.
+template <class Fn, size_t W, class A>
+inline void run_groups(const std::array<Fn, W> & t, const uint8_t * wt, int64_t per_col, const A * act, int64_t n, float * out) {
+    int64_t c = 0;
+    for (; c + (int64_t) W <= n; c += W) t[W - 1](wt, per_col, act + c * per_col, out + c * TILE_ROWS);
+    if (c < n) t[n - c - 1](wt, per_col, act + c * per_col, out + c * TILE_ROWS);
+}
 
 // float_gemm.cpp
 void pack_float_block(wtype t, const void * const * rows, int64_t n_rows, int64_t b, uint8_t * dst);
