@@ -27,7 +27,7 @@ template <wtype T> inline float widen(uint16_t h) {
 
 } // namespace
 
-void pack_float_block(wtype, const void * const * rows, int64_t n_rows, int64_t b, uint8_t * dst) {
+void pack_float_block(const void * const * rows, int64_t n_rows, int64_t b, uint8_t * dst) {
     uint16_t * out = (uint16_t *) dst;
     for (int64_t kk = 0; kk < QK8_0; ++kk) {
         for (int64_t r = 0; r < TILE_ROWS; ++r) {

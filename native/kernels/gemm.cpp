@@ -140,14 +140,11 @@ size_t ggml_row_bytes(wtype t, int64_t k) {
     return 0;
 }
 
-template <wtype T> struct type_tag {
-    static constexpr wtype type = T;
-    using traits = detail::tile_traits<T>;
-};
-
-// Block i of super-block sb (zeroed beforehand) from the decoded blocks of the tile's rows.
-template <wtype T> void pack_block(const decoded_block * rows_blk, int64_t n_rows, uint8_t * sb, int64_t i) {
+// Block b of a tile (zeroed beforehand) from the decoded blocks of the tile's rows.
+template <wtype T> void pack_block(const decoded_block * rows_blk, int64_t n_rows, uint8_t * tile, int64_t b) {
     using F = detail::tile_traits<T>;
+    int64_t i;
+    uint8_t * sb = detail::super_block<T>(tile, b, i);
     uint8_t * w = sb + i * F::weight_bytes;
     float * d = (float *) (sb + F::d_offset);
     for (int64_t r = 0; r < TILE_ROWS; ++r) {
@@ -264,7 +261,7 @@ std::unique_ptr<packed_weights> pack_weights(wtype t, const void * rows_data, in
             const void * row_ptrs[TILE_ROWS];
             for (int64_t r = 0; r < n_rows; ++r) row_ptrs[r] = (const char *) rows_data + (tile * TILE_ROWS + r) * row_bytes;
             for (int64_t b = 0; b < p->nb; ++b) {
-                detail::pack_float_block(t, row_ptrs, n_rows, b, p->data + tile * p->tile_bytes + b * detail::FLOAT_TILE_BLOCK_BYTES);
+                detail::pack_float_block(row_ptrs, n_rows, b, p->data + tile * p->tile_bytes + b * detail::FLOAT_TILE_BLOCK_BYTES);
             }
             continue;
         }
@@ -273,16 +270,11 @@ std::unique_ptr<packed_weights> pack_weights(wtype t, const void * rows_data, in
                 decode_block(t, (const char *) rows_data + (tile * TILE_ROWS + r) * row_bytes, b, blk[r]);
             }
             uint8_t * tile_data = p->data + tile * p->tile_bytes;
-            const auto put = [&](auto traits_tag) {
-                using F = decltype(traits_tag);
-                pack_block<F::type>(blk, n_rows, tile_data + b / F::traits::blocks_per_sb * F::traits::sb_bytes,
-                                    b % F::traits::blocks_per_sb);
-            };
             switch (t) {
-                case wtype::q8_0: put(type_tag<wtype::q8_0>{}); break;
-                case wtype::q4_0: put(type_tag<wtype::q4_0>{}); break;
-                case wtype::q4_k: put(type_tag<wtype::q4_k>{}); break;
-                case wtype::q6_k: put(type_tag<wtype::q6_k>{}); break;
+                case wtype::q8_0: pack_block<wtype::q8_0>(blk, n_rows, tile_data, b); break;
+                case wtype::q4_0: pack_block<wtype::q4_0>(blk, n_rows, tile_data, b); break;
+                case wtype::q4_k: pack_block<wtype::q4_k>(blk, n_rows, tile_data, b); break;
+                case wtype::q6_k: pack_block<wtype::q6_k>(blk, n_rows, tile_data, b); break;
                 default: break;
             }
         }
@@ -349,8 +341,8 @@ void tile_generic(const uint8_t * wt, int64_t nb, const act_block * act, int64_t
         const int64_t nc = std::min(C, n - c0);
         float acc[C][TILE_ROWS] = {};
         for (int64_t b = 0; b < nb; ++b) {
-            const uint8_t * sb = wt + b / F::blocks_per_sb * F::sb_bytes;  // the block's super-block
-            const int64_t   i  = b % F::blocks_per_sb;
+            int64_t i;
+            const uint8_t * sb = super_block<T>(wt, b, i);
             const uint8_t * wb = sb + i * F::weight_bytes;
             float dr[2][TILE_ROWS], mr[TILE_ROWS];
             for (int64_t r = 0; r < TILE_ROWS; ++r) {
@@ -369,12 +361,12 @@ void tile_generic(const uint8_t * wt, int64_t nb, const act_block * act, int64_t
                         return s;
                     };
                     if constexpr (F::halves) {
-                        const int32_t s0 = dot(0, 4, -F::offset * a.sum_lo);
+                        const int32_t s0 = dot(0, 4, int_init<T>(a));
                         acc[c][r] = std::fma(dr[0][r] * a.d, (float) s0, acc[c][r]);
-                        const int32_t s1 = dot(4, 8, -F::offset * (a.sum - a.sum_lo));
+                        const int32_t s1 = dot(4, 8, int_init_hi<T>(a));
                         acc[c][r] = std::fma(dr[1][r] * a.d, (float) s1, acc[c][r]);
                     } else {
-                        const int32_t s = dot(0, 8, -F::offset * a.sum);
+                        const int32_t s = dot(0, 8, int_init<T>(a));
                         acc[c][r] = std::fma(dr[0][r] * a.d, (float) s, acc[c][r]);
                         if constexpr (F::mins) acc[c][r] = std::fma(mr[r] * a.d, (float) a.sum, acc[c][r]);
                     }

@@ -93,8 +93,8 @@ SPECDEC_TARGET_DOTPROD void cols_neon(const uint8_t * wt, int64_t nb, const act_
         for (int i = 0; i < 4; ++i) acc[c][i] = vdupq_n_f32(0.0f);
     }
     for (int64_t b = 0; b < nb; ++b) {
-        const uint8_t * sb = wt + b / F::blocks_per_sb * F::sb_bytes;  // the block's super-block
-        const int64_t   bi = b % F::blocks_per_sb;
+        int64_t bi;
+        const uint8_t * sb = super_block<T>(wt, b, bi);
         const uint8_t * wb = sb + bi * F::weight_bytes;
         int8x16_t a[C][2];
         int32x4_t s[C][4];

@@ -84,16 +84,13 @@ template <wtype T> constexpr int64_t avg_block_bytes = tile_traits<T>::sb_bytes 
 
 // The super-block and index of block b of a tile, and its weight bytes; prefetches ahead.
 template <wtype T> inline const uint8_t * block_at(const uint8_t * wt, int64_t b, const uint8_t *& sb, int64_t & i) {
-    using F = tile_traits<T>;
-    sb = wt + b / F::blocks_per_sb * F::sb_bytes;
-    i  = b % F::blocks_per_sb;
-    const uint8_t * wb = sb + i * F::weight_bytes;
+    sb = super_block<T>(wt, b, i);
+    const uint8_t * wb = sb + i * tile_traits<T>::weight_bytes;
     for (int64_t l = 0; l < avg_block_bytes<T>; l += 64) {
         _mm_prefetch((const char *) wb + PREFETCH_BLOCKS * avg_block_bytes<T> + l, _MM_HINT_T0);
     }
     return wb;
 }
-
 
 // ---- AVX-512 VNNI: one zmm = the 16 rows of a tile ------------------------------------------
 //   w[g]  : [16 rows x 4 bytes] u8 of group g (values 4g..4g+3 of the block)

@@ -44,6 +44,13 @@ template <wtype T> struct tile_traits {
     static constexpr int64_t dmin_offset = d_offset + TILE_ROWS * 4;
 };
 
+// The super-block of block b of a tile, and the block's index i in it.
+template <wtype T, class Byte> inline Byte * super_block(Byte * tile, int64_t b, int64_t & i) {
+    using F = tile_traits<T>;
+    i = b % F::blocks_per_sb;
+    return tile + b / F::blocks_per_sb * F::sb_bytes;
+}
+
 // Scale of row r in block i (half h) of a super-block, and the Q4_K min term (-dmin * m), in fp32.
 template <wtype T> inline float scale_at(const uint8_t * sb, int64_t i, int h, int64_t r) {
     using F = tile_traits<T>;
@@ -103,7 +110,7 @@ inline void run_groups(const std::array<Fn, W> & t, const uint8_t * wt, int64_t 
 }
 
 // float_gemm.cpp
-void pack_float_block(wtype t, const void * const * rows, int64_t n_rows, int64_t b, uint8_t * dst);
+void pack_float_block(const void * const * rows, int64_t n_rows, int64_t b, uint8_t * dst);
 void gemm_float_reference(wtype t, const void * rows_data, int64_t rows, int64_t k, const float * act, int64_t n,
                           float * dst, int64_t ld);
 template <wtype T> void ftile_generic(const uint8_t * wt, int64_t k, const float * act, int64_t n, float * out);
