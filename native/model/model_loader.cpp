@@ -295,8 +295,8 @@ bool has_packable_matrices(const model & m) {
 }
 
 // Repacks the matrices of the types specdec's CPU kernels run (Q8_0, Q4_0, Q4_K, Q6_K, F16, BF16)
-// (kernels/gemm.h). The mapped file stays as it is (ggml still reads the token embeddings
-// and runs prompt prefill from it).
+// (kernels/gemm.h). Decoding, verification and prompt prefill then read the packed copies; the
+// mapped file's pages of those matrices are handed back afterwards (release_packed_pages).
 void pack_weights(model & m, const load_params & params, const std::function<void(float)> & report) {
     m.attn.kernel = kernels::default_isa();
     m.attn.shape.head_dim  = m.hp.n_embd_head_k;
@@ -337,13 +337,16 @@ void pack_weights(model & m, const load_params & params, const std::function<voi
 // prompt prefill all run on the packed copy), except the token embeddings that get_rows reads:
 // hand those pages back so that the process does not hold its weights twice. The mapping is
 // file-backed, so a later read (a draft's Q8_0 copy) faults them in again from the file.
-void release_packed_pages(const model & m) {
+void release_pages(const ggml_tensor * t) {
     const uintptr_t page = (uintptr_t) sysconf(_SC_PAGESIZE);
+    const uintptr_t b = ((uintptr_t) t->data + page - 1) / page * page;   // whole pages inside the tensor
+    const uintptr_t e = ((uintptr_t) t->data + ggml_nbytes(t)) / page * page;
+    if (e > b) madvise((void *) b, e - b, MADV_DONTNEED);
+}
+
+void release_packed_pages(const model & m) {
     for (const auto & [t, p] : m.packed) {
-        if (!p || t == m.tok_embd) continue;
-        const uintptr_t b = ((uintptr_t) t->data + page - 1) / page * page;   // whole pages inside the tensor
-        const uintptr_t e = ((uintptr_t) t->data + ggml_nbytes(t)) / page * page;
-        if (e > b) madvise((void *) b, e - b, MADV_DONTNEED);
+        if (p && t != m.tok_embd) release_pages(t);
     }
 }
 #endif
@@ -372,6 +375,10 @@ void model::prepare_draft_weights() const {
             ggml_quantize_chunk(GGML_TYPE_Q8_0, rowsf.data(), q.data(), 0, rows, k, nullptr);
             auto p = kernels::pack_weights(kernels::wtype::q8_0, q.data(), rows, k, isa);
             if (p) draft_packed[t] = std::move(p);  // out of memory: that matrix stays on ggml
+#if !defined(_WIN32)
+            // reading the matrix faulted its released pages back in: hand them back again
+            if (mapping && packed.count(t) && t != tok_embd) release_pages(t);
+#endif
         }
     });
 }
