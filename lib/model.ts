@@ -12,11 +12,12 @@ export interface LoadModelOptions {
   /** Compute backend. 'auto' (default) takes a compiled-in GPU backend with a device, else the CPU. */
   backend?: Backend;
   /**
-   * CPU matrix kernels for Q8_0 weights. 'specdec' (default): specdec's batch-invariant kernels
-   * (AVX-512 VNNI / AVX-VNNI / AVX2, chosen at run time), which make verifying a batch of draft
+   * CPU matrix kernels for Q8_0, Q4_0, Q4_K, Q6_K, F16 and BF16 weights. 'specdec' (default):
+   * specdec's batch-invariant kernels (AVX-512 VNNI / AVX-VNNI / AVX2 / NEON dotprod, chosen at run
+   * time) for decoding, verification and prompt prefill, which make verifying a batch of draft
    * tokens cost little more than one token; one-token logits then differ from llama.cpp's in the
    * last bits (greedy output identical except at near-ties). 'ggml': ggml's kernels, bit-identical
-   * to llama.cpp. Other weight types and GPU backends always use ggml's kernels.
+   * to llama.cpp. Other weight types (F32, Q5_K, ...) and GPU backends always use ggml's kernels.
    */
   cpuKernels?: 'specdec' | 'ggml';
   /** Default compute threads for sessions of this model (default: see README, "Threads"). */

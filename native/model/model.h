@@ -43,8 +43,9 @@ enum backend_kind { BACKEND_AUTO, BACKEND_CPU, BACKEND_CUDA, BACKEND_METAL };
 struct load_params {
     std::string  path;
     backend_kind backend = BACKEND_AUTO;
-    // On the CPU, run the Q8_0, Q4_0, Q4_K, Q6_K, F16 and BF16 matrix products of decoding and
-    // verification with specdec's batch-invariant kernels (kernels/gemm.h) instead of ggml's.
+    // On the CPU, run the Q8_0, Q4_0, Q4_K, Q6_K, F16 and BF16 matrix products of decoding,
+    // verification and prompt prefill with specdec's batch-invariant kernels (kernels/gemm.h)
+    // instead of ggml's.
     bool specdec_kernels = true;
     // called with a fraction in [0, 1]; return false to cancel the load
     std::function<bool(float)> progress;
