@@ -29,11 +29,18 @@ export interface NativeBeginParams {
   prompt: Int32Array; maxTokens: number; eog: Int32Array; temperature: number; topK: number; topP: number;
   minP: number; repeatPenalty: number; frequencyPenalty: number; presencePenalty: number; penaltyLastN: number; seed: number;
   method: string; draftMax: number; lookupMaxNgram: number; draftModel?: unknown; corpus?: Int32Array[]; rsdBeam?: boolean;
+  headsFile?: string;
+}
+export interface NativeTrainReport {
+  out: string; tokens: number; featureTokens: number; steps: number; seconds: number; validationPositions: number;
+  validationLossBefore: number; validationLossAfter: number; validationAccuracyBefore: number; validationAccuracyAfter: number;
+  headAccuracyBefore: number[]; headAccuracyAfter: number[]; tauBefore: number; tauAfter: number;
 }
 export interface NativeSession {
   begin(params: NativeBeginParams): void;
   step(budgetMs: number, maxNew: number): Promise<NativeStepResult>;
   evaluate(tokens: Int32Array, allLogits: boolean): Promise<Float32Array>;
+  evaluateHidden(tokens: Int32Array, layers: Int32Array): Promise<{ logits: Float32Array; hidden: Float32Array }>;
   tokens(): Int32Array;
   truncate(n: number): void;
   abort(): void;
@@ -47,6 +54,8 @@ export interface NativeSession {
 export interface NativeBinding {
   LoadTask: new (path: string, backend: string, cpuKernels: string) => { start(onProgress?: (f: number) => void): Promise<NativeModel>; cancel(): void };
   createSession(model: NativeModel, options: { contextSize: number; batchSize: number; threads: number }): Promise<NativeSession>;
+  trainDrafter(model: NativeModel, options: Record<string, unknown>, onProgress?: (p: Record<string, unknown>) => void):
+    { promise: Promise<NativeTrainReport>; abort(): void };
   devices(): { name: string; description: string; type: string }[];
   buildInfo(): { cuda: boolean; metal: boolean; hardwareConcurrency: number };
   /** Test hooks of the CPU kernels (test/kernels.test.ts). */

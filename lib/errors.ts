@@ -14,6 +14,7 @@ export type SpecdecErrorCode =
   | 'ERR_BAD_METADATA'
   | 'ERR_INVALID_OPTION'
   | 'ERR_VOCAB_MISMATCH'
+  | 'ERR_HEADS_MISMATCH'
   | 'ERR_TOKEN_OUT_OF_RANGE'
   | 'ERR_CONTEXT_OVERFLOW'
   | 'ERR_BACKEND_UNAVAILABLE'
@@ -46,6 +47,12 @@ export class InvalidOptionError extends SpecdecError {
 export class VocabularyMismatchError extends SpecdecError {
   constructor(message: string) {
     super('ERR_VOCAB_MISMATCH', message);
+  }
+}
+/** A draft-head file was trained for another target model (hidden size, layer count or vocabulary differ). */
+export class HeadsMismatchError extends SpecdecError {
+  constructor(message: string) {
+    super('ERR_HEADS_MISMATCH', message);
   }
 }
 /** A token id is outside the vocabulary. */
@@ -104,6 +111,7 @@ export function fromNative(err: unknown): Error {
   if (MODEL_FILE_CODES.has(code)) return new ModelFileError(code, text);
   switch (code) {
     case 'ERR_INVALID_OPTION': return new InvalidOptionError(text);
+    case 'ERR_HEADS_MISMATCH': return new HeadsMismatchError(text);
     case 'ERR_TOKEN_OUT_OF_RANGE': return new TokenOutOfRangeError(text);
     case 'ERR_CONTEXT_OVERFLOW': return new ContextOverflowError(text);
     case 'ERR_BACKEND_UNAVAILABLE': return new BackendUnavailableError(text);

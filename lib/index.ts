@@ -9,9 +9,12 @@ export { loadModel, Model } from './model';
 export type { Backend, LoadModelOptions, ModelInfo, TokenizeOptions } from './model';
 export { Session, Generation, METHODS } from './session';
 export type { SessionOptions, GenerateOptions, GenerationChunk, GenerationStats, Method, StopReason } from './session';
+export { trainDrafter, DRAFTER_KINDS } from './train';
+export type { TrainDrafterOptions, TrainProgress, TrainReport, DrafterKind } from './train';
 export {
   SpecdecError, ModelFileError, UnsupportedArchitectureError, InvalidOptionError, TokenOutOfRangeError,
   ContextOverflowError, BackendUnavailableError, DisposedError, BusyError, NativeBindingError, VocabularyMismatchError,
+  HeadsMismatchError,
 } from './errors';
 export type { SpecdecErrorCode } from './errors';
 export { readGguf } from './gguf/reader';

@@ -108,6 +108,7 @@ export class Model {
 
   private native: NativeModel | undefined;
   private readonly sessions = new Set<Session>();
+  private readonly jobs = new Set<{ abort(): void; done: Promise<unknown> }>();
 
   /** @internal */
   constructor(path: string, file: GgufFile, native: NativeModel, tokenizer: Tokenizer, threads: number | undefined) {
@@ -182,9 +183,17 @@ export class Model {
     return session;
   }
 
-  /** Disposes every session of the model (waiting for their in-flight work), then the weights. */
+  /** @internal long native work on this model (training): aborted and awaited by dispose(); returns the untrack function */
+  trackJob(job: { abort(): void; done: Promise<unknown> }): () => void {
+    this.jobs.add(job);
+    return () => this.jobs.delete(job);
+  }
+
+  /** Disposes every session of the model (waiting for their in-flight work) and aborts its training jobs, then the weights. */
   async dispose(): Promise<void> {
     if (!this.native) return;
+    for (const j of this.jobs) j.abort();
+    await Promise.all([...this.jobs].map((j) => j.done.catch(() => undefined)));
     await Promise.all([...this.sessions].map((s) => s.dispose()));
     this.native.dispose();
     this.native = undefined;

@@ -36,14 +36,18 @@ export interface SessionOptions {
  * - 'aded': a tree from a tri-gram table of the target's outputs, learnt online (kept by the session).
  * - 'rasd': a retrieval tree from the context and `retrieval: { corpus }`, pruned by and fused with
  *   the draft model's tree when `draft: { model }` is given.
- * - 'auto': picks the drafter (retrieval from the context, aded, and the draft model when one is
- *   given) and the tree size with the best measured tokens per second each step, or plain
+ * - 'medusa': Medusa heads trained for this model (`heads: { file }`, from trainDrafter()) draft a
+ *   tree from the target's own last hidden state, taken from the verification pass itself.
+ * - 'auto': picks the drafter (retrieval from the context, aded, the draft model and the heads
+ *   when given) and the tree size with the best measured tokens per second each step, or plain
  *   decoding when speculation loses.
  */
-export const METHODS = ['autoregressive', 'lookup', 'draft', 'rsd', 'token-recycling', 'aded', 'rasd', 'auto'] as const;
+export const METHODS = ['autoregressive', 'lookup', 'draft', 'rsd', 'token-recycling', 'aded', 'rasd', 'medusa', 'auto'] as const;
 /** Methods that need `draft: { model }` ('rasd' and 'auto' use one when given). */
 const NEEDS_DRAFT_MODEL: readonly string[] = ['draft', 'rsd'];
 const USES_DRAFT_MODEL: readonly string[] = ['draft', 'rsd', 'rasd', 'auto'];
+/** Methods that use `heads: { file }` ('medusa' needs it, 'auto' uses it when given). */
+const USES_HEADS: readonly string[] = ['medusa', 'auto'];
 export type Method = (typeof METHODS)[number];
 
 export interface GenerateOptions {
@@ -85,6 +89,8 @@ export interface GenerateOptions {
    * takes the draft's top candidates either way.
    */
   rsd?: { tree?: 'gumbel-top-k' | 'beam-search' };
+  /** 'medusa' (required), 'auto' (optional): a head file trained for this model (trainDrafter(), `specdec train-drafter`). */
+  heads?: { file: string };
   /** 'rasd': documents (text, or token ids) to retrieve drafts from, besides the context itself. */
   retrieval?: { corpus?: string | (string | ArrayLike<number>)[] };
   /** Keep generating past end-of-generation tokens (as llama.cpp's --ignore-eos; default false). */
@@ -135,7 +141,7 @@ export interface GenerationChunk {
 
 const GENERATE_OPTIONS = [
   'maxTokens', 'temperature', 'topK', 'topP', 'minP', 'repeatPenalty', 'frequencyPenalty', 'presencePenalty',
-  'penaltyLastN', 'seed', 'stop', 'signal', 'method', 'special', 'addBos', 'ignoreEos', 'draftMax', 'lookup', 'draft', 'retrieval', 'rsd', '_testBiasedVerifier',
+  'penaltyLastN', 'seed', 'stop', 'signal', 'method', 'special', 'addBos', 'ignoreEos', 'draftMax', 'lookup', 'draft', 'retrieval', 'rsd', 'heads', '_testBiasedVerifier',
 ] as const;
 
 // A step holds a libuv worker for at most about this long; the first is short so the first tokens stream out fast.
@@ -267,6 +273,16 @@ export class Session {
       }
       draftModel = dm.nativeModel();
     }
+    const headsOpts = checkObject(o.heads, 'heads options');
+    rejectUnknown(headsOpts, ['file'], 'heads');
+    if (o.heads !== undefined && !USES_HEADS.includes(method as string)) {
+      throw new InvalidOptionError(`method '${method as string}' does not use heads; 'heads: { file }' is for ${USES_HEADS.map((m) => `'${m}'`).join(', ')}`);
+    }
+    if (method === 'medusa' && o.heads === undefined) throw new InvalidOptionError("method 'medusa' needs `heads: { file }`, a head file from trainDrafter()");
+    if (o.heads !== undefined && (typeof headsOpts.file !== 'string' || headsOpts.file.length === 0)) {
+      throw new InvalidOptionError(`heads.file must be a path, got ${describe(headsOpts.file)}`);
+    }
+    const headsFile = o.heads !== undefined ? (headsOpts.file as string) : undefined;
     const rsdOpts = checkObject(o.rsd, 'rsd options');
     rejectUnknown(rsdOpts, ['tree'], 'rsd');
     if (o.rsd !== undefined && method !== 'rsd') throw new InvalidOptionError("option 'rsd' is for method 'rsd'");
@@ -294,6 +310,7 @@ export class Session {
       draftModel,
       corpus,
       rsdBeam: rsdTree === 'beam-search',
+      headsFile,
       draftMax: o.draftMax === undefined ? 0 : optNumber(o, 'draftMax', 8, 1, 255, true),
       lookupMaxNgram: optNumber(lookup, 'maxNgram', 4, 1, 64, true),
       // test only: the negative control of the distribution test (a wrong verifier)
@@ -332,6 +349,34 @@ export class Session {
     const toks = this.promptTokens(tokens, false, undefined);
     this.claim();
     const p = native.evaluate(Int32Array.from(toks), options.allLogits === true);
+    try {
+      return await this.track(p);
+    } catch (err) {
+      throw fromNative(err);
+    } finally {
+      this.active = undefined;
+    }
+  }
+
+  /**
+   * Appends tokens like evaluate() and returns, besides the logits of every token ([n][vocab]),
+   * the hidden states of the chosen layers: `hidden` is [n][layers.length][embeddingLength],
+   * where layer l < layerCount is the input of layer l (the residual stream) and l = layerCount
+   * the last layer's output before the output norm. Asking for hidden states changes no bit of
+   * the logits.
+   */
+  async evaluateHidden(tokens: ArrayLike<number>, options: { layers: number[] }): Promise<{ logits: Float32Array; hidden: Float32Array }> {
+    const native = this.nativeSession();
+    const o = checkObject(options, 'evaluateHidden options');
+    rejectUnknown(o, ['layers'], 'evaluateHidden');
+    const nLayer = this.model.info.layerCount;
+    const layers = o.layers;
+    if (!Array.isArray(layers) || layers.length === 0 || layers.some((l) => !Number.isInteger(l) || l < 0 || l > nLayer)) {
+      throw new InvalidOptionError(`option 'layers' must be a non-empty array of layer indices in [0, ${nLayer}], got ${describe(layers)}`);
+    }
+    const toks = this.promptTokens(tokens, false, undefined);
+    this.claim();
+    const p = native.evaluateHidden(Int32Array.from(toks), Int32Array.from(layers as number[]));
     try {
       return await this.track(p);
     } catch (err) {
@@ -416,6 +461,7 @@ interface SamplingParams {
   maxTokens: number; temperature: number; topK: number; topP: number; minP: number; repeatPenalty: number;
   frequencyPenalty: number; presencePenalty: number; penaltyLastN: number; seed: number;
   method: string; draftMax: number; lookupMaxNgram: number; _testBiasedVerifier: boolean; draftModel: unknown; corpus: Int32Array[] | undefined; rsdBeam: boolean;
+  headsFile: string | undefined;
 }
 
 /** One generate() call: an async iterable of chunks; `stats` is set when it ends. */

@@ -14,6 +14,7 @@
 import { readFileSync } from 'node:fs';
 import { loadModel, readGguf, SpecdecError, METHODS } from '../index';
 import type { GenerateOptions } from '../session';
+import { TRAIN_USAGE, trainDrafterCommand } from './train';
 
 type Flags = Map<string, string[]>;
 
@@ -31,11 +32,12 @@ const USAGE = `usage:
       --draft-model PATH  the draft model for --method draft | rsd (required), rasd | auto (optional)
       --draft-max N       most drafted tokens (tree nodes) verified per forward pass (default: per method)
       --corpus-file F     --method rasd: a text file to retrieve drafts from (repeatable)
+      --heads F           --method medusa (required), auto (optional): a head file from train-drafter
       --rsd-tree T        --method rsd: gumbel-top-k (default) | beam-search
       --cpu-kernels K     specdec (default) | ggml (llama.cpp's bits on the CPU)
       --json              print one JSON object {promptTokens, tokens, text, stats} and nothing else
   specdec info PATH [--json]
-`;
+${TRAIN_USAGE}`;
 
 class UsageError extends Error {}
 
@@ -80,7 +82,7 @@ function num(flags: Flags, name: string): number | undefined {
 const KNOWN_GENERATE = new Set([
   'model', 'prompt', 'prompt-file', 'max-tokens', 'temperature', 'top-k', 'top-p', 'min-p', 'repeat-penalty', 'seed',
   'stop', 'threads', 'context-size', 'backend', 'method', 'json', 'progress', 'help', 'draft-model', 'draft-max',
-  'corpus-file', 'rsd-tree', 'cpu-kernels',
+  'corpus-file', 'rsd-tree', 'cpu-kernels', 'heads',
 ]);
 
 function progressBar(enabled: boolean): ((f: number) => void) | undefined {
@@ -133,6 +135,7 @@ async function generate(flags: Flags): Promise<void> {
       draft: draftModel ? { model: draftModel } : undefined,
       retrieval: flags.has('corpus-file') ? { corpus: flags.get('corpus-file')!.map((f) => readFileSync(f, 'utf8')) } : undefined,
       rsd: one(flags, 'rsd-tree') ? { tree: one(flags, 'rsd-tree') as 'gumbel-top-k' | 'beam-search' } : undefined,
+      heads: one(flags, 'heads') ? { file: one(flags, 'heads')! } : undefined,
     };
     for (const k of Object.keys(opts) as (keyof GenerateOptions)[]) if (opts[k] === undefined) delete opts[k];
     const run = session.generate(prompt, opts);
@@ -193,6 +196,7 @@ async function main(argv: string[]): Promise<number> {
     parsed = parse(argv);
     if (parsed.cmd === 'generate') await generate(parsed.flags);
     else if (parsed.cmd === 'info') await info(parsed.positional, parsed.flags);
+    else if (parsed.cmd === 'train-drafter') await trainDrafterCommand(parsed.flags, (m) => new UsageError(m));
     else if (parsed.cmd === '' || parsed.cmd === '--help' || parsed.cmd === 'help') {
       process.stdout.write(USAGE);
       return parsed.cmd === '' ? 1 : 0;

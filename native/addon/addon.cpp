@@ -2,6 +2,7 @@
 #include "addon/kernels_wrap.h"
 #include "addon/model_wrap.h"
 #include "addon/session_wrap.h"
+#include "addon/train_wrap.h"
 #include "runtime/backends.h"
 
 #include <napi.h>
@@ -47,6 +48,7 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
     exports.Set("LoadTask", load_task_wrap::init(env));
     exports.Set("Session", session_wrap::init(env));
     exports.Set("createSession", Napi::Function::New(env, create_session));
+    exports.Set("trainDrafter", Napi::Function::New(env, train_drafter_js));
     exports.Set("devices", Napi::Function::New(env, devices));
     exports.Set("buildInfo", Napi::Function::New(env, build_info));
     kernels_init(env, exports);

@@ -4,6 +4,8 @@
 #include "spec/drafters/aded.h"
 #include "spec/methods.h"
 
+#include <sys/stat.h>
+
 namespace specdec {
 
 Napi::FunctionReference session_wrap::constructor;
@@ -137,6 +139,49 @@ private:
     std::vector<float> logits;
 };
 
+// Evaluates tokens with hidden-state taps: logits [n][n_vocab] and hidden [n][layers][n_embd] of
+// every token (batch-invariant rows, as evaluate()). The session's own taps are restored after.
+class eval_hidden_worker : public session_worker {
+public:
+    eval_hidden_worker(Napi::Env env, session_wrap * w, std::vector<int32_t> toks, std::vector<uint32_t> layers)
+        : session_worker(env, w), toks(std::move(toks)), layers(std::move(layers)) {}
+
+private:
+    void run() override {
+        session & s = *wrap->get();
+        const std::vector<uint32_t> saved = s.taps();
+        s.set_taps(layers);
+        try {
+            std::vector<float> lg;
+            for (size_t at = 0; at < toks.size(); at += MAX_INVARIANT_BATCH) {
+                const size_t n = std::min<size_t>(MAX_INVARIANT_BATCH, toks.size() - at);
+                s.eval_chain(std::vector<int32_t>(toks.begin() + at, toks.begin() + at + n), true, true, lg);
+                logits.insert(logits.end(), lg.begin(), lg.end());
+                hidden.insert(hidden.end(), s.hidden().begin(), s.hidden().end());
+            }
+        } catch (...) {
+            s.set_taps(saved);
+            throw;
+        }
+        s.set_taps(saved);
+    }
+
+    Napi::Value result(Napi::Env env) override {
+        Napi::Object r = Napi::Object::New(env);
+        Napi::Float32Array a = Napi::Float32Array::New(env, logits.size());
+        std::copy(logits.begin(), logits.end(), a.Data());
+        Napi::Float32Array h = Napi::Float32Array::New(env, hidden.size());
+        std::copy(hidden.begin(), hidden.end(), h.Data());
+        r.Set("logits", a);
+        r.Set("hidden", h);
+        return r;
+    }
+
+    std::vector<int32_t> toks;
+    std::vector<uint32_t> layers;
+    std::vector<float> logits, hidden;
+};
+
 class calibrate_worker : public session_worker {
 public:
     calibrate_worker(Napi::Env env, session_wrap * w, std::vector<int> candidates)
@@ -196,6 +241,7 @@ Napi::Function session_wrap::init(Napi::Env env) {
         InstanceMethod("begin", &session_wrap::begin),
         InstanceMethod("step", &session_wrap::step),
         InstanceMethod("evaluate", &session_wrap::evaluate),
+        InstanceMethod("evaluateHidden", &session_wrap::evaluate_hidden),
         InstanceMethod("tokens", &session_wrap::tokens),
         InstanceMethod("truncate", &session_wrap::truncate),
         InstanceMethod("abort", &session_wrap::abort),
@@ -273,7 +319,11 @@ Napi::Value session_wrap::begin(const Napi::CallbackInfo & info) {
                 }
             }
         }
+        if (o.Has("headsFile") && o.Get("headsFile").IsString()) {
+            mo.heads = heads_for(o.Get("headsFile").As<Napi::String>().Utf8Value());
+        }
         method_plan plan = make_method(mo, *sess, sp);
+        sess->set_taps(plan.taps);
         p.draft = plan.draft;
         p.draft_max = plan.draft_max;
         p.biased_verifier = mo.biased_verifier;
@@ -313,6 +363,42 @@ Napi::Value session_wrap::evaluate(const Napi::CallbackInfo & info) {
     sess->clear_abort();
     busy.store(true);
     auto * w = new eval_worker(env, this, std::move(toks), all);
+    Napi::Promise p = w->promise();
+    w->Queue();
+    return p;
+}
+
+std::shared_ptr<const medusa_heads> session_wrap::heads_for(const std::string & path) {
+    struct stat st;
+    std::string key = path;
+    if (stat(path.c_str(), &st) == 0) key += format("|%lld|%lld", (long long) st.st_size, (long long) st.st_mtime);
+    if (heads_ && key == heads_key_) return heads_;
+    heads_ = medusa_heads::load(path, sess->mdl());
+    heads_key_ = key;
+    return heads_;
+}
+
+// evaluateHidden(tokens, layers) -> Promise<{ logits, hidden }>
+Napi::Value session_wrap::evaluate_hidden(const Napi::CallbackInfo & info) {
+    Napi::Env env = info.Env();
+    if (!check(env)) return env.Undefined();
+    std::vector<int32_t> toks = to_tokens(info[0]);
+    std::vector<uint32_t> layers;
+    for (int32_t l : to_tokens(info[1])) {
+        if (l < 0 || (uint32_t) l > sess->mdl().hp.n_layer) {
+            Napi::Error::New(env, format("[ERR_INVALID_OPTION] hidden-state layer %d is out of range [0, %u]", l, sess->mdl().hp.n_layer))
+                .ThrowAsJavaScriptException();
+            return env.Undefined();
+        }
+        layers.push_back((uint32_t) l);
+    }
+    if (toks.empty() || layers.empty()) {
+        Napi::Error::New(env, "[ERR_INVALID_OPTION] evaluateHidden() needs at least one token and one layer").ThrowAsJavaScriptException();
+        return env.Undefined();
+    }
+    sess->clear_abort();
+    busy.store(true);
+    auto * w = new eval_hidden_worker(env, this, std::move(toks), std::move(layers));
     Napi::Promise p = w->promise();
     w->Queue();
     return p;

@@ -3,6 +3,7 @@
 #pragma once
 
 #include "runtime/generation.h"
+#include "heads/medusa_heads.h"
 #include "runtime/session.h"
 #include "spec/drafters/token_recycling.h"
 
@@ -28,6 +29,7 @@ private:
     Napi::Value begin(const Napi::CallbackInfo & info);
     Napi::Value step(const Napi::CallbackInfo & info);
     Napi::Value evaluate(const Napi::CallbackInfo & info);
+    Napi::Value evaluate_hidden(const Napi::CallbackInfo & info);
     Napi::Value tokens(const Napi::CallbackInfo & info);
     Napi::Value truncate(const Napi::CallbackInfo & info);
     Napi::Value abort(const Napi::CallbackInfo & info);
@@ -45,6 +47,11 @@ private:
     }
     std::shared_ptr<adjacency_matrix> recycling_;
     std::shared_ptr<drafter> aded_;  // ADED's tri-gram table, kept across generations like the matrix
+
+    // The last head file loaded (reloaded when its path, size or modification time changes).
+    std::shared_ptr<const medusa_heads> heads_for(const std::string & path);
+    std::shared_ptr<const medusa_heads> heads_;
+    std::string heads_key_;
 
     bool check(Napi::Env env);
 

@@ -167,9 +167,23 @@ ggml_cgraph * build_llama_graph(ggml_context * ctx0, const model & m, const kv_c
     ggml_tensor * inpL = ggml_get_rows(ctx0, m.tok_embd, in.tokens);  // [n_embd, n_tokens]
     ggml_tensor * cur  = nullptr;
 
+    // a hidden-state tap: the residual stream's rows of the outputs, kept as a graph output
+    in.taps.assign(shape.taps.size(), nullptr);
+    auto tap = [&](uint32_t l, ggml_tensor * x, bool rows_are_outputs) {
+        for (size_t j = 0; j < shape.taps.size(); ++j) {
+            if (shape.taps[j] != l) continue;
+            ggml_tensor * t = (in.out_ids && !rows_are_outputs) ? ggml_get_rows(ctx0, x, in.out_ids)  // [n_embd, n_outputs]
+                                                                : ggml_cont(ctx0, x);
+            ggml_set_output(t);
+            ggml_build_forward_expand(gf, t);
+            in.taps[j] = t;
+        }
+    };
+
     for (int il = 0; il < (int) hp.n_layer; ++il) {
         const layer_weights & L = m.layers[il];
         ggml_tensor * inpSA = inpL;
+        tap((uint32_t) il, inpL, false);
 
         cur = build_norm(ctx0, inpL, L.attn_norm, hp.f_norm_rms_eps);  // [n_embd, n_tokens]
 
@@ -243,6 +257,7 @@ ggml_cgraph * build_llama_graph(ggml_context * ctx0, const model & m, const kv_c
         inpL = cur;
     }
 
+    tap(hp.n_layer, inpL, true);
     cur = build_norm(ctx0, inpL, m.output_norm, hp.f_norm_rms_eps);  // [n_embd, n_outputs]
     cur = build_mm(m.output, cur);                         // [n_vocab, n_outputs]
     ggml_set_name(cur, "result_output");

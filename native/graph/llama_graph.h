@@ -28,6 +28,10 @@ struct graph_shape {
     bool                  own_attention = false;
     // A draft session: one-token and batch-invariant products also take the model's Q8_0 draft copies.
     bool                  draft_weights = false;
+    // Hidden-state taps: layer l < n_layer is the input of layer l (the residual stream before
+    // its attention norm), l == n_layer the last layer's output before the output norm. Each tap
+    // yields the rows of the outputs. Taps only add output nodes: the logits keep every bit.
+    std::vector<uint32_t> taps;
 };
 
 // Length of the KV view a one-token decode uses when the cache holds n_total cells
@@ -41,6 +45,7 @@ struct graph_inputs {
     ggml_tensor * mask    = nullptr;  // [n_kv, n_tokens] f16: 0 where a token may attend, -inf elsewhere
     ggml_tensor * out_ids = nullptr;  // [n_outputs] i32: which tokens produce logits (null: all)
     ggml_tensor * logits  = nullptr;  // [n_vocab, n_outputs] f32
+    std::vector<ggml_tensor *> taps;  // per graph_shape::taps: [n_embd, n_outputs] f32
 };
 
 ggml_cgraph * build_llama_graph(ggml_context * ctx0, const model & m, const kv_cache & kv,

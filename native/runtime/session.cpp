@@ -129,6 +129,17 @@ int session::calibrate_threads(const std::vector<int> & candidates, std::vector<
     return best;
 }
 
+void session::set_taps(const std::vector<uint32_t> & layers) {
+    for (uint32_t l : layers) {
+        if (l > m->hp.n_layer) {
+            fail("ERR_INVALID_OPTION", format("hidden-state layer %u is out of range [0, %u]", l, m->hp.n_layer));
+        }
+    }
+    if (layers != taps_) drop_decode_graph();  // the cached one-token graph has the old taps
+    taps_ = layers;
+    hidden_.clear();
+}
+
 void session::pause_threads() {
     if (threadpool) ggml_threadpool_pause(threadpool);
 }
@@ -172,6 +183,7 @@ void session::compute(const std::vector<int32_t> & tokens, const std::vector<int
     graph_shape shape { n_tokens, decode_n_kv(n_past + n_tokens, kv.size()), (uint32_t) outputs.size() };
     shape.own_attention = m->kind == BACKEND_CPU && (par.own_attention < 0 ? m->specdec_attention : par.own_attention > 0);
     shape.draft_weights = par.draft_weights && m->kind == BACKEND_CPU;
+    shape.taps = taps_;
     if (invariant) {
         shape.invariant = true;
         shape.row_n_kv.resize(n_tokens);
@@ -264,6 +276,17 @@ void session::compute(const std::vector<int32_t> & tokens, const std::vector<int
 
     logits.resize((size_t) outputs.size() * n_vocab);
     ggml_backend_tensor_get(in.logits, logits.data(), 0, logits.size() * sizeof(float));
+    if (!taps_.empty()) {
+        // [n_outputs][n_taps][n_embd]: one copy per row and tap
+        const size_t n_embd = m->hp.n_embd, n_taps = taps_.size(), n_out = outputs.size();
+        hidden_.resize(n_out * n_taps * n_embd);
+        for (size_t j = 0; j < n_taps; ++j) {
+            ggml_tensor * t = in.taps[j];
+            for (size_t r = 0; r < n_out; ++r) {
+                ggml_backend_tensor_get(t, hidden_.data() + (r * n_taps + j) * n_embd, r * t->nb[1], n_embd * sizeof(float));
+            }
+        }
+    }
 
     timing.ms_total += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
     timing.n_evals  += 1;

@@ -40,6 +40,7 @@ public:
     session & operator=(const session &) = delete;
 
     const model & mdl() const { return *m; }
+    const std::shared_ptr<const model> & model_ptr() const { return m; }
     uint32_t n_ctx() const { return kv.size(); }
     uint32_t n_batch() const { return par.n_batch; }
     uint32_t n_vocab() const { return m->hp.n_vocab; }
@@ -75,6 +76,14 @@ public:
     // Times one-token decoding at each thread count in `candidates` (the cache must be
     // empty) and switches to the fastest; fewer threads win ties within 5 %.
     int calibrate_threads(const std::vector<int> & candidates, std::vector<double> & ms_per_token);
+
+    // Hidden-state taps (graph_shape::taps): every later evaluation also copies the tapped
+    // layers' rows of its outputs to hidden(): [n_outputs][taps.size()][n_embd]. Layers in
+    // [0, n_layer]; an empty list turns them off. The logits do not change by a bit.
+    void set_taps(const std::vector<uint32_t> & layers);
+    const std::vector<uint32_t> & taps() const { return taps_; }
+    // The tapped rows of the last evaluation (of eval_chain: its last chunk's outputs).
+    const std::vector<float> & hidden() const { return hidden_; }
 
     // The compute threads spin between graphs; pause them while the session is idle.
     void pause_threads();
@@ -113,6 +122,9 @@ private:
     } decode;
     void drop_decode_graph();
     std::atomic<bool> abort_flag { false };
+
+    std::vector<uint32_t> taps_;
+    std::vector<float>    hidden_;
 
     // scratch
     std::vector<int32_t> depth;

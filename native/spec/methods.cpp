@@ -6,6 +6,7 @@
 #include "spec/drafters/draft_model.h"
 #include "spec/drafters/aded.h"
 #include "spec/drafters/auto.h"
+#include "spec/drafters/medusa.h"
 #include "spec/drafters/prompt_lookup.h"
 #include "spec/drafters/rasd.h"
 #include "spec/drafters/rsd.h"
@@ -61,6 +62,12 @@ method_plan make_method(const method_options & o, const session & target, const 
         if (!o.recycling) fail("ERR_INTERNAL", "token-recycling without its matrix");
         plan.draft_max = budget(8);
         plan.draft = std::make_shared<token_recycling_drafter>(o.recycling, std::max<size_t>(80, plan.draft_max));
+    } else if (o.method == "medusa") {
+        if (!o.heads) fail("ERR_INVALID_OPTION", "method 'medusa' needs heads: { file }");
+        o.heads->check_target(target.mdl(), "the heads");
+        plan.taps = medusa_drafter::tap_layers(target.mdl());
+        plan.draft = std::make_shared<medusa_drafter>(o.heads, target);
+        plan.draft_max = budget(12);
     } else if (o.method == "auto") {
         std::vector<auto_drafter::candidate> c;
         // retrieval from the context (rasd without a draft model: prompt lookup's matches as a
@@ -71,6 +78,11 @@ method_plan make_method(const method_options & o, const session & target, const 
         if (o.draft_model) {
             need_draft_model(o, target);
             c.push_back({ "draft", std::make_shared<draft_model_drafter>(o.draft_model, draft_session_params(target), sampling) });
+        }
+        if (o.heads) {
+            o.heads->check_target(target.mdl(), "the heads");
+            plan.taps = medusa_drafter::tap_layers(target.mdl());
+            c.push_back({ "medusa", std::make_shared<medusa_drafter>(o.heads, target) });
         }
         plan.draft_max = budget(32);
         plan.draft = std::make_shared<auto_drafter>(std::move(c), plan.draft_max, sampling.seed);

@@ -6,6 +6,7 @@
 #include "runtime/session.h"
 #include "sampling/sampler.h"
 #include "spec/drafter.h"
+#include "heads/medusa_heads.h"
 #include "spec/drafters/token_recycling.h"
 
 #include <memory>
@@ -23,15 +24,18 @@ struct method_options {
     std::shared_ptr<drafter> aded;                       // aded: the session's tri-gram drafter
     std::vector<std::vector<int32_t>> corpus;            // rasd: the user's datastore, tokenized
     bool        rsd_beam = false;                        // rsd: Stochastic Beam Search trees
+    std::shared_ptr<const medusa_heads> heads;           // medusa (required), auto (optional)
     bool        biased_verifier = false;                 // test only
 };
 
 struct method_plan {
     std::shared_ptr<drafter> draft;  // null: autoregressive
     uint32_t draft_max = 0;
+    std::vector<uint32_t> taps;      // hidden-state taps the drafter reads from the target (session::set_taps)
 };
 
 // Throws specdec::error (ERR_INVALID_OPTION) for an unknown method or missing model.
+// The target's taps must be set to plan.taps before the generation runs.
 method_plan make_method(const method_options & o, const session & target, const sampling_params & sampling);
 
 } // namespace specdec

@@ -1,0 +1,103 @@
+/**
+ * `specdec train-drafter`: trains draft heads for a model on a corpus (lib/train.ts), with a
+ * progress bar on stderr (tokens/s, ETA, losses) and Ctrl-C to abort (nothing is written).
+ *
+ *   specdec train-drafter --model T.gguf --kind medusa --corpus PATH --out F.gguf [--minutes N] [--tokens N]
+ *                         [--heads K] [--threads N] [--learning-rate X] [--seed S] [--json]
+ */
+import { loadModel } from '../index';
+import { DRAFTER_KINDS, trainDrafter, type DrafterKind, type TrainProgress } from '../train';
+
+export const TRAIN_USAGE = `  specdec train-drafter --model PATH --kind ${DRAFTER_KINDS.join('|')} --corpus PATH --out FILE [options]
+      --corpus PATH       text file, directory of them, or JSONL with a "text" field (repeatable)
+      --out FILE          the head file to write (GGUF)
+      --minutes N         time budget (at least one of --minutes and --tokens)
+      --tokens N          token budget (corpus positions trained on)
+      --heads K           medusa: number of heads (default 4)
+      --learning-rate X   AdamW learning rate
+      --seed S            document order and validation split
+      --threads N         compute threads
+      --json              print the report as one JSON object on stdout
+`;
+
+const KNOWN = new Set(['model', 'kind', 'corpus', 'out', 'minutes', 'tokens', 'heads', 'learning-rate', 'seed', 'threads', 'json', 'help']);
+
+function fmtTime(s: number): string {
+  if (!(s >= 0) || !Number.isFinite(s)) return '--:--';
+  const m = Math.floor(s / 60);
+  return `${m}:${String(Math.floor(s % 60)).padStart(2, '0')}`;
+}
+
+/** A one-line progress bar for training on stderr. */
+export function trainProgressLine(p: TrainProgress): string {
+  const frac = p.budgetSeconds > 0 || p.tokensBudget > 0
+    ? Math.min(1, Math.max(p.budgetSeconds > 0 ? p.elapsedSeconds / p.budgetSeconds : 0, p.tokensBudget > 0 ? p.tokens / p.tokensBudget : 0))
+    : 0;
+  const width = 24;
+  const filled = Math.round(frac * width);
+  const loss = p.trainLoss >= 0 ? ` loss ${p.trainLoss.toFixed(3)}` : '';
+  const val = p.validationLoss >= 0 ? ` val ${p.validationLoss.toFixed(3)} (top-1 ${(p.validationAccuracy * 100).toFixed(1)} %)` : '';
+  return `${p.phase.padEnd(8)} [${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${String(Math.floor(frac * 100)).padStart(3)}% ` +
+    `${p.tokens} tok ${p.tokensPerSecond.toFixed(0)} tok/s ETA ${fmtTime(p.etaSeconds)}${loss}${val}`;
+}
+
+export async function trainDrafterCommand(
+  flags: Map<string, string[]>, usageError: (msg: string) => Error,
+): Promise<void> {
+  for (const k of flags.keys()) if (!KNOWN.has(k)) throw usageError(`unknown option --${k} for train-drafter`);
+  const one = (n: string) => flags.get(n)?.at(-1);
+  const num = (n: string) => {
+    const v = one(n);
+    if (v === undefined) return undefined;
+    const x = Number(v);
+    if (v.trim() === '' || !Number.isFinite(x)) throw usageError(`--${n} must be a number, got '${v}'`);
+    return x;
+  };
+  const modelPath = one('model');
+  if (!modelPath) throw usageError('--model PATH is required');
+  const kind = one('kind');
+  if (!kind || !(DRAFTER_KINDS as readonly string[]).includes(kind)) throw usageError(`--kind must be one of ${DRAFTER_KINDS.join(', ')}`);
+  const corpus = flags.get('corpus');
+  if (!corpus || corpus.length === 0) throw usageError('--corpus PATH is required');
+  const out = one('out');
+  if (!out) throw usageError('--out FILE is required');
+  const minutes = num('minutes');
+  const tokens = num('tokens');
+  if (minutes === undefined && tokens === undefined) throw usageError('give a budget: --minutes N and/or --tokens N');
+  const json = one('json') === 'true';
+  const model = await loadModel(modelPath);
+  const ac = new AbortController();
+  const onSigint = () => ac.abort(new Error('interrupted'));
+  process.once('SIGINT', onSigint);
+  const tty = process.stderr.isTTY === true;
+  let lastLine = 0;
+  try {
+    const report = await trainDrafter(model, {
+      kind: kind as DrafterKind, corpus, out, signal: ac.signal,
+      ...(minutes !== undefined ? { minutes } : {}), ...(tokens !== undefined ? { tokens } : {}),
+      ...(num('heads') !== undefined ? { heads: num('heads') } : {}),
+      ...(num('learning-rate') !== undefined ? { learningRate: num('learning-rate') } : {}),
+      ...(num('seed') !== undefined ? { seed: num('seed') } : {}),
+      ...(num('threads') !== undefined ? { threads: num('threads') } : {}),
+      onProgress: (p) => {
+        const now = Date.now();
+        if (!tty && now - lastLine < 5000 && p.phase === 'train') return;  // a log line every 5 s when not a terminal
+        lastLine = now;
+        process.stderr.write(tty ? `\r${trainProgressLine(p)}\x1b[K` : `${trainProgressLine(p)}\n`);
+      },
+    });
+    if (tty) process.stderr.write('\n');
+    if (json) {
+      process.stdout.write(JSON.stringify(report) + '\n');
+    } else {
+      process.stderr.write(
+        `wrote ${report.out}: ${report.tokens} positions in ${report.seconds.toFixed(0)} s; held-out loss ${report.validationLossBefore.toFixed(3)} -> ` +
+          `${report.validationLossAfter.toFixed(3)}, head top-1 ${report.headAccuracyAfter.map((a) => (a * 100).toFixed(1) + ' %').join(' / ')}, ` +
+          `greedy chain tau ${report.tauBefore.toFixed(2)} -> ${report.tauAfter.toFixed(2)}\n`,
+      );
+    }
+  } finally {
+    process.off('SIGINT', onSigint);
+    await model.dispose();
+  }
+}

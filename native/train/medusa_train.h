@@ -1,0 +1,10 @@
+// Medusa heads trained against a frozen target (train/medusa_train.cpp).
+#pragma once
+
+#include "train/train.h"
+
+namespace specdec {
+
+train_report train_medusa(std::shared_ptr<const model> target, const train_options & options);
+
+} // namespace specdec

@@ -1,0 +1,86 @@
+// The training subsystem: drafters learnt against a frozen target on ggml-opt.
+//
+//   corpus (token sequences) -> the frozen target's hidden states and soft labels
+//   (target_features) -> a training graph of the drafter's trainable tensors -> ggml-opt
+//   (AdamW, the dataset, batches) -> a GGUF file written through a temporary file.
+//
+// Labels are the target's own distributions (distillation), never the corpus's next token. A
+// validation split is held out and evaluated before training, every few chunks and at the end.
+#pragma once
+
+#include "model/model.h"
+#include "runtime/session.h"
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace specdec {
+
+struct train_progress {
+    const char * phase = "train";  // "features", "train", "validate", "write"
+    uint64_t tokens        = 0;    // corpus tokens trained on so far
+    uint64_t tokens_budget = 0;    // 0: no token budget
+    double   elapsed_s     = 0.0;
+    double   budget_s      = 0.0;  // 0: no time budget
+    double   tokens_per_s  = 0.0;
+    double   train_loss    = -1.0; // mean over the last chunk (-1: none yet)
+    double   val_loss      = -1.0; // the last validation (-1: none yet)
+    double   val_accuracy  = -1.0; // top-1 agreement with the target on the validation split
+};
+
+struct train_options {
+    std::string kind = "medusa";
+    uint32_t n_heads   = 4;     // medusa: heads
+    uint32_t seq_len   = 256;   // tokens per window the target reads
+    uint32_t batch     = 32;    // datapoints per optimizer step
+    uint32_t chunk     = 1024;  // datapoints per dataset (features computed together)
+    uint32_t val_max   = 512;   // validation datapoints at most
+    float    lr        = 1e-3f; // AdamW learning rate (decays linearly to 10 % over the budget)
+    double   max_seconds = 0;   // 0: none
+    uint64_t max_tokens  = 0;   // 0: none (one of the two must be set)
+    int      n_threads = 1;
+    std::string out;
+    std::vector<std::vector<int32_t>> train_docs, val_docs;
+    std::function<void(const train_progress &)> progress;
+    const std::atomic<bool> * abort = nullptr;
+};
+
+struct train_report {
+    uint64_t tokens = 0;         // corpus tokens trained on (datapoints)
+    uint64_t feature_tokens = 0; // tokens the target evaluated
+    uint64_t steps = 0;          // optimizer steps
+    double   seconds = 0.0;
+    double   val_loss_before = 0.0, val_loss_after = 0.0;
+    double   val_accuracy_before = 0.0, val_accuracy_after = 0.0;
+    std::vector<double> head_accuracy_before, head_accuracy_after;  // per head, top-1 agreement
+    double   tau_before = 0.0, tau_after = 0.0;  // expected tokens per step of a greedy chain of the heads
+    uint64_t val_datapoints = 0;
+    std::string out;
+};
+
+// The frozen target's hidden states and logits over token windows (prefill with all rows out).
+class target_features {
+public:
+    target_features(std::shared_ptr<const model> target, uint32_t seq_len, int n_threads, const std::vector<uint32_t> & taps);
+    // Evaluates `window` (at most seq_len tokens) from an empty cache:
+    // hidden [n][taps][n_embd], logits [n][n_vocab].
+    void run(const std::vector<int32_t> & window, std::vector<float> & hidden, std::vector<float> & logits);
+    session & sess() { return *s; }
+
+private:
+    std::unique_ptr<session> s;
+};
+
+// Softmax of `n` logits into `out` (the distillation labels).
+void softmax_row(const float * logits, int64_t n, float * out);
+
+// Trains a drafter of options.kind ("medusa") and writes it to options.out. Throws
+// ERR_ABORTED (nothing written) when options.abort is set, ERR_INVALID_OPTION for a corpus too
+// short to train on or a bad output path.
+train_report train_drafter(std::shared_ptr<const model> target, const train_options & options);
+
+} // namespace specdec

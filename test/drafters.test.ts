@@ -1,0 +1,265 @@
+// Learned drafters: hidden-state taps (no bit of the logits changes), training Medusa heads on
+// ggml-opt (held-out loss falls), the 'medusa' method (greedy identity with random and trained
+// heads, chi-square at T = 0.8 with the wrong-verifier negative control), head files in the
+// documented layout, and typed errors for every bad input (files, corpora, output paths, abort).
+import { afterAll, beforeAll, expect, it } from '@jest/globals';
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import {
+  HeadsMismatchError, InvalidOptionError, loadModel, ModelFileError, readGguf, trainDrafter, UnsupportedArchitectureError,
+  type GenerateOptions, type Model, type TrainReport,
+} from '../lib';
+import { firstDiff } from './utils/engine';
+import { GGML_TYPE, gv, writeGguf } from './utils/gguf-writer';
+import { Rng } from './utils/random-model';
+import { describeShared } from './utils/shared';
+import { chiCritical, chiSquare } from './utils/stats';
+
+const STORY_STARTS = [
+  'Once upon a time', 'The little dog', 'Lily wanted to', 'One day, a big', 'Tom and Sue', 'The sun was', 'A little bird',
+  'Mom said', 'There was a cat', 'The boy saw', 'Sara had a toy', 'In the park',
+];
+
+/** A Medusa head file in specdec's documented layout, written independently of the native writer. */
+async function writeMedusaHeads(file: string, o: { nEmbd: number; nVocab: number; nLayer: number; heads: number; scale: number; seed: number }) {
+  const rng = new Rng(o.seed);
+  const w = new Float32Array(o.nEmbd * o.nEmbd * o.heads);
+  for (let i = 0; i < w.length; i++) w[i] = (rng.uniform() * 2 - 1) * o.scale;
+  const b = new Float32Array(o.nEmbd * o.heads);
+  for (let i = 0; i < b.length; i++) b[i] = (rng.uniform() * 2 - 1) * o.scale;
+  await writeGguf(file, {
+    metadata: {
+      'general.architecture': 'specdec-medusa',
+      'specdec-medusa.head_count': gv.u32(o.heads),
+      'specdec-medusa.embedding_length': gv.u32(o.nEmbd),
+      'specdec-medusa.vocab_size': gv.u32(o.nVocab),
+      'specdec-medusa.target.block_count': gv.u32(o.nLayer),
+      'specdec-medusa.target.architecture': 'llama',
+    },
+    tensors: [
+      { name: 'medusa.weight', dims: [o.nEmbd, o.nEmbd, o.heads], type: GGML_TYPE.F32, data: w },
+      { name: 'medusa.bias', dims: [o.nEmbd, o.heads], type: GGML_TYPE.F32, data: b },
+    ],
+  });
+}
+
+describeShared('learned drafters', (dir) => {
+  const stories = path.join(dir, 'models', 'stories260K.gguf');
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'specdec-drafters-'));
+  const corpusFile = path.join(tmp, 'stories.jsonl');
+  const headsFile = path.join(tmp, 'stories-medusa.gguf');
+  let model: Model;
+  let report: TrainReport;
+
+  beforeAll(async () => {
+    model = await loadModel(stories);
+    // a corpus of the model's own stories (sampled, seeded): 48 documents
+    const s = await model.createSession({ contextSize: 512 });
+    const lines: string[] = [];
+    for (let i = 0; i < 48; i++) {
+      s.truncate(0);
+      const r = await s.generate(STORY_STARTS[i % STORY_STARTS.length], { maxTokens: 200, temperature: 1, topK: 0, topP: 1, minP: 0, seed: 100 + i }).result();
+      lines.push(JSON.stringify({ text: STORY_STARTS[i % STORY_STARTS.length] + r.text }));
+    }
+    await s.dispose();
+    fs.writeFileSync(corpusFile, lines.join('\n') + '\n');
+    report = await trainDrafter(model, {
+      kind: 'medusa', corpus: corpusFile, out: headsFile, tokens: 12_000, heads: 3, threads: 1, learningRate: 3e-3,
+      validationFraction: 0.1, validationPositions: 256, sequenceLength: 128,
+    });
+  }, 300_000);
+
+  afterAll(async () => {
+    await model?.dispose();
+    fs.rmSync(tmp, { recursive: true, force: true });
+  });
+
+  it('hidden-state taps change no bit of the logits; layer 0 is the token embedding', async () => {
+    const s = await model.createSession({ contextSize: 256 });
+    const toks = model.tokenize('Once upon a time, there was a little girl named Lily.');
+    const plain = await s.evaluate(toks, { allLogits: true });
+    s.truncate(0);
+    const nLayer = model.info.layerCount;
+    const nEmbd = model.info.embeddingLength;
+    const layers = [0, nLayer >> 1, nLayer];
+    const r = await s.evaluateHidden(toks, { layers });
+    expect(Buffer.compare(Buffer.from(plain.buffer), Buffer.from(r.logits.buffer))).toBe(0);
+    expect(r.hidden.length).toBe(toks.length * layers.length * nEmbd);
+    expect(r.hidden.every((x) => Number.isFinite(x))).toBe(true);
+    // layer 0's input is the token's embedding row (stories260K is F32)
+    const f = await readGguf(stories);
+    const te = f.tensors.find((t) => t.name === 'token_embd.weight')!;
+    const fd = fs.openSync(stories, 'r');
+    for (const [i, t] of toks.entries()) {
+      const row = Buffer.alloc(nEmbd * 4);
+      fs.readSync(fd, row, 0, row.length, Number(BigInt(f.dataOffset) + BigInt(te.offset)) + t * nEmbd * 4);
+      const got = Buffer.from(r.hidden.buffer, r.hidden.byteOffset + (i * layers.length) * nEmbd * 4, nEmbd * 4);
+      expect(Buffer.compare(row, got)).toBe(0);
+    }
+    fs.closeSync(fd);
+    // the layers differ from each other (the taps are not one tensor read three times)
+    const row0 = r.hidden.slice(nEmbd, 2 * nEmbd);
+    const rowN = r.hidden.slice(2 * nEmbd, 3 * nEmbd);
+    expect(row0.some((x, j) => x !== rowN[j])).toBe(true);
+    // taps during a generation: the same greedy tokens as without
+    s.truncate(0);
+    const a = await s.generate(toks, { maxTokens: 40 }).result();
+    await expect(s.evaluateHidden(toks, { layers: [nLayer + 1] })).rejects.toThrow(InvalidOptionError);
+    await s.dispose();
+    expect(a.tokens.length).toBe(40);
+  }, 60_000);
+
+  it('training lowers the held-out loss (soft cross-entropy to the target) and writes the documented layout', async () => {
+    expect(report.validationLossAfter).toBeLessThan(report.validationLossBefore);
+    expect(report.tokens).toBeGreaterThanOrEqual(12_000);
+    expect(report.steps).toBeGreaterThan(100);
+    expect(report.headAccuracyAfter.length).toBe(3);
+    expect(report.headAccuracyAfter[0]).toBeGreaterThan(report.headAccuracyBefore[0]);
+    const f = await readGguf(headsFile);
+    expect(f.metadata.get('general.architecture')).toBe('specdec-medusa');
+    expect(f.metadata.get('specdec-medusa.head_count')).toBe(3);
+    expect(f.metadata.get('specdec-medusa.embedding_length')).toBe(model.info.embeddingLength);
+    const w = f.tensors.find((t) => t.name === 'medusa.weight')!;
+    expect(w.dims).toEqual([model.info.embeddingLength, model.info.embeddingLength, 3]);
+    expect(fs.readdirSync(tmp).filter((n) => n.includes('.tmp-'))).toEqual([]);
+  });
+
+  async function greedyIdentity(heads: string, methods: GenerateOptions['method'][]): Promise<{ drafted: number; accepted: number }> {
+    const s = await model.createSession({ contextSize: 512 });
+    let drafted = 0;
+    let accepted = 0;
+    for (const text of STORY_STARTS) {
+      s.truncate(0);
+      const ar = await s.generate(text, { maxTokens: 96 }).result();
+      for (const method of methods) {
+        s.truncate(0);
+        const r = await s.generate(text, { maxTokens: 96, method, heads: { file: heads } }).result();
+        expect({ text, method, diff: firstDiff(r.tokens, ar.tokens) }).toEqual({ text, method, diff: -1 });
+        if (method === 'medusa') {
+          drafted += r.stats.draftedTokens;
+          accepted += r.stats.acceptedTokens;
+        }
+      }
+    }
+    await s.dispose();
+    return { drafted, accepted };
+  }
+
+  it('medusa with random heads: rarely accepted, greedy output identical to autoregressive (also through auto)', async () => {
+    const file = path.join(tmp, 'random-heads.gguf');
+    await writeMedusaHeads(file, { nEmbd: model.info.embeddingLength, nVocab: model.info.vocabSize, nLayer: model.info.layerCount, heads: 4, scale: 0.5, seed: 3 });
+    const { drafted, accepted } = await greedyIdentity(file, ['medusa', 'auto']);
+    expect(drafted).toBeGreaterThan(500);
+    expect(accepted / drafted).toBeLessThan(0.2);
+  }, 120_000);
+
+  it('medusa with trained heads: greedy output identical, drafts accepted', async () => {
+    const { drafted, accepted } = await greedyIdentity(headsFile, ['medusa']);
+    expect(accepted).toBeGreaterThan(100);
+    expect(accepted / drafted).toBeGreaterThan(0.1);
+  }, 120_000);
+
+  async function sample(prompt: number[], n: number, seed0: number, o: GenerateOptions): Promise<{ counts: Map<string, number>; accepted: number }> {
+    const s = await model.createSession({ contextSize: 256 });
+    const counts = new Map<string, number>();
+    let accepted = 0;
+    for (let i = 0; i < n; i++) {
+      const r = await s.generate(prompt, { maxTokens: 3, temperature: 0.8, topK: 0, topP: 1, minP: 0, seed: seed0 + i, ...o }).result();
+      const key = r.tokens.join(',');
+      counts.set(key, (counts.get(key) ?? 0) + 1);
+      accepted += r.stats.acceptedTokens;
+    }
+    await s.dispose();
+    return { counts, accepted };
+  }
+
+  it('sampling with medusa at T = 0.8 follows the autoregressive distribution (chi-square, 20,000 samples); a wrong verifier is rejected', async () => {
+    const prompt = model.tokenize('Once upon a time, there was a little girl. Once upon a time, there was a little');
+    const N = 20000;
+    const ar = await sample(prompt, N, 1, {});
+    const got = await sample(prompt, N, 5_000_000, { method: 'medusa', heads: { file: headsFile } });
+    expect(got.accepted).toBeGreaterThan(N / 10);  // drafting happened: the test is not vacuous
+    const [stat, dof] = chiSquare(ar.counts, got.counts, N, N);
+    expect(dof).toBeGreaterThan(10);
+    expect(Math.round(stat)).toBeLessThanOrEqual(chiCritical(dof));
+    const biased = await sample(prompt, N, 9_000_000, { method: 'medusa', heads: { file: headsFile }, _testBiasedVerifier: true } as GenerateOptions);
+    const [stat2, dof2] = chiSquare(ar.counts, biased.counts, N, N);
+    expect(stat2).toBeGreaterThan(chiCritical(dof2));
+  }, 600_000);
+
+  it('bad head files give typed errors: missing, not GGUF, truncated, another architecture, another target', async () => {
+    const s = await model.createSession({ contextSize: 128 });
+    const gen = (file: string) => s.generate('Once upon a time', { maxTokens: 4, method: 'medusa', heads: { file } }).result();
+    await expect(gen(path.join(tmp, 'nope.gguf'))).rejects.toMatchObject({ code: 'ERR_FILE_NOT_FOUND' });
+    const notGguf = path.join(tmp, 'not.gguf');
+    fs.writeFileSync(notGguf, 'hello, not a gguf file at all');
+    await expect(gen(notGguf)).rejects.toMatchObject({ code: 'ERR_NOT_GGUF' });
+    const bytes = fs.readFileSync(headsFile);
+    const truncated = path.join(tmp, 'truncated.gguf');
+    fs.writeFileSync(truncated, bytes.subarray(0, bytes.length - 1000));
+    await expect(gen(truncated)).rejects.toMatchObject({ code: 'ERR_TRUNCATED_FILE' });
+    await expect(gen(truncated)).rejects.toBeInstanceOf(ModelFileError);
+    const header = path.join(tmp, 'header-only.gguf');
+    fs.writeFileSync(header, bytes.subarray(0, 40));
+    await expect(gen(header)).rejects.toBeInstanceOf(ModelFileError);
+    await expect(gen(stories)).rejects.toBeInstanceOf(UnsupportedArchitectureError);
+    const other = path.join(tmp, 'other-target.gguf');
+    await writeMedusaHeads(other, { nEmbd: model.info.embeddingLength * 2, nVocab: model.info.vocabSize, nLayer: model.info.layerCount, heads: 2, scale: 0.1, seed: 1 });
+    await expect(gen(other)).rejects.toBeInstanceOf(HeadsMismatchError);
+    const otherVocab = path.join(tmp, 'other-vocab.gguf');
+    await writeMedusaHeads(otherVocab, { nEmbd: model.info.embeddingLength, nVocab: model.info.vocabSize + 1, nLayer: model.info.layerCount, heads: 2, scale: 0.1, seed: 1 });
+    await expect(gen(otherVocab)).rejects.toBeInstanceOf(HeadsMismatchError);
+    // option errors
+    expect(() => s.generate('x', { method: 'medusa' })).toThrow(InvalidOptionError);
+    expect(() => s.generate('x', { method: 'lookup', heads: { file: headsFile } })).toThrow(InvalidOptionError);
+    expect(() => s.generate('x', { method: 'medusa', heads: { file: 3 as unknown as string } })).toThrow(InvalidOptionError);
+    // the session still works
+    const ok = await s.generate('Once upon a time', { maxTokens: 4, method: 'medusa', heads: { file: headsFile } }).result();
+    expect(ok.tokens.length).toBe(4);
+    await s.dispose();
+  }, 60_000);
+
+  it('bad training input gives typed errors: empty, binary and too-short corpora, --out a directory, a missing budget', async () => {
+    const base = { kind: 'medusa' as const, out: path.join(tmp, 'x.gguf'), tokens: 1000, threads: 1 };
+    const empty = path.join(tmp, 'empty');
+    fs.mkdirSync(empty);
+    await expect(trainDrafter(model, { ...base, corpus: empty })).rejects.toThrow(InvalidOptionError);
+    const bin = path.join(tmp, 'bin');
+    fs.mkdirSync(bin);
+    fs.writeFileSync(path.join(bin, 'a.bin'), Buffer.from([0, 1, 2, 3, 0, 0, 255, 254]));
+    await expect(trainDrafter(model, { ...base, corpus: bin })).rejects.toThrow(/binary/);
+    const short = path.join(tmp, 'short.txt');
+    fs.writeFileSync(short, 'Once upon a time.');
+    await expect(trainDrafter(model, { ...base, corpus: short })).rejects.toThrow(/too short/);
+    await expect(trainDrafter(model, { ...base, corpus: corpusFile, out: tmp })).rejects.toThrow(/directory/);
+    await expect(trainDrafter(model, { ...base, corpus: corpusFile, out: path.join(tmp, 'no', 'such', 'dir', 'x.gguf') })).rejects.toThrow(InvalidOptionError);
+    await expect(trainDrafter(model, { kind: 'medusa', corpus: corpusFile, out: path.join(tmp, 'y.gguf') })).rejects.toThrow(/budget/);
+    await expect(trainDrafter(model, { ...base, corpus: corpusFile, kind: 'nope' as 'medusa' })).rejects.toThrow(InvalidOptionError);
+    const badJsonl = path.join(tmp, 'bad.jsonl');
+    fs.writeFileSync(badJsonl, '{"text": "ok"}\nnot json\n');
+    await expect(trainDrafter(model, { ...base, corpus: badJsonl })).rejects.toThrow(/line 2/);
+    expect(fs.existsSync(base.out)).toBe(false);
+  }, 60_000);
+
+  it('an abort mid-training rejects with the signal reason and leaves no file behind', async () => {
+    const out = path.join(tmp, 'aborted.gguf');
+    const ac = new AbortController();
+    let sawTrain = false;
+    const p = trainDrafter(model, {
+      kind: 'medusa', corpus: corpusFile, out, minutes: 5, threads: 1, signal: ac.signal,
+      onProgress: (pr) => {
+        if (pr.phase === 'train' && pr.tokens > 0 && !sawTrain) {
+          sawTrain = true;
+          ac.abort(new Error('stop now'));
+        }
+      },
+    });
+    const t0 = Date.now();
+    await expect(p).rejects.toThrow('stop now');
+    expect(Date.now() - t0).toBeLessThan(60_000);
+    expect(sawTrain).toBe(true);
+    expect(fs.existsSync(out)).toBe(false);
+    expect(fs.readdirSync(tmp).filter((n) => n.startsWith('aborted'))).toEqual([]);
+  }, 120_000);
+});
