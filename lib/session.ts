@@ -44,6 +44,12 @@ export const METHODS = ['autoregressive', 'lookup', 'draft', 'rsd', 'token-recyc
 /** Methods that need `draft: { model }` ('rasd' and 'auto' use one when given). */
 const NEEDS_DRAFT_MODEL: readonly string[] = ['draft', 'rsd'];
 const USES_DRAFT_MODEL: readonly string[] = ['draft', 'rsd', 'rasd', 'auto'];
+
+/** repeatPenalty divides positive logits: 0 would make them infinite and the probabilities NaN. */
+function positivePenalty(v: number): number {
+  if (!(v > 0)) throw new InvalidOptionError(`option 'repeatPenalty' must be greater than 0 (1 = off), got ${v}`);
+  return v;
+}
 export type Method = (typeof METHODS)[number];
 
 export interface GenerateOptions {
@@ -57,7 +63,7 @@ export interface GenerateOptions {
   topP?: number;
   /** Drop tokens below minP × the top probability (default 0.05; 0 = off). */
   minP?: number;
-  /** Repetition penalty over the last penaltyLastN tokens (default 1 = off). */
+  /** Repetition penalty over the last penaltyLastN tokens, > 0 (default 1 = off). */
   repeatPenalty?: number;
   /** Subtracted per occurrence (default 0). */
   frequencyPenalty?: number;
@@ -240,7 +246,7 @@ export class Session {
       topK: optNumber(o, 'topK', 40, 0, 1 << 30, true),
       topP: optNumber(o, 'topP', 0.95, 0, 1),
       minP: optNumber(o, 'minP', 0.05, 0, 1),
-      repeatPenalty: optNumber(o, 'repeatPenalty', 1, 0, 100),
+      repeatPenalty: positivePenalty(optNumber(o, 'repeatPenalty', 1, 0, 100)),
       frequencyPenalty: optNumber(o, 'frequencyPenalty', 0, -100, 100),
       presencePenalty: optNumber(o, 'presencePenalty', 0, -100, 100),
       penaltyLastN: optNumber(o, 'penaltyLastN', 64, -1, 1 << 30, true),
