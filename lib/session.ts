@@ -467,7 +467,11 @@ export class Generation implements AsyncIterable<GenerationChunk> {
   private async *run(): AsyncGenerator<GenerationChunk> {
     const session = this.session;
     const native = session.nativeSession();
-    this.signal?.throwIfAborted();
+    if (this.signal?.aborted) {
+      // nothing ran, but an ended generation has its stats (stopReason 'abort', no tokens)
+      this.finish(undefined, 'abort');
+      throw this.signal.reason;
+    }
     session.claim(this);
     const tokenizer = session.model.tokenizer;
     const decoder = new Utf8StreamDecoder();
@@ -496,6 +500,8 @@ export class Generation implements AsyncIterable<GenerationChunk> {
         }
         budget = STEP_BUDGET_MS;
         last = r.stats;
+        const yieldedTokens = this.tokens.length;
+        const yieldedText = this.text;
         const chunkTokens: number[] = [];
         for (const t of r.tokens) {
           chunkTokens.push(t);
@@ -532,6 +538,10 @@ export class Generation implements AsyncIterable<GenerationChunk> {
         sent = upto;
         this.text = all.slice(0, sent);
         if (this.signal?.aborted) {
+          // this step's chunk is not yielded, so it is not part of the output either: run.tokens and
+          // run.text stay what the yielded chunks carried (the cache is cut to match in `finally`)
+          this.tokens.length = yieldedTokens;
+          this.text = yieldedText;
           this.finish(last, 'abort');
           throw this.signal.reason;
         }
@@ -545,7 +555,38 @@ export class Generation implements AsyncIterable<GenerationChunk> {
     } finally {
       this.signal?.removeEventListener('abort', onAbort);
       if (!this.stats) this.finish(last, 'abort');
-      session.release(this);
+      try {
+        if (!session.disposed) await this.syncCache(native);
+      } finally {
+        session.release(this);
+      }
+    }
+  }
+
+  /**
+   * Makes the session's sequence exactly the prompt plus the returned tokens, whatever stopped the
+   * generation: the native loop runs ahead of what is returned (a step's tokens after a stop string,
+   * accepted drafts not yet emitted when maxTokens or an abort ends it) and does not evaluate the last
+   * token it emits (maxTokens, contextFull). Extra cells are dropped; a missing last token is evaluated
+   * (one forward pass), except when the context has no cell left for it (contextFull). A generation
+   * that ended inside prompt processing (an abort, maxTokens 0) leaves the prefix it evaluated: the
+   * next generate() evaluates the rest, and an abort stays quick.
+   */
+  private async syncCache(native: NativeSession): Promise<void> {
+    const want = this.promptTokens.concat(this.tokens);
+    const held = native.tokens();
+    let common = 0;
+    while (common < held.length && common < want.length && held[common] === want[common]) common++;
+    if (common < held.length) native.truncate(common);
+    const missing = want.length - common;
+    if (missing === 1 && this.tokens.length > 0 && want.length <= native.info().contextSize) {
+      try {
+        await this.session.track(native.evaluate(Int32Array.from(want.slice(common)), false));
+      } catch {
+        // an evaluation that fails here (the session disposed under it) leaves a shorter cache: still a
+        // prefix of the sequence, and the next generate() evaluates the rest
+        if (!this.session.disposed) native.truncate(common);
+      }
     }
   }
 

@@ -10,31 +10,17 @@ import * as path from 'path';
 import { promisify } from 'util';
 import { loadModel, ModelFileError } from '../lib';
 import { cachedRandomModel } from './utils/random-model';
-import { GgufMetaInput, GgufMetaValue, gv, readGgufRaw, specFromRaw, writeGguf } from './utils/gguf-writer';
+import { GgufMetaInput, gv, rewriteGgufMetadata } from './utils/gguf-writer';
 import { describeShared } from './utils/shared';
 
 const run = promisify(execFile);
-
-/** A copy of `src` with metadata keys replaced (or added); `undefined` drops a key. */
-async function withMetadata(src: string, out: string, changes: Record<string, GgufMetaInput | undefined>): Promise<string> {
-  const raw = await readGgufRaw(src);
-  const spec = specFromRaw(src, raw);
-  const md = new Map<string, GgufMetaInput>(raw.metadata as Map<string, GgufMetaValue>);
-  for (const [k, v] of Object.entries(changes)) {
-    if (v === undefined) md.delete(k);
-    else md.set(k, v);
-  }
-  spec.metadata = md;
-  await writeGguf(out, spec);
-  return out;
-}
 
 describeShared('bad hyper-parameters', (dir) => {
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'specdec-badmeta-'));
   const vocab = path.join(dir, 'models', 'vocab', 'ggml-vocab-llama-spm.gguf');
   const good = () => cachedRandomModel({ arch: 'llama', vocabFrom: vocab, type: 'f16' });
   let n = 0;
-  const variant = async (changes: Record<string, GgufMetaInput | undefined>) => withMetadata(await good(), path.join(tmp, `v${n++}.gguf`), changes);
+  const variant = async (changes: Record<string, GgufMetaInput | undefined>) => rewriteGgufMetadata(await good(), path.join(tmp, `v${n++}.gguf`), changes);
 
   // [changes, the key the message must name]
   const cases: Array<[string, Record<string, GgufMetaInput | undefined>, string]> = [
