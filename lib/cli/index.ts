@@ -7,9 +7,14 @@
  *                    [--corpus-file F]... [--rsd-tree T] [--cpu-kernels K]
  *                    [--context-size N] [--backend B] [--stop S]... [--json]
  *   specdec info PATH [--json]
+ *   specdec --version | --help        (and `generate --help`, `info -h`)
  *
  * With --json, generate prints exactly one JSON object on stdout:
  *   {"promptTokens":[...],"tokens":[...],"text":"...","stats":{...}}
+ *
+ * Exit codes: 0 done (also when the reader of stdout left early), 1 a file or model error (one line),
+ * 2 a usage error (found before any model loads), 130 interrupted by Ctrl-C (the partial output and
+ * stats are printed).
  */
 import { readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
