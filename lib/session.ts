@@ -48,6 +48,12 @@ const NEEDS_DRAFT_MODEL: readonly string[] = ['draft', 'rsd'];
 const USES_DRAFT_MODEL: readonly string[] = ['draft', 'rsd', 'rasd', 'auto'];
 /** Methods that use `heads: { file }` ('medusa' needs it, 'auto' uses it when given). */
 const USES_HEADS: readonly string[] = ['medusa', 'auto'];
+
+/** repeatPenalty divides positive logits: 0 would make them infinite and the probabilities NaN. */
+function positivePenalty(v: number): number {
+  if (!(v > 0)) throw new InvalidOptionError(`option 'repeatPenalty' must be greater than 0 (1 = off), got ${v}`);
+  return v;
+}
 export type Method = (typeof METHODS)[number];
 
 export interface GenerateOptions {
@@ -61,7 +67,7 @@ export interface GenerateOptions {
   topP?: number;
   /** Drop tokens below minP × the top probability (default 0.05; 0 = off). */
   minP?: number;
-  /** Repetition penalty over the last penaltyLastN tokens (default 1 = off). */
+  /** Repetition penalty over the last penaltyLastN tokens, > 0 (default 1 = off). */
   repeatPenalty?: number;
   /** Subtracted per occurrence (default 0). */
   frequencyPenalty?: number;
@@ -246,7 +252,7 @@ export class Session {
       topK: optNumber(o, 'topK', 40, 0, 1 << 30, true),
       topP: optNumber(o, 'topP', 0.95, 0, 1),
       minP: optNumber(o, 'minP', 0.05, 0, 1),
-      repeatPenalty: optNumber(o, 'repeatPenalty', 1, 0, 100),
+      repeatPenalty: positivePenalty(optNumber(o, 'repeatPenalty', 1, 0, 100)),
       frequencyPenalty: optNumber(o, 'frequencyPenalty', 0, -100, 100),
       presencePenalty: optNumber(o, 'presencePenalty', 0, -100, 100),
       penaltyLastN: optNumber(o, 'penaltyLastN', 64, -1, 1 << 30, true),
@@ -507,7 +513,11 @@ export class Generation implements AsyncIterable<GenerationChunk> {
   private async *run(): AsyncGenerator<GenerationChunk> {
     const session = this.session;
     const native = session.nativeSession();
-    this.signal?.throwIfAborted();
+    if (this.signal?.aborted) {
+      // nothing ran, but an ended generation has its stats (stopReason 'abort', no tokens)
+      this.finish(undefined, 'abort');
+      throw this.signal.reason;
+    }
     session.claim(this);
     const tokenizer = session.model.tokenizer;
     const decoder = new Utf8StreamDecoder();
@@ -536,6 +546,8 @@ export class Generation implements AsyncIterable<GenerationChunk> {
         }
         budget = STEP_BUDGET_MS;
         last = r.stats;
+        const yieldedTokens = this.tokens.length;
+        const yieldedText = this.text;
         const chunkTokens: number[] = [];
         for (const t of r.tokens) {
           chunkTokens.push(t);
@@ -572,6 +584,10 @@ export class Generation implements AsyncIterable<GenerationChunk> {
         sent = upto;
         this.text = all.slice(0, sent);
         if (this.signal?.aborted) {
+          // this step's chunk is not yielded, so it is not part of the output either: run.tokens and
+          // run.text stay what the yielded chunks carried (the cache is cut to match in `finally`)
+          this.tokens.length = yieldedTokens;
+          this.text = yieldedText;
           this.finish(last, 'abort');
           throw this.signal.reason;
         }
@@ -585,7 +601,38 @@ export class Generation implements AsyncIterable<GenerationChunk> {
     } finally {
       this.signal?.removeEventListener('abort', onAbort);
       if (!this.stats) this.finish(last, 'abort');
-      session.release(this);
+      try {
+        if (!session.disposed) await this.syncCache(native);
+      } finally {
+        session.release(this);
+      }
+    }
+  }
+
+  /**
+   * Makes the session's sequence exactly the prompt plus the returned tokens, whatever stopped the
+   * generation: the native loop runs ahead of what is returned (a step's tokens after a stop string,
+   * accepted drafts not yet emitted when maxTokens or an abort ends it) and does not evaluate the last
+   * token it emits (maxTokens, contextFull). Extra cells are dropped; a missing last token is evaluated
+   * (one forward pass), except when the context has no cell left for it (contextFull). A generation
+   * that ended inside prompt processing (an abort, maxTokens 0) leaves the prefix it evaluated: the
+   * next generate() evaluates the rest, and an abort stays quick.
+   */
+  private async syncCache(native: NativeSession): Promise<void> {
+    const want = this.promptTokens.concat(this.tokens);
+    const held = native.tokens();
+    let common = 0;
+    while (common < held.length && common < want.length && held[common] === want[common]) common++;
+    if (common < held.length) native.truncate(common);
+    const missing = want.length - common;
+    if (missing === 1 && this.tokens.length > 0 && want.length <= native.info().contextSize) {
+      try {
+        await this.session.track(native.evaluate(Int32Array.from(want.slice(common)), false));
+      } catch {
+        // an evaluation that fails here (the session disposed under it) leaves a shorter cache: still a
+        // prefix of the sequence, and the next generate() evaluates the rest
+        if (!this.session.disposed) native.truncate(common);
+      }
     }
   }
 

@@ -7,14 +7,20 @@
  *                    [--corpus-file F]... [--rsd-tree T] [--cpu-kernels K]
  *                    [--context-size N] [--backend B] [--stop S]... [--json]
  *   specdec info PATH [--json]
+ *   specdec --version | --help        (and `generate --help`, `info -h`)
  *
  * With --json, generate prints exactly one JSON object on stdout:
  *   {"promptTokens":[...],"tokens":[...],"text":"...","stats":{...}}
+ *
+ * Exit codes: 0 done (also when the reader of stdout left early), 1 a file or model error (one line),
+ * 2 a usage error (found before any model loads), 130 interrupted by Ctrl-C (the partial output and
+ * stats are printed).
  */
-import { readFileSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
 import { loadModel, readGguf, SpecdecError, METHODS } from '../index';
 import type { GenerateOptions } from '../session';
-import { TRAIN_USAGE, trainDrafterCommand } from './train';
+import { KNOWN_TRAIN, TRAIN_USAGE, trainDrafterCommand } from './train';
 
 type Flags = Map<string, string[]>;
 
@@ -36,26 +42,66 @@ const USAGE = `usage:
       --rsd-tree T        --method rsd: gumbel-top-k (default) | beam-search
       --cpu-kernels K     specdec (default) | ggml (llama.cpp's bits on the CPU)
       --json              print one JSON object {promptTokens, tokens, text, stats} and nothing else
+      --progress          show the loading progress bar (default: files over 64 MB on a terminal)
   specdec info PATH [--json]
-${TRAIN_USAGE}`;
+${TRAIN_USAGE}  specdec --version | --help
 
+Ctrl-C stops the generation at the next step and prints what was generated (exit code 130).
+`;
+
+/** A wrong command line: the message, then the usage; exit code 2. */
 class UsageError extends Error {}
+/** A file the flags name that cannot be read: one line; exit code 1. */
+class CliError extends Error {}
+
+// stdout may be a pipe whose reader leaves early (`specdec generate ... | head -c 20`): the write then
+// fails with EPIPE, emitted as an 'error' event that would otherwise crash with a stack trace. From
+// then on nothing more is written, a running generation is aborted, and the process exits quietly.
+let stdoutClosed = false;
+let onStdoutClosed: (() => void) | undefined;
+process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+  if (err.code !== 'EPIPE') throw err;
+  stdoutClosed = true;
+  onStdoutClosed?.();
+});
+function out(text: string): void {
+  if (!stdoutClosed) process.stdout.write(text);
+}
+
+function version(): string {
+  // dist/cli/index.js -> package.json
+  const pkg = JSON.parse(readFileSync(join(__dirname, '..', '..', 'package.json'), 'utf8')) as { version: string };
+  return pkg.version;
+}
+
+const KNOWN_GENERATE = new Set([
+  'model', 'prompt', 'prompt-file', 'max-tokens', 'temperature', 'top-k', 'top-p', 'min-p', 'repeat-penalty', 'seed',
+  'stop', 'threads', 'context-size', 'backend', 'method', 'json', 'progress', 'help', 'draft-model', 'draft-max',
+  'corpus-file', 'rsd-tree', 'cpu-kernels', 'heads',
+]);
+const KNOWN_INFO = new Set(['json', 'help']);
 
 function parse(argv: string[]): { cmd: string; positional: string[]; flags: Flags } {
   const [cmd = '', ...rest] = argv;
   const flags: Flags = new Map();
   const positional: string[] = [];
-  const booleans = new Set(['json', 'help', 'progress']);
+  const booleans = new Set(['json', 'help', 'progress', 'version']);
   for (let i = 0; i < rest.length; i++) {
     const a = rest[i];
-    if (a.startsWith('--')) {
+    if (a === '-h') {
+      flags.set('help', ['true']);
+    } else if (a.startsWith('-') && !a.startsWith('--') && a !== '-') {
+      throw new UsageError(`unknown option ${a} (options are spelled --name)`);
+    } else if (a.startsWith('--')) {
       const eq = a.indexOf('=');
       const name = eq > 0 ? a.slice(2, eq) : a.slice(2);
+      const known = cmd === 'generate' ? KNOWN_GENERATE : cmd === 'info' ? KNOWN_INFO : cmd === 'train-drafter' ? KNOWN_TRAIN : undefined;
+      if (known && !known.has(name) && name !== 'version') throw new UsageError(`unknown option --${name}${cmd !== 'generate' ? ` for ${cmd}` : ''}`);
       let value: string;
       if (eq > 0) value = a.slice(eq + 1);
       else if (booleans.has(name)) value = 'true';
       else {
-        if (i + 1 >= rest.length) throw new UsageError(`--${name} needs a value`);
+        if (i + 1 >= rest.length || (rest[i + 1].startsWith('--') && rest[i + 1].length > 2)) throw new UsageError(`--${name} needs a value`);
         value = rest[++i];
       }
       flags.set(name, [...(flags.get(name) ?? []), value]);
@@ -79,11 +125,82 @@ function num(flags: Flags, name: string): number | undefined {
   return n;
 }
 
-const KNOWN_GENERATE = new Set([
-  'model', 'prompt', 'prompt-file', 'max-tokens', 'temperature', 'top-k', 'top-p', 'min-p', 'repeat-penalty', 'seed',
-  'stop', 'threads', 'context-size', 'backend', 'method', 'json', 'progress', 'help', 'draft-model', 'draft-max',
-  'corpus-file', 'rsd-tree', 'cpu-kernels', 'heads',
-]);
+// The numeric flags and the ranges the API takes (lib/session.ts, lib/model.ts), checked before a model
+// loads so that a wrong flag costs no loading time: [min, max, integer, above min strictly]
+const NUMERIC: Record<string, [number, number, boolean, boolean?]> = {
+  'max-tokens': [0, 1 << 30, true], 'temperature': [0, 100, false], 'top-k': [0, 1 << 30, true], 'top-p': [0, 1, false],
+  'min-p': [0, 1, false], 'repeat-penalty': [0, 100, false, true], 'seed': [0, Number.MAX_SAFE_INTEGER, true],
+  'threads': [1, 512, true], 'context-size': [1, 1 << 20, true], 'draft-max': [1, 255, true],
+};
+const CHOICES: Record<string, readonly string[]> = {
+  'method': METHODS, 'backend': ['auto', 'cpu', 'cuda', 'metal'], 'cpu-kernels': ['specdec', 'ggml'], 'rsd-tree': ['gumbel-top-k', 'beam-search'],
+};
+
+function checkFlags(flags: Flags): void {
+  for (const [name, [min, max, integer, strict]] of Object.entries(NUMERIC)) {
+    const n = num(flags, name);
+    if (n === undefined) continue;
+    if (integer && !Number.isInteger(n)) throw new UsageError(`--${name} must be an integer, got ${n}`);
+    if (n < min || n > max || (strict && n === min)) {
+      throw new UsageError(`--${name} must be ${strict ? `greater than ${min}` : `at least ${min}`} and at most ${max}, got ${n}`);
+    }
+  }
+  for (const [name, choices] of Object.entries(CHOICES)) {
+    const v = one(flags, name);
+    if (v !== undefined && !choices.includes(v)) throw new UsageError(`--${name} must be one of ${choices.join(', ')}, got '${v}'`);
+  }
+  for (const s of flags.get('stop') ?? []) if (s === '') throw new UsageError('--stop must not be empty');
+  const method = one(flags, 'method') ?? 'autoregressive';
+  if (flags.has('draft-model') && !['draft', 'rsd', 'rasd', 'auto'].includes(method)) throw new UsageError('--draft-model goes with --method draft, rsd, rasd or auto');
+  if (!flags.has('draft-model') && ['draft', 'rsd'].includes(method)) throw new UsageError(`--method ${method} needs --draft-model PATH`);
+  if (flags.has('corpus-file') && method !== 'rasd') throw new UsageError('--corpus-file goes with --method rasd');
+  if (flags.has('rsd-tree') && method !== 'rsd') throw new UsageError('--rsd-tree goes with --method rsd');
+  if (flags.has('heads') && !['medusa', 'auto'].includes(method)) throw new UsageError('--heads goes with --method medusa or auto');
+  if (!flags.has('heads') && method === 'medusa') throw new UsageError('--method medusa needs --heads FILE (from specdec train-drafter)');
+}
+
+/** A model file a flag names: it must exist and be a file (loadModel's own errors are for its contents). */
+function checkFile(flag: string, path: string): void {
+  let st;
+  try {
+    st = statSync(path);
+  } catch (err) {
+    throw new CliError(`${flag} ${path}: ${(err as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (err as Error).message}`);
+  }
+  if (st.isDirectory()) throw new CliError(`${flag} ${path}: is a directory, not a file`);
+}
+
+/** The text of a file a flag names, or one clear line saying why not. */
+function readText(flag: string, path: string): string {
+  checkFile(flag, path);
+  try {
+    return readFileSync(path, 'utf8');
+  } catch (err) {
+    throw new CliError(`${flag} ${path}: ${(err as Error).message}`);
+  }
+}
+
+// API names in error messages, as the command line spells them
+const API_TO_FLAG: Array<[RegExp, string]> = [
+  [/`draft: \{ model \}`|'draft: \{ model \}'|draft: \{ model \}/g, '--draft-model'],
+  [/retrieval\.corpus/g, '--corpus-file'],
+  ...(Object.entries({
+    maxTokens: 'max-tokens', temperature: 'temperature', topK: 'top-k', topP: 'top-p', minP: 'min-p', repeatPenalty: 'repeat-penalty',
+    seed: 'seed', stop: 'stop', draftMax: 'draft-max', contextSize: 'context-size', threads: 'threads', backend: 'backend',
+    cpuKernels: 'cpu-kernels', rsd: 'rsd-tree', retrieval: 'corpus-file',
+  }).map(([api, flag]): [RegExp, string] =>
+    // camelCase names are API identifiers wherever they appear; plain words only as `option 'x'`
+    [new RegExp(/[A-Z]/.test(api) ? `option '${api}'|\\b${api}\\b` : `option '${api}'`, 'g'), `--${flag}`])),
+  [/\bmethod '([a-z-]+)'/g, '--method $1'],
+  [/\bmethod must\b/g, '--method must'],
+];
+
+function flagNames(message: string): string {
+  let m = message;
+  for (const [re, flag] of API_TO_FLAG) m = m.replace(re, flag);
+  return m;
+}
+
 
 function progressBar(enabled: boolean): ((f: number) => void) | undefined {
   if (!enabled) return undefined;
@@ -99,26 +216,44 @@ function progressBar(enabled: boolean): ((f: number) => void) | undefined {
   };
 }
 
-async function generate(flags: Flags): Promise<void> {
+async function generate(positional: string[], flags: Flags): Promise<number> {
   for (const k of flags.keys()) if (!KNOWN_GENERATE.has(k)) throw new UsageError(`unknown option --${k}`);
+  if (positional.length > 0) throw new UsageError(`unexpected argument '${positional[0]}' (the prompt goes in --prompt TEXT)`);
   const modelPath = one(flags, 'model');
   if (!modelPath) throw new UsageError('--model PATH is required');
   const promptText = one(flags, 'prompt');
   const promptFile = one(flags, 'prompt-file');
   if ((promptText === undefined) === (promptFile === undefined)) throw new UsageError('give exactly one of --prompt and --prompt-file');
-  const prompt = promptText ?? readFileSync(promptFile!, 'utf8');
+  checkFlags(flags);
+  // every file before any model loads
+  checkFile('--model', modelPath);
+  const draftPath = one(flags, 'draft-model');
+  if (draftPath) checkFile('--draft-model', draftPath);
+  const headsPath = one(flags, 'heads');
+  if (headsPath) checkFile('--heads', headsPath);
+  const prompt = promptText ?? readText('--prompt-file', promptFile!);
+  const corpus = flags.get('corpus-file')?.map((f) => readText('--corpus-file', f));
   const json = one(flags, 'json') === 'true';
   const threads = num(flags, 'threads');
   const backend = one(flags, 'backend') as 'auto' | 'cpu' | 'cuda' | 'metal' | undefined;
 
-  const { size } = await import('node:fs').then((fs) => fs.statSync(modelPath));
-  const showProgress = one(flags, 'progress') === 'true' || (process.stderr.isTTY === true && size > 64 * 1024 * 1024);
+  const showProgress = one(flags, 'progress') === 'true' || (process.stderr.isTTY === true && statSync(modelPath).size > 64 * 1024 * 1024);
   const cpuKernels = one(flags, 'cpu-kernels') as 'specdec' | 'ggml' | undefined;
-  const model = await loadModel(modelPath, { backend, threads, onProgress: progressBar(showProgress), ...(cpuKernels ? { cpuKernels } : {}) });
-  const draftPath = one(flags, 'draft-model');
-  if (draftPath && !['draft', 'rsd', 'rasd', 'auto'].includes(one(flags, 'method') ?? '')) throw new UsageError('--draft-model goes with --method draft, rsd, rasd or auto');
-  const draftModel = draftPath ? await loadModel(draftPath, { backend, threads }) : undefined;
+  // Ctrl-C aborts through the signal that loading and the generation take: loading stops, or the
+  // generation stops at its next step and the partial output is reported (exit code 130); a second
+  // Ctrl-C (the handler is gone by then) kills the process
+  const ac = new AbortController();
+  let interrupted = false;
+  const onSigint = () => {
+    interrupted = true;
+    ac.abort(new SpecdecError('ERR_ABORTED', 'interrupted'));
+  };
+  process.once('SIGINT', onSigint);
+  let model;
+  let draftModel;
   try {
+    model = await loadModel(modelPath, { backend, threads, signal: ac.signal, onProgress: progressBar(showProgress), ...(cpuKernels ? { cpuKernels } : {}) });
+    draftModel = draftPath ? await loadModel(draftPath, { backend, threads, signal: ac.signal }) : undefined;
     const contextSize = num(flags, 'context-size');
     const session = await model.createSession(contextSize !== undefined ? { contextSize } : {});
     const opts: GenerateOptions = {
@@ -133,42 +268,57 @@ async function generate(flags: Flags): Promise<void> {
       method: one(flags, 'method') as GenerateOptions['method'],
       draftMax: num(flags, 'draft-max'),
       draft: draftModel ? { model: draftModel } : undefined,
-      retrieval: flags.has('corpus-file') ? { corpus: flags.get('corpus-file')!.map((f) => readFileSync(f, 'utf8')) } : undefined,
+      retrieval: corpus ? { corpus } : undefined,
       rsd: one(flags, 'rsd-tree') ? { tree: one(flags, 'rsd-tree') as 'gumbel-top-k' | 'beam-search' } : undefined,
-      heads: one(flags, 'heads') ? { file: one(flags, 'heads')! } : undefined,
+      heads: headsPath ? { file: headsPath } : undefined,
+      signal: ac.signal,
     };
     for (const k of Object.keys(opts) as (keyof GenerateOptions)[]) if (opts[k] === undefined) delete opts[k];
     const run = session.generate(prompt, opts);
-    const ac = new AbortController();
-    const onSigint = () => ac.abort(new SpecdecError('ERR_ABORTED', 'interrupted'));
-    process.once('SIGINT', onSigint);
+    onStdoutClosed = () => ac.abort(new SpecdecError('ERR_ABORTED', 'stdout closed'));
+    if (stdoutClosed) onStdoutClosed();
     try {
       for await (const chunk of run) {
-        if (!json) process.stdout.write(chunk.text);
+        if (!json) out(chunk.text);
       }
+    } catch (err) {
+      if (!ac.signal.aborted) throw err;
     } finally {
       process.off('SIGINT', onSigint);
+      onStdoutClosed = undefined;
     }
+    if (interrupted && !run.stats) return 130;  // before the first step: nothing generated
+    await session.dispose();
+    if (stdoutClosed) return 0;  // the reader left: nothing more to say
     const stats = run.stats!;
     if (json) {
-      process.stdout.write(JSON.stringify({ promptTokens: run.promptTokens, tokens: run.tokens, text: run.text, stats }) + '\n');
+      out(JSON.stringify({ promptTokens: run.promptTokens, tokens: run.tokens, text: run.text, stats }) + '\n');
     } else {
-      process.stdout.write('\n');
+      out('\n');
       process.stderr.write(
         `[${stats.generatedTokens} tokens, ${stats.decodeTokensPerSecond.toFixed(1)} tok/s decode, ` +
           `${stats.prefillTokensPerSecond.toFixed(1)} tok/s prefill, ${stats.threads} threads, stop: ${stats.stopReason}]\n`,
       );
     }
-    await session.dispose();
+    return interrupted ? 130 : 0;
+  } catch (err) {
+    if (interrupted) {
+      process.stderr.write('specdec: interrupted\n');
+      return 130;
+    }
+    throw err;
   } finally {
-    await model.dispose();
+    process.off('SIGINT', onSigint);
+    await model?.dispose();
     await draftModel?.dispose();
   }
 }
 
-async function info(positional: string[], flags: Flags): Promise<void> {
+async function info(positional: string[], flags: Flags): Promise<number> {
+  for (const k of flags.keys()) if (!KNOWN_INFO.has(k)) throw new UsageError(`unknown option --${k} for info`);
   const path = positional[0];
   if (!path) throw new UsageError('specdec info PATH');
+  if (positional.length > 1) throw new UsageError(`unexpected argument '${positional[1]}'`);
   const file = await readGguf(path);
   const meta: Record<string, unknown> = {};
   for (const [k, v] of file.metadata) {
@@ -181,34 +331,49 @@ async function info(positional: string[], flags: Flags): Promise<void> {
   }
   const types: Record<number, number> = {};
   for (const t of file.tensors) types[t.type] = (types[t.type] ?? 0) + 1;
-  const out = { path, version: file.version, fileSize: file.fileSize, tensorCount: file.tensors.length, tensorTypes: types, metadata: meta };
+  const summary = { path, version: file.version, fileSize: file.fileSize, tensorCount: file.tensors.length, tensorTypes: types, metadata: meta };
   if (one(flags, 'json') === 'true') {
-    process.stdout.write(JSON.stringify(out) + '\n');
-    return;
+    out(JSON.stringify(summary) + '\n');
+    return 0;
   }
-  process.stdout.write(`${path}\n  GGUF v${file.version}, ${file.fileSize} bytes, ${file.tensors.length} tensors\n`);
-  for (const [k, v] of Object.entries(meta)) process.stdout.write(`  ${k} = ${JSON.stringify(v)}\n`);
+  out(`${path}\n  GGUF v${file.version}, ${file.fileSize} bytes, ${file.tensors.length} tensors\n`);
+  for (const [k, v] of Object.entries(meta)) out(`  ${k} = ${JSON.stringify(v)}\n`);
+  return 0;
 }
 
 async function main(argv: string[]): Promise<number> {
-  let parsed;
   try {
-    parsed = parse(argv);
-    if (parsed.cmd === 'generate') await generate(parsed.flags);
-    else if (parsed.cmd === 'info') await info(parsed.positional, parsed.flags);
-    else if (parsed.cmd === 'train-drafter') await trainDrafterCommand(parsed.flags, (m) => new UsageError(m));
-    else if (parsed.cmd === '' || parsed.cmd === '--help' || parsed.cmd === 'help') {
-      process.stdout.write(USAGE);
-      return parsed.cmd === '' ? 1 : 0;
-    } else throw new UsageError(`unknown command '${parsed.cmd}'`);
-    return 0;
+    if (argv[0] === '--version') {
+      out(`${version()}\n`);
+      return 0;
+    }
+    if (argv.length === 0 || ['--help', '-h', 'help'].includes(argv[0])) {
+      out(USAGE);
+      return argv.length === 0 ? 1 : 0;
+    }
+    const parsed = parse(argv);
+    if (!['generate', 'info', 'train-drafter'].includes(parsed.cmd)) throw new UsageError(`unknown command '${parsed.cmd}'`);
+    if (parsed.flags.has('help')) {
+      out(USAGE);
+      return 0;
+    }
+    if (parsed.flags.has('version')) throw new UsageError('--version goes alone: specdec --version');
+    if (parsed.cmd === 'train-drafter') {
+      if (parsed.positional.length > 0) throw new UsageError(`unexpected argument '${parsed.positional[0]}'`);
+      return await trainDrafterCommand(parsed.flags, (m) => new UsageError(m), (flag, path) => checkFile(flag, path));
+    }
+    return parsed.cmd === 'generate' ? await generate(parsed.positional, parsed.flags) : await info(parsed.positional, parsed.flags);
   } catch (err) {
     if (err instanceof UsageError) {
       process.stderr.write(`specdec: ${err.message}\n${USAGE}`);
       return 2;
     }
+    if (err instanceof CliError) {
+      process.stderr.write(`specdec: ${err.message}\n`);
+      return 1;
+    }
     if (err instanceof SpecdecError) {
-      process.stderr.write(`specdec: ${err.code}: ${err.message}\n`);
+      process.stderr.write(`specdec: ${err.code}: ${flagNames(err.message)}\n`);
       return 1;
     }
     process.stderr.write(`specdec: ${(err as Error)?.stack ?? String(err)}\n`);

@@ -20,7 +20,7 @@ export const TRAIN_USAGE = `  specdec train-drafter --model PATH --kind ${DRAFTE
       --json              print the report as one JSON object on stdout
 `;
 
-const KNOWN = new Set(['model', 'kind', 'corpus', 'out', 'minutes', 'tokens', 'heads', 'learning-rate', 'seed', 'threads', 'json', 'help']);
+export const KNOWN_TRAIN = new Set(['model', 'kind', 'corpus', 'out', 'minutes', 'tokens', 'heads', 'learning-rate', 'seed', 'threads', 'json', 'help']);
 
 function fmtTime(s: number): string {
   if (!(s >= 0) || !Number.isFinite(s)) return '--:--';
@@ -41,10 +41,11 @@ export function trainProgressLine(p: TrainProgress): string {
     `${p.tokens} tok ${p.tokensPerSecond.toFixed(0)} tok/s ETA ${fmtTime(p.etaSeconds)}${loss}${val}`;
 }
 
+/** Runs the command; returns the exit code (0, or 130 after Ctrl-C: nothing written). */
 export async function trainDrafterCommand(
-  flags: Map<string, string[]>, usageError: (msg: string) => Error,
-): Promise<void> {
-  for (const k of flags.keys()) if (!KNOWN.has(k)) throw usageError(`unknown option --${k} for train-drafter`);
+  flags: Map<string, string[]>, usageError: (msg: string) => Error, checkFile: (flag: string, path: string) => void,
+): Promise<number> {
+  for (const k of flags.keys()) if (!KNOWN_TRAIN.has(k)) throw usageError(`unknown option --${k} for train-drafter`);
   const one = (n: string) => flags.get(n)?.at(-1);
   const num = (n: string) => {
     const v = one(n);
@@ -64,10 +65,13 @@ export async function trainDrafterCommand(
   const minutes = num('minutes');
   const tokens = num('tokens');
   if (minutes === undefined && tokens === undefined) throw usageError('give a budget: --minutes N and/or --tokens N');
+  for (const n of ['heads', 'learning-rate', 'seed', 'threads']) num(n);
+  checkFile('--model', modelPath);
   const json = one('json') === 'true';
   const model = await loadModel(modelPath);
   const ac = new AbortController();
-  const onSigint = () => ac.abort(new Error('interrupted'));
+  const interrupted = new Error('interrupted');
+  const onSigint = () => ac.abort(interrupted);
   process.once('SIGINT', onSigint);
   const tty = process.stderr.isTTY === true;
   let lastLine = 0;
@@ -96,6 +100,13 @@ export async function trainDrafterCommand(
           `greedy chain tau ${report.tauBefore.toFixed(2)} -> ${report.tauAfter.toFixed(2)}\n`,
       );
     }
+    return 0;
+  } catch (err) {
+    if (err === interrupted) {
+      process.stderr.write(`${tty ? '\n' : ''}specdec: training interrupted; nothing written\n`);
+      return 130;
+    }
+    throw err;
   } finally {
     process.off('SIGINT', onSigint);
     await model.dispose();

@@ -245,12 +245,15 @@ export class Tokenizer {
     // special token ids
     let eot = NULL, eom = NULL, sep = NULL, pad = NULL, mask = NULL;
     const fim = { pre: NULL, suf: NULL, mid: NULL, pad: NULL, rep: NULL, sep: NULL };
-    const clampDefault = (id: number) => (id >= 0 && id >= n ? NULL : id);
+    // A special-token id outside the vocabulary (or not an integer) is ignored, as llama.cpp ignores it
+    // ("bad special token ... using default id"): the default stays, and a default outside the vocabulary
+    // means no such token. Rejecting the file would refuse models llama.cpp runs; keeping the id would
+    // hand the native side a token it has no embedding row for.
+    const inVocab = (id: number) => Number.isInteger(id) && id >= 0 && id < n;
     const readId = (key: string, def: number): number => {
-      def = clampDefault(def);
+      if (!inVocab(def)) def = NULL;
       const v = metaNum(md.get(key));
-      if (v === undefined) return def;
-      if (!(v >= 0 && v < n)) return def;
+      if (v === undefined || !inVocab(v)) return def;
       return v;
     };
     bos = readId('tokenizer.ggml.bos_token_id', bos);

@@ -41,9 +41,11 @@ struct hparams {
     float    yarn_beta_slow  = 1.0f;
     std::string rope_scaling = "none";
 
-    uint32_t n_embd_k_gqa() const { return n_embd_head_k * n_head_kv; }
-    uint32_t n_embd_v_gqa() const { return n_embd_head_v * n_head_kv; }
-    uint32_t n_embd_q()     const { return n_embd_head_k * n_head; }
+    // 64-bit products: the loader bounds them (model_loader.cpp read_hparams), but a product of two
+    // file values must never wrap before it is checked
+    int64_t n_embd_k_gqa() const { return (int64_t) n_embd_head_k * n_head_kv; }
+    int64_t n_embd_v_gqa() const { return (int64_t) n_embd_head_v * n_head_kv; }
+    int64_t n_embd_q()     const { return (int64_t) n_embd_head_k * n_head; }
 };
 
 } // namespace specdec

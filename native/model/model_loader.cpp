@@ -199,6 +199,31 @@ std::string blk(int il, const char * name) { return format("blk.%d.%s", il, name
 
 thread_local std::string g_last_gguf_error;
 
+// Upper limits of the hyper-parameters: far above any published model, low enough that every size the
+// graph and the KV cache derive from them (products taken in 64 bits) stays far from overflow.
+constexpr uint32_t MAX_CTX_TRAIN = 1u << 28;  // 268M positions
+constexpr uint32_t MAX_EMBD      = 1u << 20;  // also the bound of head_dim * head_count
+constexpr uint32_t MAX_LAYER     = 4096;
+constexpr uint32_t MAX_FF        = 1u << 22;
+constexpr uint32_t MAX_HEAD      = 1u << 14;
+constexpr uint32_t MAX_HEAD_DIM  = 1u << 12;
+
+// A float hyper-parameter the graph uses: finite and inside [lo, hi] (NaN fails every comparison, so a
+// NaN epsilon would otherwise reach ggml's GGML_ASSERT(eps >= 0.0f) and abort the process).
+void check_f32(const std::string & key, float v, float lo, float hi) {
+    if (!std::isfinite(v) || v < lo || v > hi) {
+        fail("ERR_BAD_METADATA", format("metadata key '%s' is %g, expected a finite value in [%g, %g]", key.c_str(), v, lo, hi));
+    }
+}
+
+void check_u32(const std::string & key, uint32_t v, uint32_t lo, uint32_t hi) {
+    if (v < lo || v > hi) {
+        fail("ERR_BAD_METADATA", format("metadata key '%s' is %u, expected a value in [%u, %u]", key.c_str(), v, lo, hi));
+    }
+}
+
+// Reads and validates every hyper-parameter the graph, the KV cache and RoPE use: each finite and in
+// range, the head layout consistent, every derived size bounded (ERR_BAD_METADATA naming the key).
 void read_hparams(const meta_reader & meta, hparams & hp) {
     const std::string & p = meta.prefix;
     hp.n_ctx_train = meta.arch_u32("context_length", true);
@@ -207,10 +232,16 @@ void read_hparams(const meta_reader & meta, hparams & hp) {
     hp.n_ff        = meta.arch_u32("feed_forward_length", true);
     hp.n_head      = meta.arch_u32("attention.head_count", true);
     hp.n_head_kv   = meta.arch_u32("attention.head_count_kv", false, hp.n_head);
-    if (hp.n_embd == 0 || hp.n_layer == 0 || hp.n_head == 0 || hp.n_head_kv == 0 || hp.n_ff == 0 ||
-        hp.n_head % hp.n_head_kv != 0 || hp.n_layer > 4096 || hp.n_embd > (1u << 20) || hp.n_ff > (1u << 22)) {
-        fail("ERR_BAD_METADATA", format("implausible hyper-parameters: n_embd=%u n_layer=%u n_head=%u n_head_kv=%u n_ff=%u",
-                hp.n_embd, hp.n_layer, hp.n_head, hp.n_head_kv, hp.n_ff));
+    // a context length of 0 is the file's fault, not the session options'
+    check_u32(p + "context_length",          hp.n_ctx_train, 1, MAX_CTX_TRAIN);
+    check_u32(p + "embedding_length",        hp.n_embd,      1, MAX_EMBD);
+    check_u32(p + "block_count",             hp.n_layer,     1, MAX_LAYER);
+    check_u32(p + "feed_forward_length",     hp.n_ff,        1, MAX_FF);
+    check_u32(p + "attention.head_count",    hp.n_head,      1, MAX_HEAD);
+    check_u32(p + "attention.head_count_kv", hp.n_head_kv,   1, hp.n_head);
+    if (hp.n_head % hp.n_head_kv != 0) {
+        fail("ERR_BAD_METADATA", format("metadata key '%sattention.head_count' (%u) is not a multiple of '%sattention.head_count_kv' (%u)",
+                p.c_str(), hp.n_head, p.c_str(), hp.n_head_kv));
     }
     if (hp.n_embd % hp.n_head != 0) {
         fail("ERR_BAD_METADATA", format("embedding_length %u is not a multiple of head_count %u", hp.n_embd, hp.n_head));
@@ -218,27 +249,44 @@ void read_hparams(const meta_reader & meta, hparams & hp) {
     hp.n_embd_head_k = meta.arch_u32("attention.key_length", false, hp.n_embd / hp.n_head);
     hp.n_embd_head_v = meta.arch_u32("attention.value_length", false, hp.n_embd / hp.n_head);
     hp.n_rot         = meta.arch_u32("rope.dimension_count", false, hp.n_embd_head_k);
+    check_u32(p + "attention.key_length",   hp.n_embd_head_k, 2, MAX_HEAD_DIM);
+    check_u32(p + "attention.value_length", hp.n_embd_head_v, 2, MAX_HEAD_DIM);
     if (hp.n_embd_head_k != hp.n_embd_head_v || hp.n_rot != hp.n_embd_head_k || hp.n_rot % 2 != 0) {
         fail("ERR_BAD_METADATA", format("unsupported head dimensions: key %u, value %u, rope %u",
                 hp.n_embd_head_k, hp.n_embd_head_v, hp.n_rot));
     }
+    // the query rows: head dim x head count, a 64-bit product (two u32 file values)
+    if (hp.n_embd_q() > (int64_t) MAX_EMBD) {
+        fail("ERR_BAD_METADATA", format("metadata key '%sattention.key_length' (%u) x head_count (%u) = %" PRId64 " is above %u",
+                p.c_str(), hp.n_embd_head_k, hp.n_head, hp.n_embd_q(), MAX_EMBD));
+    }
     if (!meta.get_f32(p + "attention.layer_norm_rms_epsilon", hp.f_norm_rms_eps)) {
         fail("ERR_BAD_METADATA", format("missing metadata key '%sattention.layer_norm_rms_epsilon'", p.c_str()));
     }
+    check_f32(p + "attention.layer_norm_rms_epsilon", hp.f_norm_rms_eps, 0.0f, 1.0f);
     meta.get_f32(p + "attention.scale", hp.f_attn_scale);
+    check_f32(p + "attention.scale", hp.f_attn_scale, 0.0f, 1e6f);  // 0: 1/sqrt(head dim)
 
     // RoPE (llama-model.cpp load_hparams + llama-context.cpp cparams resolution)
     hp.rope_type = hp.arch == ARCH_LLAMA ? 0 /* GGML_ROPE_TYPE_NORMAL */ : GGML_ROPE_TYPE_NEOX;
     meta.get_f32(p + "rope.freq_base", hp.rope_freq_base);
+    check_f32(p + "rope.freq_base", hp.rope_freq_base, 1e-6f, 1e30f);
     std::string scaling = "linear";
     meta.get_str(p + "rope.scaling.type", scaling);
     float ropescale = 0.0f;
-    if (!meta.get_f32(p + "rope.scaling.factor", ropescale)) {
-        meta.get_f32(p + "rope.scale_linear", ropescale);
+    std::string ropescale_key = p + "rope.scaling.factor";
+    if (!meta.get_f32(ropescale_key, ropescale)) {
+        ropescale_key = p + "rope.scale_linear";
+        meta.get_f32(ropescale_key, ropescale);
+    }
+    check_f32(ropescale_key, ropescale, 0.0f, 1e6f);  // 0: no scaling; a factor below 1 compresses
+    if (ropescale != 0.0f && ropescale < 1e-6f) {
+        fail("ERR_BAD_METADATA", format("metadata key '%s' is %g, too small a scaling factor", ropescale_key.c_str(), ropescale));
     }
     hp.rope_freq_scale = ropescale == 0.0f ? 1.0f : 1.0f / ropescale;
     hp.n_ctx_orig = hp.n_ctx_train;
     meta.get_u32(p + "rope.scaling.original_context_length", hp.n_ctx_orig, false);
+    check_u32(p + "rope.scaling.original_context_length", hp.n_ctx_orig, 1, MAX_CTX_TRAIN);
     if (scaling == "none") {
         hp.rope_freq_scale = 1.0f;
     } else if (scaling != "linear" && scaling != "yarn") {
@@ -247,6 +295,7 @@ void read_hparams(const meta_reader & meta, hparams & hp) {
     hp.rope_scaling = scaling;
     float rope_attn_factor = 1.0f;
     meta.get_f32(p + "rope.scaling.attn_factor", rope_attn_factor);
+    check_f32(p + "rope.scaling.attn_factor", rope_attn_factor, 1e-6f, 1e6f);
     hp.yarn_ext_factor  = scaling == "yarn" ? 1.0f : 0.0f;
     hp.yarn_attn_factor = 1.0f;
     if (hp.yarn_ext_factor != 0.0f) {
@@ -254,10 +303,16 @@ void read_hparams(const meta_reader & meta, hparams & hp) {
         const float factor = 1.0f / hp.rope_freq_scale;
         float log_mul = 0.0f;
         meta.get_f32(p + "rope.scaling.yarn_log_multiplier", log_mul);
+        check_f32(p + "rope.scaling.yarn_log_multiplier", log_mul, -1e6f, 1e6f);
         hp.yarn_attn_factor = log_mul != 0.0f ? mscale(factor, 1.0f) / mscale(factor, log_mul) : mscale(factor, 1.0f);
         hp.yarn_attn_factor *= 1.0f / (1.0f + 0.1f * logf(factor));
     }
     hp.yarn_attn_factor *= rope_attn_factor;
+    // the derived factors from valid keys can still meet a pole (a yarn log multiplier that zeroes mscale)
+    if (!std::isfinite(hp.yarn_attn_factor) || !std::isfinite(hp.rope_freq_scale) || hp.rope_freq_scale <= 0.0f) {
+        fail("ERR_BAD_METADATA", format("metadata keys '%srope.scaling.*' give a non-finite RoPE attention factor (%g) or frequency scale (%g)",
+                p.c_str(), hp.yarn_attn_factor, hp.rope_freq_scale));
+    }
 }
 
 std::string dominant_type(const model & m) {
@@ -466,6 +521,10 @@ std::shared_ptr<model> model_load(const load_params & params) {
     }
     if (hp.n_vocab == 0) {
         fail("ERR_BAD_METADATA", "cannot determine the vocabulary size");
+    }
+    // token ids are int32 everywhere; 16M is ~60x the largest published vocabulary
+    if (hp.n_vocab > (1u << 24)) {
+        fail("ERR_BAD_METADATA", format("vocabulary size %u is above %u", hp.n_vocab, 1u << 24));
     }
 
     // tensors: names and shapes as llama.cpp's llama/qwen2/qwen3 loaders expect them

@@ -35,6 +35,9 @@ generation::generation(session & s_, generation_params params) : s(s_), par(std:
         }
     }
     stats.n_prompt = (uint32_t) par.prompt.size();
+    // a verification pass holds the root token and the tree, so a batch of one verifies nothing:
+    // decode plainly (the drafter never runs, a draft model never reads the prompt)
+    if (s.n_batch() < 2) par.draft = nullptr;
 
     // reuse the longest common prefix of what the cache holds (at least one token is re-evaluated for logits)
     const auto & held = s.tokens();
@@ -149,7 +152,8 @@ void generation::speculate(int32_t t) {
     const auto t0 = clk::now();
     const uint32_t room = s.n_ctx() - (uint32_t) s.tokens().size() - 1;  // cells left after t
     const uint32_t left = par.max_tokens - stats.n_generated;             // tokens still wanted (bounds the depth)
-    const uint32_t budget = std::min({ par.draft_max, room, left, MAX_INVARIANT_BATCH - 1 });
+    // the root token t is verified with the tree: at most n_batch - 1 nodes fit one pass
+    const uint32_t budget = std::min({ par.draft_max, room, left, MAX_INVARIANT_BATCH - 1, s.n_batch() - 1 });
     if (par.draft->computes()) s.pause_threads();  // the target's threads must not spin while the drafter computes
     tree.clear();
     if (budget > 0) par.draft->propose(history, budget, tree);

@@ -6,6 +6,35 @@
 
 namespace specdec {
 
+namespace {
+
+// NaN compares false with everything, so one NaN logit makes the sorting comparators below no strict
+// weak order (undefined behaviour in std::sort) and an argmax stick to it; a NaN logit is read as
+// -inf instead: that token is never chosen while any other is possible.
+inline float sane_logit(float l) { return std::isnan(l) ? -INFINITY : l; }
+
+// The unnormalized softmax weight of logit l under the maximum mx, total on infinite logits (inf - inf
+// would be NaN): a +inf maximum gives the +inf logits equal weight and the rest none; a -inf maximum
+// (every logit -inf) gives all equal weight. Finite maxima keep the arithmetic each caller had
+// (float for the chain, double for top_candidates), so sampled sequences do not move.
+inline bool infinite_max_weight(float l, float mx, float & w) {
+    if (!std::isinf(mx)) return false;
+    w = l == mx ? 1.0f : 0.0f;
+    return true;
+}
+
+inline double weight_d(float l, float mx) {
+    float w;
+    return infinite_max_weight(l, mx, w) ? (double) w : std::exp((double) (l - mx));
+}
+
+inline float weight_f(float l, float mx, float temp) {
+    float w;
+    return infinite_max_weight(l, mx, w) ? w : expf((l - mx) / temp);
+}
+
+} // namespace
+
 sampler_chain::sampler_chain(const sampling_params & params) : par(params), rng(params.seed) {}
 
 void sampler_chain::apply_penalties(std::vector<float> & logits, const std::vector<int32_t> & history) const {
@@ -36,7 +65,7 @@ void top_candidates(const float * logits, int32_t n_vocab, int32_t k, std::vecto
     out.clear();
     // a small heap would do; k is small, so keep the best k in a sorted list
     for (int32_t i = 0; i < n_vocab; ++i) {
-        const float l = logits[i];
+        const float l = sane_logit(logits[i]);
         if ((int32_t) out.size() == k && l <= out.back().logit) continue;
         token_prob c { i, l, 0.0f };
         auto pos = std::upper_bound(out.begin(), out.end(), c, [](const token_prob & a, const token_prob & b) { return a.logit > b.logit; });
@@ -46,17 +75,18 @@ void top_candidates(const float * logits, int32_t n_vocab, int32_t k, std::vecto
     const float mx = out[0].logit;
     double z = 0.0;
     if (among_k) {
-        for (const auto & c : out) z += std::exp((double) (c.logit - mx));
+        for (const auto & c : out) z += weight_d(c.logit, mx);
     } else {
-        for (int32_t i = 0; i < n_vocab; ++i) z += std::exp((double) (logits[i] - mx));
+        for (int32_t i = 0; i < n_vocab; ++i) z += weight_d(sane_logit(logits[i]), mx);
     }
-    for (auto & c : out) c.p = (float) (std::exp((double) (c.logit - mx)) / z);
+    for (auto & c : out) c.p = (float) (weight_d(c.logit, mx) / z);
 }
 
 void sampler_chain::distribution(const float * logits, int32_t n_vocab, const std::vector<int32_t> & history,
                                  std::vector<token_prob> & out) const {
     scratch.assign(logits, logits + n_vocab);
     apply_penalties(scratch, history);
+    for (float & l : scratch) l = sane_logit(l);
 
     out.clear();
     if (greedy()) {
@@ -89,7 +119,7 @@ void sampler_chain::distribution(const float * logits, int32_t n_vocab, const st
         const float max_l = cands[0].logit;
         double sum = 0.0;
         for (auto & c : cands) {
-            c.p = expf((c.logit - max_l) / temp);
+            c.p = weight_f(c.logit, max_l, temp);
             sum += c.p;
         }
         for (auto & c : cands) {

@@ -16,6 +16,9 @@ namespace specdec {
 static session_params draft_session_params(const session & target) {
     session_params dp;
     dp.n_ctx = target.n_ctx();
+    // the target's batch: the trees a draft session evaluates are bounded by the draft budget, which
+    // generation::speculate keeps below the target's n_batch, and its catch-up with the history
+    // (session::eval_chain) runs in chunks of n_batch
     dp.n_batch = target.n_batch();
     dp.n_threads = target.n_threads();
     dp.own_attention = 1;    // the draft's numerics do not touch the output: take the faster kernels

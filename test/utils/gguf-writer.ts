@@ -1158,3 +1158,20 @@ export async function writeCorruptVariants(
   }
   return out;
 }
+
+/** A copy of the GGUF file `srcPath` at `outPath` with metadata keys replaced or added (`undefined`
+ *  drops a key); tensors unchanged. For files that differ from a valid one in one value. */
+export async function rewriteGgufMetadata(
+  srcPath: string, outPath: string, changes: Record<string, GgufMetaInput | undefined>,
+): Promise<string> {
+  const raw = await readGgufRaw(srcPath);
+  const spec = specFromRaw(srcPath, raw);
+  const md = new Map<string, GgufMetaInput>(raw.metadata);
+  for (const [k, v] of Object.entries(changes)) {
+    if (v === undefined) md.delete(k);
+    else md.set(k, v);
+  }
+  spec.metadata = md;
+  await writeGguf(outPath, spec);
+  return outPath;
+}
