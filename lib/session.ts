@@ -529,11 +529,15 @@ export class Generation implements AsyncIterable<GenerationChunk> {
     const onAbort = () => native.abort();
     this.signal?.addEventListener('abort', onAbort, { once: true });
     try {
-      native.begin({
-        prompt: Int32Array.from(this.promptTokens),
-        eog: Int32Array.from(this.ignoreEos ? [] : tokenizer.eogTokens),
-        ...this.params,
-      });
+      try {
+        native.begin({
+          prompt: Int32Array.from(this.promptTokens),
+          eog: Int32Array.from(this.ignoreEos ? [] : tokenizer.eogTokens),
+          ...this.params,
+        });
+      } catch (err) {
+        throw fromNative(err);  // method set-up: a head file's errors, a vocabulary mismatch, ...
+      }
       let budget = FIRST_STEP_BUDGET_MS;
       for (;;) {
         if (session.disposed) throw new DisposedError('the session');

@@ -36,9 +36,9 @@ export interface TrainDrafterOptions {
   learningRate?: number;
   /** Share of the corpus's documents held out for validation (default 0.05). */
   validationFraction?: number;
-  /** Validation positions at most (default 512). */
+  /** Validation positions (default 1024; windows of at most 128 tokens from many held-out documents). */
   validationPositions?: number;
-  /** Seed of the document order and the validation split (default 42). */
+  /** Seed of the document order, the validation split and the training windows drawn (default 42). */
   seed?: number;
   /** Compute threads (default as for sessions). */
   threads?: number;
@@ -220,7 +220,7 @@ export async function trainDrafter(model: Model, options: TrainDrafterOptions): 
   const batchSize = optNumber(o, 'batchSize', 32, 1, 4096, true);
   const learningRate = optNumber(o, 'learningRate', 1e-3, 1e-7, 1);
   const valFraction = optNumber(o, 'validationFraction', 0.05, 0.001, 0.5);
-  const valPositions = optNumber(o, 'validationPositions', 512, batchSize, 1 << 20, true);
+  const valPositions = optNumber(o, 'validationPositions', 1024, batchSize, 1 << 20, true);
   const seed = optNumber(o, 'seed', 42, 0, 2 ** 32 - 1, true);
   const threads = Math.min(optNumber(o, 'threads', model.threads ?? defaultThreads(), 1, 512, true), availableCpus());
   const onProgress = optFunction<(p: TrainProgress) => void>(o, 'onProgress');
@@ -286,7 +286,7 @@ export async function trainDrafter(model: Model, options: TrainDrafterOptions): 
 
   const job = binding().trainDrafter(native, {
     kind, out, heads, sequenceLength: seqLen, batchSize, chunk: Math.max(batchSize, 1024), validationPositions: valPositions,
-    learningRate, seconds: minutes * 60, tokens, threads, train: trainTok, validation: valTok,
+    learningRate, seconds: minutes * 60, tokens, threads, seed, train: trainTok, validation: valTok,
   }, (p) => emit(p as Omit<TrainProgress, 'etaSeconds'>));
   const onAbort = () => job.abort();
   signal?.addEventListener('abort', onAbort, { once: true });

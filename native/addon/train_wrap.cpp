@@ -146,6 +146,7 @@ Napi::Value train_drafter_js(const Napi::CallbackInfo & info) {
     opt.max_seconds = f64_of(o, "seconds", 0.0);
     opt.max_tokens = (uint64_t) f64_of(o, "tokens", 0.0);
     opt.n_threads = (int) u32_of(o, "threads", 1);
+    opt.seed = (uint64_t) f64_of(o, "seed", 42.0);
     opt.train_docs = docs(o.Get("train"));
     opt.val_docs = docs(o.Get("validation"));
     Napi::Function cb;

@@ -12,6 +12,19 @@ namespace specdec {
 
 static const char * ARCH = "specdec-medusa";
 
+// A dot product in 16 independent lanes (vectorized by the compiler without reassociation flags).
+static float dot(const float * a, const float * b, int64_t n) {
+    float lanes[16] = { 0 };
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        for (int j = 0; j < 16; ++j) lanes[j] += a[i + j] * b[i + j];
+    }
+    float acc = 0.0f;
+    for (; i < n; ++i) acc += a[i] * b[i];
+    for (int j = 0; j < 16; ++j) acc += lanes[j];
+    return acc;
+}
+
 void tensor_to_f32(const ggml_tensor * t, std::vector<float> & out) {
     const int64_t n = ggml_nelements(t);
     std::vector<uint8_t> raw(ggml_nbytes(t));
@@ -109,10 +122,7 @@ void medusa_runner::run(const float * h, std::vector<float> & logits) {
         const float * B = hd->b.data() + (size_t) k * d;
         float * zk = z.data() + k * d;
         for (int64_t o = 0; o < d; ++o) {
-            const float * row = W + o * d;
-            float acc = 0.0f;
-            for (int64_t i = 0; i < d; ++i) acc += row[i] * x[i];
-            const float y = acc + B[o];
+            const float y = dot(W + o * d, x.data(), d) + B[o];
             zk[o] = x[o] + y / (1.0f + expf(-y));
         }
     }
@@ -126,12 +136,7 @@ void medusa_runner::run(const float * h, std::vector<float> & logits) {
     } else {
         for (int64_t k = 0; k < K; ++k) {
             const float * zk = z.data() + k * d;
-            for (int64_t v = 0; v < V; ++v) {
-                const float * row = out_f32.data() + (size_t) v * d;
-                float acc = 0.0f;
-                for (int64_t i = 0; i < d; ++i) acc += row[i] * zk[i];
-                logits[(size_t) k * V + v] = acc;
-            }
+            for (int64_t v = 0; v < V; ++v) logits[(size_t) k * V + v] = dot(out_f32.data() + (size_t) v * d, zk, d);
         }
     }
 }

@@ -70,7 +70,7 @@ method_plan make_method(const method_options & o, const session & target, const 
         o.heads->check_target(target.mdl(), "the heads");
         plan.taps = medusa_drafter::tap_layers(target.mdl());
         plan.draft = std::make_shared<medusa_drafter>(o.heads, target);
-        plan.draft_max = budget(12);
+        plan.draft_max = budget(6);
     } else if (o.method == "auto") {
         std::vector<auto_drafter::candidate> c;
         // retrieval from the context (rasd without a draft model: prompt lookup's matches as a

@@ -46,21 +46,33 @@ struct datapoints {
     int64_t n = 0;
 };
 
-// Collects up to `want` datapoints from the windows of `docs`, starting at (doc, offset) and
-// advancing it (wrapping around: epochs). Returns corpus tokens consumed.
+// Windows of the corpus for the target to read. Training windows are drawn at random (seeded):
+// a document with probability proportional to its length, then an offset in it, so that the
+// positions of one chunk come from many documents (consecutive windows of one file give
+// correlated batches). Validation windows run through the documents in order, once.
 class window_source {
 public:
-    window_source(const std::vector<std::vector<int32_t>> & docs, uint32_t seq_len, uint32_t n_heads)
-        : docs(docs), L(seq_len), K(n_heads) {}
+    window_source(const std::vector<std::vector<int32_t>> & docs, uint32_t seq_len, uint32_t n_heads, bool random, uint64_t seed)
+        : docs(docs), L(seq_len), K(n_heads), random(random), rng(seed) {
+        for (const auto & d : docs) {
+            total += d.size() >= K + 2 ? d.size() : 0;
+            cum.push_back(total);
+        }
+    }
 
-    // The next window of at least K + 2 tokens; false when the corpus has none at all.
+    // The next window of at least K + 2 tokens; false when there is none (left).
     bool next(std::vector<int32_t> & w) {
-        for (size_t tries = 0; tries <= docs.size(); ++tries) {
-            if (doc >= docs.size()) {
-                doc = 0;
-                off = 0;
-                epoch++;
-            }
+        if (random) {
+            if (total == 0) return false;
+            const uint64_t at = std::uniform_int_distribution<uint64_t>(0, total - 1)(rng);
+            const size_t i = std::upper_bound(cum.begin(), cum.end(), at) - cum.begin();
+            const auto & d = docs[i];
+            const size_t n = std::min<size_t>(L, d.size());
+            const size_t off = std::uniform_int_distribution<size_t>(0, d.size() - n)(rng);
+            w.assign(d.begin() + off, d.begin() + off + n);
+            return true;
+        }
+        while (doc < docs.size()) {
             const auto & d = docs[doc];
             if (off + K + 2 <= d.size()) {
                 const size_t n = std::min<size_t>(L, d.size() - off);
@@ -74,13 +86,15 @@ public:
         }
         return false;
     }
-    uint32_t epochs() const { return epoch; }
 
 private:
     const std::vector<std::vector<int32_t>> & docs;
     uint32_t L, K;
+    bool random;
+    std::mt19937_64 rng;
+    std::vector<uint64_t> cum;
+    uint64_t total = 0;
     size_t doc = 0, off = 0;
-    uint32_t epoch = 0;
 };
 
 void collect(target_features & feat, window_source & src, int64_t want, uint32_t K, uint32_t d, uint32_t V,
@@ -163,7 +177,9 @@ train_report train_medusa(std::shared_ptr<const model> target, const train_optio
     report("features");
     datapoints val;
     {
-        window_source vs(o.val_docs, o.seq_len, K);
+        // windows of at most 128 tokens drawn from many held-out documents (seeded), so that the
+        // validation positions are not one or two files
+        window_source vs(o.val_docs, std::min<uint32_t>(o.seq_len, 128), K, /*random =*/ true, o.seed ^ 0x5eedull);
         collect(feat, vs, o.val_max, K, d, V, val, rep.feature_tokens, o.abort);
         val.n = (val.n / B) * B;
     }
@@ -295,7 +311,7 @@ train_report train_medusa(std::shared_ptr<const model> target, const train_optio
     pr.val_accuracy = rep.val_accuracy_before;
     report("train");
 
-    window_source src(o.train_docs, o.seq_len, K);
+    window_source src(o.train_docs, o.seq_len, K, /*random =*/ true, o.seed);
     datapoints dp;
     int64_t n_chunks = 0;
     auto budget_left = [&] {

@@ -38,8 +38,9 @@ struct train_options {
     uint32_t seq_len   = 256;   // tokens per window the target reads
     uint32_t batch     = 32;    // datapoints per optimizer step
     uint32_t chunk     = 1024;  // datapoints per dataset (features computed together)
-    uint32_t val_max   = 512;   // validation datapoints at most
+    uint32_t val_max   = 1024;  // validation datapoints at most
     float    lr        = 1e-3f; // AdamW learning rate (decays linearly to 10 % over the budget)
+    uint64_t seed      = 42;    // the order training windows are drawn in
     double   max_seconds = 0;   // 0: none
     uint64_t max_tokens  = 0;   // 0: none (one of the two must be set)
     int      n_threads = 1;
