@@ -38,16 +38,18 @@ export interface SessionOptions {
  *   the draft model's tree when `draft: { model }` is given.
  * - 'medusa': Medusa heads trained for this model (`heads: { file }`, from trainDrafter()) draft a
  *   tree from the target's own last hidden state, taken from the verification pass itself.
+ * - 'eagle': an EAGLE-3 head in llama.cpp's `eagle3` GGUF layout (`heads: { file }`) drafts a dynamic
+ *   tree (EAGLE-2) from the target's hidden states of three layers, tapped from its own passes.
  * - 'auto': picks the drafter (retrieval from the context, aded, the draft model and the heads
  *   when given) and the tree size with the best measured tokens per second each step, or plain
  *   decoding when speculation loses.
  */
-export const METHODS = ['autoregressive', 'lookup', 'draft', 'rsd', 'token-recycling', 'aded', 'rasd', 'medusa', 'auto'] as const;
+export const METHODS = ['autoregressive', 'lookup', 'draft', 'rsd', 'token-recycling', 'aded', 'rasd', 'medusa', 'eagle', 'auto'] as const;
 /** Methods that need `draft: { model }` ('rasd' and 'auto' use one when given). */
 const NEEDS_DRAFT_MODEL: readonly string[] = ['draft', 'rsd'];
 const USES_DRAFT_MODEL: readonly string[] = ['draft', 'rsd', 'rasd', 'auto'];
-/** Methods that use `heads: { file }` ('medusa' needs it, 'auto' uses it when given). */
-const USES_HEADS: readonly string[] = ['medusa', 'auto'];
+/** Methods that use `heads: { file }` ('medusa' and 'eagle' need it, 'auto' uses it when given). */
+const USES_HEADS: readonly string[] = ['medusa', 'eagle', 'auto'];
 
 /** repeatPenalty divides positive logits: 0 would make them infinite and the probabilities NaN. */
 function positivePenalty(v: number): number {
@@ -95,7 +97,10 @@ export interface GenerateOptions {
    * takes the draft's top candidates either way.
    */
   rsd?: { tree?: 'gumbel-top-k' | 'beam-search' };
-  /** 'medusa' (required), 'auto' (optional): a head file trained for this model (trainDrafter(), `specdec train-drafter`). */
+  /**
+   * 'medusa', 'eagle' (required), 'auto' (optional): a head file for this model: Medusa heads from
+   * trainDrafter() / `specdec train-drafter`, or an EAGLE-3 head in llama.cpp's `eagle3` layout.
+   */
   heads?: { file: string };
   /** 'rasd': documents (text, or token ids) to retrieve drafts from, besides the context itself. */
   retrieval?: { corpus?: string | (string | ArrayLike<number>)[] };
@@ -284,7 +289,9 @@ export class Session {
     if (o.heads !== undefined && !USES_HEADS.includes(method as string)) {
       throw new InvalidOptionError(`method '${method as string}' does not use heads; 'heads: { file }' is for ${USES_HEADS.map((m) => `'${m}'`).join(', ')}`);
     }
-    if (method === 'medusa' && o.heads === undefined) throw new InvalidOptionError("method 'medusa' needs `heads: { file }`, a head file from trainDrafter()");
+    if ((method === 'medusa' || method === 'eagle') && o.heads === undefined) {
+      throw new InvalidOptionError(`method '${method}' needs \`heads: { file }\`, a ${method === 'medusa' ? 'Medusa head file from trainDrafter()' : 'EAGLE-3 head file (llama.cpp\'s eagle3 layout)'}`);
+    }
     if (o.heads !== undefined && (typeof headsOpts.file !== 'string' || headsOpts.file.length === 0)) {
       throw new InvalidOptionError(`heads.file must be a path, got ${describe(headsOpts.file)}`);
     }

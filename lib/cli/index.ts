@@ -38,7 +38,7 @@ const USAGE = `usage:
       --draft-model PATH  the draft model for --method draft | rsd (required), rasd | auto (optional)
       --draft-max N       most drafted tokens (tree nodes) verified per forward pass (default: per method)
       --corpus-file F     --method rasd: a text file to retrieve drafts from (repeatable)
-      --heads F           --method medusa (required), auto (optional): a head file from train-drafter
+      --heads F           --method medusa | eagle (required), auto (optional): a head file (train-drafter's, or EAGLE-3)
       --rsd-tree T        --method rsd: gumbel-top-k (default) | beam-search
       --cpu-kernels K     specdec (default) | ggml (llama.cpp's bits on the CPU)
       --json              print one JSON object {promptTokens, tokens, text, stats} and nothing else
@@ -155,8 +155,8 @@ function checkFlags(flags: Flags): void {
   if (!flags.has('draft-model') && ['draft', 'rsd'].includes(method)) throw new UsageError(`--method ${method} needs --draft-model PATH`);
   if (flags.has('corpus-file') && method !== 'rasd') throw new UsageError('--corpus-file goes with --method rasd');
   if (flags.has('rsd-tree') && method !== 'rsd') throw new UsageError('--rsd-tree goes with --method rsd');
-  if (flags.has('heads') && !['medusa', 'auto'].includes(method)) throw new UsageError('--heads goes with --method medusa or auto');
-  if (!flags.has('heads') && method === 'medusa') throw new UsageError('--method medusa needs --heads FILE (from specdec train-drafter)');
+  if (flags.has('heads') && !['medusa', 'eagle', 'auto'].includes(method)) throw new UsageError('--heads goes with --method medusa, eagle or auto');
+  if (!flags.has('heads') && (method === 'medusa' || method === 'eagle')) throw new UsageError(`--method ${method} needs --heads FILE`);
 }
 
 /** A model file a flag names: it must exist and be a file (loadModel's own errors are for its contents). */

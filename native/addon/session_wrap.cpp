@@ -2,6 +2,7 @@
 #include "addon/model_wrap.h"
 #include "common/error.h"
 #include "spec/drafters/aded.h"
+#include "heads/head_file.h"
 #include "spec/methods.h"
 
 #include <sys/stat.h>
@@ -320,10 +321,10 @@ Napi::Value session_wrap::begin(const Napi::CallbackInfo & info) {
             }
         }
         if (o.Has("headsFile") && o.Get("headsFile").IsString()) {
-            mo.heads = heads_for(o.Get("headsFile").As<Napi::String>().Utf8Value());
+            heads_for(o.Get("headsFile").As<Napi::String>().Utf8Value(), mo);
         }
         method_plan plan = make_method(mo, *sess, sp);
-        sess->set_taps(plan.taps);
+        sess->set_taps(plan.taps, plan.taps_all_rows);
         p.draft = plan.draft;
         p.draft_max = plan.draft_max;
         p.biased_verifier = mo.biased_verifier;
@@ -368,14 +369,24 @@ Napi::Value session_wrap::evaluate(const Napi::CallbackInfo & info) {
     return p;
 }
 
-std::shared_ptr<const medusa_heads> session_wrap::heads_for(const std::string & path) {
+void session_wrap::heads_for(const std::string & path, method_options & mo) {
     struct stat st;
     std::string key = path;
     if (stat(path.c_str(), &st) == 0) key += format("|%lld|%lld", (long long) st.st_size, (long long) st.st_mtime);
-    if (heads_ && key == heads_key_) return heads_;
-    heads_ = medusa_heads::load(path, sess->mdl());
+    if ((heads_ || eagle_) && key == heads_key_) {
+        mo.heads = heads_;
+        mo.eagle = eagle_;
+        return;
+    }
+    heads_.reset();
+    eagle_.reset();
+    heads_key_.clear();
+    const std::string arch = head_file::peek_arch(path, "head file");
+    if (arch == "eagle3") eagle_ = eagle3_heads::load(path, sess->mdl());
+    else heads_ = medusa_heads::load(path, sess->mdl());  // its own architecture check names the expected one
     heads_key_ = key;
-    return heads_;
+    mo.heads = heads_;
+    mo.eagle = eagle_;
 }
 
 // evaluateHidden(tokens, layers) -> Promise<{ logits, hidden }>

@@ -4,6 +4,7 @@
 
 #include "runtime/generation.h"
 #include "heads/medusa_heads.h"
+#include "spec/methods.h"
 #include "runtime/session.h"
 #include "spec/drafters/token_recycling.h"
 
@@ -48,9 +49,11 @@ private:
     std::shared_ptr<adjacency_matrix> recycling_;
     std::shared_ptr<drafter> aded_;  // ADED's tri-gram table, kept across generations like the matrix
 
-    // The last head file loaded (reloaded when its path, size or modification time changes).
-    std::shared_ptr<const medusa_heads> heads_for(const std::string & path);
+    // The last head file loaded (reloaded when its path, size or modification time changes): Medusa
+    // or EAGLE-3, by the file's architecture.
+    void heads_for(const std::string & path, method_options & mo);
     std::shared_ptr<const medusa_heads> heads_;
+    std::shared_ptr<const eagle3_heads> eagle_;
     std::string heads_key_;
 
     bool check(Napi::Env env);

@@ -172,8 +172,9 @@ ggml_cgraph * build_llama_graph(ggml_context * ctx0, const model & m, const kv_c
     auto tap = [&](uint32_t l, ggml_tensor * x, bool rows_are_outputs) {
         for (size_t j = 0; j < shape.taps.size(); ++j) {
             if (shape.taps[j] != l) continue;
-            ggml_tensor * t = (in.out_ids && !rows_are_outputs) ? ggml_get_rows(ctx0, x, in.out_ids)  // [n_embd, n_outputs]
-                                                                : ggml_cont(ctx0, x);
+            ggml_tensor * t = (in.out_ids && !rows_are_outputs && !shape.tap_all_rows)
+                ? ggml_get_rows(ctx0, x, in.out_ids)  // [n_embd, n_outputs]
+                : ggml_cont(ctx0, x);                 // [n_embd, n_outputs or n_tokens]
             ggml_set_output(t);
             ggml_build_forward_expand(gf, t);
             in.taps[j] = t;

@@ -32,6 +32,9 @@ struct graph_shape {
     // its attention norm), l == n_layer the last layer's output before the output norm. Each tap
     // yields the rows of the outputs. Taps only add output nodes: the logits keep every bit.
     std::vector<uint32_t> taps;
+    // Taps of every evaluated row rather than the outputs' (layers < n_layer only): drafters that
+    // keep a cache of their own over the whole sequence (EAGLE-3) read the prompt's rows.
+    bool                  tap_all_rows = false;
 };
 
 // Length of the KV view a one-token decode uses when the cache holds n_total cells
@@ -45,7 +48,7 @@ struct graph_inputs {
     ggml_tensor * mask    = nullptr;  // [n_kv, n_tokens] f16: 0 where a token may attend, -inf elsewhere
     ggml_tensor * out_ids = nullptr;  // [n_outputs] i32: which tokens produce logits (null: all)
     ggml_tensor * logits  = nullptr;  // [n_vocab, n_outputs] f32
-    std::vector<ggml_tensor *> taps;  // per graph_shape::taps: [n_embd, n_outputs] f32
+    std::vector<ggml_tensor *> taps;  // per graph_shape::taps: [n_embd, n_outputs] f32 ([n_embd, n_tokens] with tap_all_rows)
 };
 
 ggml_cgraph * build_llama_graph(ggml_context * ctx0, const model & m, const kv_cache & kv,

@@ -13,7 +13,8 @@
 
 namespace specdec {
 
-head_file::head_file(const std::string & path, const std::string & what) : path_(path), what_(what) {
+// The checks before any parsing: a regular file with the GGUF magic. Returns its size.
+static uint64_t check_gguf_file(const std::string & path, const std::string & what) {
     struct stat st;
     if (stat(path.c_str(), &st) != 0) {
         fail("ERR_FILE_NOT_FOUND", format("%s not found: %s", what.c_str(), path.c_str()));
@@ -32,7 +33,11 @@ head_file::head_file(const std::string & path, const std::string & what) : path_
             fail("ERR_NOT_GGUF", format("%s %s is not a GGUF file (bad magic)", what.c_str(), path.c_str()));
         }
     }
-    // the header first, without data: every tensor must lie inside the file before anything is allocated
+    return file_size;
+}
+
+// The header without data, or a typed error.
+static gguf_context * parse_header(const std::string & path, const std::string & what) {
     set_last_gguf_error("");
     gguf_context * meta = gguf_init_from_file(path.c_str(), { /*no_alloc =*/ true, /*ctx =*/ nullptr });
     if (!meta) {
@@ -41,6 +46,22 @@ head_file::head_file(const std::string & path, const std::string & what) : path_
         fail(truncated ? "ERR_TRUNCATED_FILE" : "ERR_BAD_METADATA",
              format("cannot parse the GGUF header of %s %s%s%s", what.c_str(), path.c_str(), why.empty() ? "" : ": ", why.c_str()));
     }
+    return meta;
+}
+
+std::string head_file::peek_arch(const std::string & path, const std::string & what) {
+    check_gguf_file(path, what);
+    gguf_context * meta = parse_header(path, what);
+    const int64_t id = gguf_find_key(meta, "general.architecture");
+    std::string arch = id >= 0 && gguf_get_kv_type(meta, id) == GGUF_TYPE_STRING ? gguf_get_val_str(meta, id) : "";
+    gguf_free(meta);
+    return arch;
+}
+
+head_file::head_file(const std::string & path, const std::string & what) : path_(path), what_(what) {
+    const uint64_t file_size = check_gguf_file(path, what);
+    // the header first, without data: every tensor must lie inside the file before anything is allocated
+    gguf_context * meta = parse_header(path, what);
     const uint64_t data_offset = gguf_get_data_offset(meta);
     for (int64_t i = 0; i < gguf_get_n_tensors(meta); ++i) {
         const uint64_t end = data_offset + gguf_get_tensor_offset(meta, i) + gguf_get_tensor_size(meta, i);
@@ -102,6 +123,41 @@ uint64_t head_file::u64_or(const std::string & key, uint64_t def) const {
         case GGUF_TYPE_UINT32: return gguf_get_val_u32(g, id);
         default: fail("ERR_BAD_METADATA", format("%s %s: metadata '%s' must be an unsigned integer", what_.c_str(), path_.c_str(), key.c_str()));
     }
+}
+
+float head_file::f32_or(const std::string & key, float def) const {
+    const int64_t id = gguf_find_key(g, key.c_str());
+    if (id < 0) return def;
+    double v;
+    switch (gguf_get_kv_type(g, id)) {
+        case GGUF_TYPE_FLOAT32: v = gguf_get_val_f32(g, id); break;
+        case GGUF_TYPE_FLOAT64: v = gguf_get_val_f64(g, id); break;
+        default: fail("ERR_BAD_METADATA", format("%s %s: metadata '%s' must be a float", what_.c_str(), path_.c_str(), key.c_str()));
+    }
+    if (!std::isfinite(v)) fail("ERR_BAD_METADATA", format("%s %s: metadata '%s' is not finite", what_.c_str(), path_.c_str(), key.c_str()));
+    return (float) v;
+}
+
+bool head_file::bool_or(const std::string & key, bool def) const {
+    const int64_t id = gguf_find_key(g, key.c_str());
+    if (id < 0) return def;
+    if (gguf_get_kv_type(g, id) != GGUF_TYPE_BOOL) {
+        fail("ERR_BAD_METADATA", format("%s %s: metadata '%s' must be a bool", what_.c_str(), path_.c_str(), key.c_str()));
+    }
+    return gguf_get_val_bool(g, id);
+}
+
+void head_file::read_i64(const std::string & name, int64_t n, std::vector<int64_t> & out) const {
+    const ggml_tensor * t = tensor(name);
+    if (!t) fail("ERR_MISSING_TENSOR", format("%s %s: missing tensor '%s'", what_.c_str(), path_.c_str(), name.c_str()));
+    if (t->type != GGML_TYPE_I64 && t->type != GGML_TYPE_I32) {
+        fail("ERR_TENSOR_TYPE", format("%s %s: tensor '%s' has type %s, expected i64", what_.c_str(), path_.c_str(), name.c_str(), ggml_type_name(t->type)));
+    }
+    if (ggml_nelements(t) != n || ggml_n_dims(t) != 1) {
+        fail("ERR_TENSOR_SHAPE", format("%s %s: tensor '%s' must hold %lld values", what_.c_str(), path_.c_str(), name.c_str(), (long long) n));
+    }
+    out.resize(n);
+    for (int64_t i = 0; i < n; ++i) out[i] = t->type == GGML_TYPE_I64 ? ((const int64_t *) t->data)[i] : ((const int32_t *) t->data)[i];
 }
 
 std::string head_file::str(const std::string & key, const std::string & def) const {

@@ -20,12 +20,17 @@ public:
     head_file(const head_file &) = delete;
     head_file & operator=(const head_file &) = delete;
 
+    // The general.architecture of a GGUF file, from its header alone (typed errors as the constructor).
+    static std::string peek_arch(const std::string & path, const std::string & what);
+
     // ERR_UNSUPPORTED_ARCHITECTURE unless general.architecture == arch.
     void expect_arch(const std::string & arch) const;
     std::string arch() const;
 
     uint32_t    u32(const std::string & key, uint32_t min, uint32_t max) const;  // required, in [min, max]
     uint64_t    u64_or(const std::string & key, uint64_t def) const;
+    float       f32_or(const std::string & key, float def) const;  // finite, else ERR_BAD_METADATA
+    bool        bool_or(const std::string & key, bool def) const;
     std::string str(const std::string & key, const std::string & def) const;
     bool        has(const std::string & key) const;
     // An array of integers (u32/i32), required.
@@ -33,6 +38,8 @@ public:
 
     // A tensor of exactly this shape, converted to f32 (F32, F16 or BF16 in the file).
     void read_f32(const std::string & name, const std::vector<int64_t> & ne, std::vector<float> & out) const;
+    // An i64 tensor of exactly n values (e.g. d2t).
+    void read_i64(const std::string & name, int64_t n, std::vector<int64_t> & out) const;
     // The tensor or null.
     const ggml_tensor * tensor(const std::string & name) const;
 

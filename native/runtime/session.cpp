@@ -129,14 +129,15 @@ int session::calibrate_threads(const std::vector<int> & candidates, std::vector<
     return best;
 }
 
-void session::set_taps(const std::vector<uint32_t> & layers) {
+void session::set_taps(const std::vector<uint32_t> & layers, bool all_rows) {
     for (uint32_t l : layers) {
-        if (l > m->hp.n_layer) {
-            fail("ERR_INVALID_OPTION", format("hidden-state layer %u is out of range [0, %u]", l, m->hp.n_layer));
+        if (l > m->hp.n_layer || (all_rows && l == m->hp.n_layer)) {
+            fail("ERR_INVALID_OPTION", format("hidden-state layer %u is out of range [0, %u]", l, all_rows ? m->hp.n_layer - 1 : m->hp.n_layer));
         }
     }
-    if (layers != taps_) drop_decode_graph();  // the cached one-token graph has the old taps
+    if (layers != taps_ || all_rows != taps_all_) drop_decode_graph();  // the cached one-token graph has the old taps
     taps_ = layers;
+    taps_all_ = all_rows;
     hidden_.clear();
 }
 
@@ -184,6 +185,7 @@ void session::compute(const std::vector<int32_t> & tokens, const std::vector<int
     shape.own_attention = m->kind == BACKEND_CPU && (par.own_attention < 0 ? m->specdec_attention : par.own_attention > 0);
     shape.draft_weights = par.draft_weights && m->kind == BACKEND_CPU;
     shape.taps = taps_;
+    shape.tap_all_rows = taps_all_;
     if (invariant) {
         shape.invariant = true;
         shape.row_n_kv.resize(n_tokens);
@@ -277,8 +279,8 @@ void session::compute(const std::vector<int32_t> & tokens, const std::vector<int
     logits.resize((size_t) outputs.size() * n_vocab);
     ggml_backend_tensor_get(in.logits, logits.data(), 0, logits.size() * sizeof(float));
     if (!taps_.empty()) {
-        // [n_outputs][n_taps][n_embd]: one copy per row and tap
-        const size_t n_embd = m->hp.n_embd, n_taps = taps_.size(), n_out = outputs.size();
+        // [rows][n_taps][n_embd]: one copy per row and tap
+        const size_t n_embd = m->hp.n_embd, n_taps = taps_.size(), n_out = taps_all_ ? n_tokens : outputs.size();
         hidden_.resize(n_out * n_taps * n_embd);
         for (size_t j = 0; j < n_taps; ++j) {
             ggml_tensor * t = in.taps[j];

@@ -78,10 +78,12 @@ public:
     int calibrate_threads(const std::vector<int> & candidates, std::vector<double> & ms_per_token);
 
     // Hidden-state taps (graph_shape::taps): every later evaluation also copies the tapped
-    // layers' rows of its outputs to hidden(): [n_outputs][taps.size()][n_embd]. Layers in
-    // [0, n_layer]; an empty list turns them off. The logits do not change by a bit.
-    void set_taps(const std::vector<uint32_t> & layers);
+    // layers' rows of its outputs to hidden(): [n_outputs][taps.size()][n_embd], or with
+    // `all_rows` every evaluated row's: [n_tokens][taps.size()][n_embd] (layers < n_layer only).
+    // Layers in [0, n_layer]; an empty list turns them off. The logits do not change by a bit.
+    void set_taps(const std::vector<uint32_t> & layers, bool all_rows = false);
     const std::vector<uint32_t> & taps() const { return taps_; }
+    bool taps_all_rows() const { return taps_all_; }
     // The tapped rows of the last evaluation (of eval_chain: its last chunk's outputs).
     const std::vector<float> & hidden() const { return hidden_; }
 
@@ -124,6 +126,7 @@ private:
     std::atomic<bool> abort_flag { false };
 
     std::vector<uint32_t> taps_;
+    bool                  taps_all_ = false;
     std::vector<float>    hidden_;
 
     // scratch

@@ -6,6 +6,7 @@
 #include "spec/drafters/draft_model.h"
 #include "spec/drafters/aded.h"
 #include "spec/drafters/auto.h"
+#include "spec/drafters/eagle.h"
 #include "spec/drafters/medusa.h"
 #include "spec/drafters/prompt_lookup.h"
 #include "spec/drafters/rasd.h"
@@ -66,11 +67,18 @@ method_plan make_method(const method_options & o, const session & target, const 
         plan.draft_max = budget(8);
         plan.draft = std::make_shared<token_recycling_drafter>(o.recycling, std::max<size_t>(80, plan.draft_max));
     } else if (o.method == "medusa") {
-        if (!o.heads) fail("ERR_INVALID_OPTION", "method 'medusa' needs heads: { file }");
+        if (!o.heads) fail("ERR_INVALID_OPTION", o.eagle ? "method 'medusa' needs a Medusa head file; this one is EAGLE-3 (method 'eagle')"
+                                                         : "method 'medusa' needs heads: { file }");
         o.heads->check_target(target.mdl(), "the heads");
         plan.taps = medusa_drafter::tap_layers(target.mdl());
         plan.draft = std::make_shared<medusa_drafter>(o.heads, target);
         plan.draft_max = budget(6);
+    } else if (o.method == "eagle") {
+        if (!o.eagle) fail("ERR_INVALID_OPTION", "method 'eagle' needs heads: { file } with an EAGLE-3 head file");
+        plan.taps = eagle_drafter::tap_layers(*o.eagle);
+        plan.taps_all_rows = true;
+        plan.draft = std::make_shared<eagle_drafter>(o.eagle, target);
+        plan.draft_max = budget(16);
     } else if (o.method == "auto") {
         std::vector<auto_drafter::candidate> c;
         // retrieval from the context (rasd without a draft model: prompt lookup's matches as a
@@ -86,6 +94,10 @@ method_plan make_method(const method_options & o, const session & target, const 
             o.heads->check_target(target.mdl(), "the heads");
             plan.taps = medusa_drafter::tap_layers(target.mdl());
             c.push_back({ "medusa", std::make_shared<medusa_drafter>(o.heads, target) });
+        } else if (o.eagle) {
+            plan.taps = eagle_drafter::tap_layers(*o.eagle);
+            plan.taps_all_rows = true;
+            c.push_back({ "eagle", std::make_shared<eagle_drafter>(o.eagle, target) });
         }
         plan.draft_max = budget(32);
         plan.draft = std::make_shared<auto_drafter>(std::move(c), plan.draft_max, sampling.seed);

@@ -6,6 +6,7 @@
 #include "runtime/session.h"
 #include "sampling/sampler.h"
 #include "spec/drafter.h"
+#include "heads/eagle3_heads.h"
 #include "heads/medusa_heads.h"
 #include "spec/drafters/token_recycling.h"
 
@@ -25,6 +26,7 @@ struct method_options {
     std::vector<std::vector<int32_t>> corpus;            // rasd: the user's datastore, tokenized
     bool        rsd_beam = false;                        // rsd: Stochastic Beam Search trees
     std::shared_ptr<const medusa_heads> heads;           // medusa (required), auto (optional)
+    std::shared_ptr<const eagle3_heads> eagle;           // eagle (required), auto (optional)
     bool        biased_verifier = false;                 // test only
 };
 
@@ -32,6 +34,7 @@ struct method_plan {
     std::shared_ptr<drafter> draft;  // null: autoregressive
     uint32_t draft_max = 0;
     std::vector<uint32_t> taps;      // hidden-state taps the drafter reads from the target (session::set_taps)
+    bool taps_all_rows = false;
 };
 
 // Throws specdec::error (ERR_INVALID_OPTION) for an unknown method or missing model.
