@@ -1,13 +1,15 @@
 #!/usr/bin/env node
 // npm run bench:drafters — learned drafters on the code target, in one run on one machine:
-//   1. trains Medusa heads for the code target on ../shared/corpus/python-packages.jsonl
-//      (BENCH_TRAIN_MINUTES, default 15) in a child process: training time, positions, held-out
-//      loss / top-1 / τ of the heads, peak RSS;
+//   1. trains an EAGLE-3 head and Medusa heads for the code target on
+//      ../shared/corpus/python-packages.jsonl (BENCH_TRAIN_MINUTES each, default 15), each in a child
+//      process: training time, positions, held-out loss / per-head top-1 / τ estimate, peak RSS;
 //   2. decodes the code prompts (../shared/eval/code-prompts.json, held out from the corpus) with
-//      autoregressive decoding, medusa, auto + heads, the draft model, lookup and rasd, at T = 0 and
-//      T = 0.8, each run in its own process, runs interleaved, medians: decode tok/s, τ, acceptance.
-// Env: BENCH_TRAIN_MINUTES (15), BENCH_HEADS (reuse this head file instead of training), BENCH_REPS (3),
-// BENCH_TOKENS (128), BENCH_PROMPTS (8), BENCH_THREADS (1), SPECDEC_SHARED.
+//      autoregressive decoding, eagle, medusa, auto + each head, the draft model, lookup and rasd, at
+//      T = 0 and T = 0.8, each run in its own process, runs interleaved, medians: decode tok/s, τ,
+//      acceptance.
+// Env: BENCH_TRAIN_MINUTES (15), BENCH_REUSE=1 (reuse bench/tmp/code-{eagle3,medusa}.gguf and their
+// training reports from an earlier run instead of training), BENCH_REPS (3), BENCH_TOKENS (128),
+// BENCH_PROMPTS (8), BENCH_THREADS (1), SPECDEC_SHARED.
 // Writes bench/results/drafters.json, drafters.md, drafters.svg and the README table between
 // <!-- bench:drafters --> markers.
 import { spawnSync } from 'node:child_process';
@@ -24,22 +26,24 @@ const shared = path.resolve(process.env.SPECDEC_SHARED ?? path.join(root, '..', 
 const corpus = path.join(shared, 'corpus', 'python-packages.jsonl');
 const median = (xs) => { const s = [...xs].sort((a, b) => a - b); const m = s.length >> 1; return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2; };
 
-// name, method, uses the draft model, uses the heads
+// name, method, uses the draft model, the heads it uses ('eagle3', 'medusa' or none)
 const ARMS = [
-  ['autoregressive', 'autoregressive', false, false],
-  ['medusa', 'medusa', false, true],
-  ['auto + heads', 'auto', false, true],
-  ['draft model', 'draft', true, false],
-  ['lookup', 'lookup', false, false],
-  ['rasd (retrieval)', 'rasd', false, false],
+  ['autoregressive', 'autoregressive', false, ''],
+  ['eagle (EAGLE-3)', 'eagle', false, 'eagle3'],
+  ['auto + EAGLE-3', 'auto', false, 'eagle3'],
+  ['medusa', 'medusa', false, 'medusa'],
+  ['auto + Medusa', 'auto', false, 'medusa'],
+  ['draft model', 'draft', true, ''],
+  ['lookup', 'lookup', false, ''],
+  ['rasd (retrieval)', 'rasd', false, ''],
 ].map(([name, method, draft, heads]) => ({ name, method, draft, heads }));
 
-async function trainWorker([out, minutes, threads]) {
+async function trainWorker([kind, out, minutes, threads]) {
   const { loadModel, trainDrafter } = await import(path.join(root, 'dist', 'index.mjs'));
   const model = await loadModel(codeTargetQ8, { backend: 'cpu' });
   let last = 0;
   const r = await trainDrafter(model, {
-    kind: 'medusa', corpus, out, minutes: Number(minutes), threads: Number(threads),
+    kind, corpus, out, minutes: Number(minutes), threads: Number(threads),
     onProgress: (p) => {
       if (Date.now() - last < 30_000 && p.phase === 'train') return;
       last = Date.now();
@@ -47,7 +51,9 @@ async function trainWorker([out, minutes, threads]) {
     },
   });
   await model.dispose();
-  process.stdout.write(JSON.stringify({ ...r, maxRssMiB: process.resourceUsage().maxRSS / 1024 }));
+  const report = { ...r, maxRssMiB: process.resourceUsage().maxRSS / 1024, threads: Number(threads) };
+  writeFileSync(out.replace(/\.gguf$/, '.json'), JSON.stringify(report, null, 2));
+  process.stdout.write(JSON.stringify(report));
 }
 
 async function decodeWorker([method, useDraft, headsFile, temp, threads, promptsFile, nArg]) {
@@ -96,12 +102,17 @@ async function main() {
   const threads = Number(process.env.BENCH_THREADS ?? 1);
   for (const f of [codeTargetQ8, codeDraft, corpus]) if (!existsSync(f)) throw new Error(`missing ${f}`);
   mkdirSync(path.join(root, 'bench', 'tmp'), { recursive: true });
-  let heads = process.env.BENCH_HEADS;
-  let training;
-  if (!heads) {
-    heads = path.join(root, 'bench', 'tmp', 'code-medusa.gguf');
-    process.stderr.write(`training Medusa heads for ${minutes} min (${availableParallelism()} threads)\n`);
-    training = child(['--train', heads, String(minutes), String(availableParallelism())]);
+  const heads = {};
+  const training = {};
+  for (const kind of ['eagle3', 'medusa']) {
+    heads[kind] = path.join(root, 'bench', 'tmp', `code-${kind}.gguf`);
+    const reportFile = heads[kind].replace(/\.gguf$/, '.json');
+    if (process.env.BENCH_REUSE === '1' && existsSync(heads[kind]) && existsSync(reportFile)) {
+      training[kind] = { ...JSON.parse(readFileSync(reportFile, 'utf8')), reused: true };
+      continue;
+    }
+    process.stderr.write(`training ${kind} for ${minutes} min (${availableParallelism()} threads)\n`);
+    training[kind] = child(['--train', kind, heads[kind], String(minutes), String(availableParallelism())]);
   }
   const { loadModel } = await import(path.join(root, 'dist', 'index.mjs'));
   const model = await loadModel(codeTargetQ8);
@@ -116,7 +127,7 @@ async function main() {
     for (const a of order) {
       for (const temp of [0, 0.8]) {
         const key = `${a.name}|${temp}`;
-        const o = child(['--decode', a.method, String(a.draft), a.heads ? heads : '-', String(temp), String(threads), promptsFile, String(n)]);
+        const o = child(['--decode', a.method, String(a.draft), a.heads ? heads[a.heads] : '-', String(temp), String(threads), promptsFile, String(n)]);
         if (!runs.has(key)) runs.set(key, []);
         runs.get(key).push({ decode: median(o.decode), tau: median(o.tau), acceptance: median(o.acceptance) });
         process.stderr.write(`rep ${r + 1}/${reps} ${key}: ${median(o.decode).toFixed(0)} tok/s, tau ${median(o.tau).toFixed(2)}\n`);
@@ -132,15 +143,13 @@ async function main() {
   }
   for (const r of rows) r.speedupOverOurAutoregressive = r.decodeTokensPerSecond / rows.find((x) => x.method === 'autoregressive' && x.temperature === r.temperature).decodeTokensPerSecond;
   const machine = { cpu: cpus()[0]?.model, cpus: availableParallelism(), node: process.version, date: new Date().toISOString() };
-  const result = { machine, tokens: n, reps, prompts: nPrompts, threads, headsFile: path.relative(root, heads), training, rows };
+  const result = { machine, tokens: n, reps, prompts: nPrompts, threads, training, rows };
   writeFileSync(path.join(root, 'bench', 'results', 'drafters.json'), JSON.stringify(result, null, 2) + '\n');
-  let md = '';
-  if (training) {
-    md += `\nMedusa heads (${training.headAccuracyAfter.length} heads) for the code target, trained ${(training.seconds / 60).toFixed(1)} min on ${machine.cpus} threads: ` +
-      `${training.tokens} corpus positions (${training.steps} AdamW steps), peak RSS ${training.maxRssMiB.toFixed(0)} MiB. Held out (${training.validationPositions} positions): ` +
-      `soft cross-entropy to the target ${training.validationLossBefore.toFixed(2)} → ${training.validationLossAfter.toFixed(2)}; top-1 agreement per head ` +
-      `${training.headAccuracyAfter.map((x) => (x * 100).toFixed(1) + ' %').join(' / ')} (before: ${training.headAccuracyBefore.map((x) => (x * 100).toFixed(1) + ' %').join(' / ')}); ` +
-      `greedy-chain τ ${training.tauBefore.toFixed(2)} → ${training.tauAfter.toFixed(2)}.\n`;
+  let md = '\n| training | time | threads | positions (AdamW steps) | peak RSS | held-out loss before → after | held-out top-1 per head / depth | τ estimate |\n|---|---|---|---|---|---|---|---|\n';
+  for (const [kind, t] of Object.entries(training)) {
+    md += `| ${kind === 'eagle3' ? 'EAGLE-3 (1 layer, 3 TTT steps)' : `Medusa (${t.headAccuracyAfter.length} heads)`} | ${(t.seconds / 60).toFixed(1)} min | ${t.threads ?? '–'} | ` +
+      `${t.tokens} (${t.steps}) | ${t.maxRssMiB.toFixed(0)} MiB | ${t.validationLossBefore.toFixed(2)} → ${t.validationLossAfter.toFixed(2)} | ` +
+      `${t.headAccuracyAfter.map((x) => (x * 100).toFixed(1) + ' %').join(' / ')} | ${t.tauBefore.toFixed(2)} → ${t.tauAfter.toFixed(2)} |\n`;
   }
   md += `\n| method | T | τ | acceptance | decode tok/s (min–max) | vs our autoregressive |\n|---|---|---|---|---|---|\n`;
   for (const r of rows) {

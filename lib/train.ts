@@ -12,11 +12,15 @@ import { checkObject, describe, optEnum, optFunction, optNumber, optSignal, reje
 import { availableCpus, defaultThreads } from './threads';
 
 /** Drafter kinds that can be trained. */
-export const DRAFTER_KINDS = ['medusa'] as const;
+export const DRAFTER_KINDS = ['medusa', 'eagle3'] as const;
 export type DrafterKind = (typeof DRAFTER_KINDS)[number];
 
 export interface TrainDrafterOptions {
-  /** 'medusa': K heads over the target's last hidden state (README, "Draft heads"). */
+  /**
+   * 'medusa': K heads over the target's last hidden state; 'eagle3': an EAGLE-3 head (one draft layer
+   * over the target's hidden states of three layers, llama.cpp's eagle3 layout), trained with the
+   * training-time test (README, "Draft heads").
+   */
   kind: DrafterKind;
   /** Text files, directories of them (recursively), or JSONL files with a `text` field per line. */
   corpus: string | string[];
@@ -28,9 +32,11 @@ export interface TrainDrafterOptions {
   tokens?: number;
   /** 'medusa': number of heads (default 4). */
   heads?: number;
-  /** Tokens per window the target reads (default 256, at most the model's context). */
+  /** 'eagle3': steps of the training-time test, the draft depths trained (default 3). */
+  tttSteps?: number;
+  /** Tokens per window the target reads (default: medusa 256, eagle3 65; at most the model's context). */
   sequenceLength?: number;
-  /** Positions per optimizer step (default 32). */
+  /** Per optimizer step: positions (medusa, default 32) or windows (eagle3, default 4). */
   batchSize?: number;
   /** AdamW learning rate (default 1e-3, decaying linearly to 10 % over the budget). */
   learningRate?: number;
@@ -91,7 +97,7 @@ export interface TrainReport {
 }
 
 const TRAIN_OPTIONS = [
-  'kind', 'corpus', 'out', 'minutes', 'tokens', 'heads', 'sequenceLength', 'batchSize', 'learningRate',
+  'kind', 'corpus', 'out', 'minutes', 'tokens', 'heads', 'tttSteps', 'sequenceLength', 'batchSize', 'learningRate',
   'validationFraction', 'validationPositions', 'seed', 'threads', 'onProgress', 'signal',
 ] as const;
 
@@ -214,13 +220,17 @@ export async function trainDrafter(model: Model, options: TrainDrafterOptions): 
   const minutes = o.minutes === undefined ? 0 : optNumber(o, 'minutes', 0, 0, 60 * 24 * 30);
   const tokens = o.tokens === undefined ? 0 : optNumber(o, 'tokens', 0, 1, 1e12, true);
   if (minutes <= 0 && tokens <= 0) throw new InvalidOptionError("training needs a budget: option 'minutes' or 'tokens'");
+  const eagle = kind === 'eagle3';
+  if (o.heads !== undefined && eagle) throw new InvalidOptionError("option 'heads' is for kind 'medusa'");
+  if (o.tttSteps !== undefined && !eagle) throw new InvalidOptionError("option 'tttSteps' is for kind 'eagle3'");
   const heads = optNumber(o, 'heads', 4, 1, 16, true);
-  const seqLen = optNumber(o, 'sequenceLength', Math.min(256, model.info.contextLength), 16, model.info.contextLength, true);
-  if (seqLen < heads + 8) throw new InvalidOptionError(`option 'sequenceLength' (${seqLen}) must be at least heads + 8`);
-  const batchSize = optNumber(o, 'batchSize', 32, 1, 4096, true);
+  const tttSteps = optNumber(o, 'tttSteps', 3, 1, 8, true);
+  const seqLen = optNumber(o, 'sequenceLength', Math.min(eagle ? 65 : 256, model.info.contextLength), 16, model.info.contextLength, true);
+  if (seqLen < (eagle ? tttSteps + 5 : heads + 8)) throw new InvalidOptionError(`option 'sequenceLength' (${seqLen}) is too short`);
+  const batchSize = optNumber(o, 'batchSize', eagle ? 4 : 32, 1, 4096, true);
   const learningRate = optNumber(o, 'learningRate', 1e-3, 1e-7, 1);
   const valFraction = optNumber(o, 'validationFraction', 0.05, 0.001, 0.5);
-  const valPositions = optNumber(o, 'validationPositions', 1024, batchSize, 1 << 20, true);
+  const valPositions = optNumber(o, 'validationPositions', 1024, eagle ? batchSize * (seqLen - 1) : batchSize, 1 << 20, true);
   const seed = optNumber(o, 'seed', 42, 0, 2 ** 32 - 1, true);
   const threads = Math.min(optNumber(o, 'threads', model.threads ?? defaultThreads(), 1, 512, true), availableCpus());
   const onProgress = optFunction<(p: TrainProgress) => void>(o, 'onProgress');
@@ -285,7 +295,7 @@ export async function trainDrafter(model: Model, options: TrainDrafterOptions): 
   signal?.throwIfAborted();
 
   const job = binding().trainDrafter(native, {
-    kind, out, heads, sequenceLength: seqLen, batchSize, chunk: Math.max(batchSize, 1024), validationPositions: valPositions,
+    kind, out, heads, tttSteps, sequenceLength: seqLen, batchSize, chunk: Math.max(batchSize, 1024), validationPositions: valPositions,
     learningRate, seconds: minutes * 60, tokens, threads, seed, train: trainTok, validation: valTok,
   }, (p) => emit(p as Omit<TrainProgress, 'etaSeconds'>));
   const onAbort = () => job.abort();

@@ -3,9 +3,11 @@
 // heads, chi-square at T = 0.8 with the wrong-verifier negative control), head files in the
 // documented layout, and typed errors for every bad input (files, corpora, output paths, abort).
 import { afterAll, beforeAll, expect, it } from '@jest/globals';
+import { execFile } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
+import { promisify } from 'util';
 import {
   HeadsMismatchError, InvalidOptionError, loadModel, ModelFileError, readGguf, trainDrafter, UnsupportedArchitectureError,
   type GenerateOptions, type Model, type TrainReport,
@@ -102,8 +104,10 @@ describeShared('learned drafters', (dir) => {
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'specdec-drafters-'));
   const corpusFile = path.join(tmp, 'stories.jsonl');
   const headsFile = path.join(tmp, 'stories-medusa.gguf');
+  const eagleFile = path.join(tmp, 'stories-eagle3.gguf');
   let model: Model;
   let report: TrainReport;
+  let eagleReport: TrainReport;
   let randomAcceptance = -1;
 
   beforeAll(async () => {
@@ -121,6 +125,9 @@ describeShared('learned drafters', (dir) => {
     report = await trainDrafter(model, {
       kind: 'medusa', corpus: corpusFile, out: headsFile, tokens: 12_000, heads: 3, threads: 1, learningRate: 1e-2,
       validationFraction: 0.1, validationPositions: 256, sequenceLength: 128,
+    });
+    eagleReport = await trainDrafter(model, {
+      kind: 'eagle3', corpus: corpusFile, out: eagleFile, tokens: 16_384, threads: 1, learningRate: 1e-3, validationFraction: 0.1,
     });
   }, 300_000);
 
@@ -254,6 +261,54 @@ describeShared('learned drafters', (dir) => {
     await s.dispose();
   }, 180_000);
 
+  it('eagle3: training with the training-time test lowers the held-out loss; the file is llama.cpp\'s eagle3 layout with the target\'s tokenizer; it drafts losslessly', async () => {
+    const r = eagleReport;
+    expect(r.validationLossAfter).toBeLessThan(r.validationLossBefore);
+    expect(r.headAccuracyAfter.length).toBe(3);  // the three depths of the training-time test
+    expect(r.headAccuracyAfter[0]).toBeGreaterThan(r.headAccuracyBefore[0]);
+    const f = await readGguf(eagleFile);
+    const meta = f.metadata;
+    expect(meta.get('general.architecture')).toBe('eagle3');
+    for (const k of ['eagle3.embedding_length', 'eagle3.feed_forward_length', 'eagle3.block_count', 'eagle3.attention.head_count',
+      'eagle3.attention.head_count_kv', 'eagle3.attention.layer_norm_rms_epsilon', 'eagle3.target_layers', 'eagle3.target_hidden_size',
+      'tokenizer.ggml.model', 'tokenizer.ggml.tokens']) {
+      expect({ k, has: meta.has(k) }).toEqual({ k, has: true });
+    }
+    expect(meta.get('eagle3.block_count')).toBe(1);
+    expect(Array.from(meta.get('eagle3.target_layers') as ArrayLike<number>).length).toBe(3);
+    const d = model.info.embeddingLength;
+    const names = new Map(f.tensors.map((t) => [t.name, t.dims.map(Number)]));
+    expect(names.get('fc.weight')).toEqual([3 * d, d]);
+    expect(names.get('blk.0.attn_q.weight')?.[0]).toBe(2 * d);
+    for (const n of ['blk.0.attn_norm.weight', 'blk.0.attn_norm_2.weight', 'blk.0.attn_k.weight', 'blk.0.attn_v.weight', 'blk.0.attn_output.weight',
+      'blk.0.ffn_norm.weight', 'blk.0.ffn_gate.weight', 'blk.0.ffn_up.weight', 'blk.0.ffn_down.weight', 'output_norm.weight']) {
+      expect({ n, has: names.has(n) }).toEqual({ n, has: true });
+    }
+    const { drafted, accepted } = await greedyIdentity(eagleFile, ['eagle']);
+    expect(drafted).toBeGreaterThan(100);
+    expect(accepted).toBeGreaterThan(0);
+  }, 180_000);
+
+  it('the CLI trains heads (train-drafter --json) and generates with them; usage errors before any work', async () => {
+    const run = promisify(execFile);
+    const cli = path.join(__dirname, '..', 'dist', 'cli', 'index.js');
+    const out = path.join(tmp, 'cli-medusa.gguf');
+    const { stdout } = await run(process.execPath, [cli, 'train-drafter', '--model', stories, '--kind', 'medusa', '--corpus', corpusFile,
+      '--out', out, '--tokens', '2048', '--heads', '2', '--threads', '1', '--json']);
+    const r = JSON.parse(stdout);
+    expect(r.tokens).toBeGreaterThanOrEqual(2048);
+    expect(fs.existsSync(out)).toBe(true);
+    const g = await run(process.execPath, [cli, 'generate', '--model', stories, '--prompt', 'Once upon a time', '--max-tokens', '16',
+      '--method', 'medusa', '--heads', out, '--json']);
+    expect(JSON.parse(g.stdout).tokens.length).toBe(16);
+    await expect(run(process.execPath, [cli, 'train-drafter', '--model', stories, '--kind', 'nope', '--corpus', corpusFile, '--out', out, '--tokens', '10']))
+      .rejects.toMatchObject({ code: 2 });
+    await expect(run(process.execPath, [cli, 'train-drafter', '--model', stories, '--kind', 'medusa', '--corpus', corpusFile, '--out', out]))
+      .rejects.toMatchObject({ code: 2 });
+    await expect(run(process.execPath, [cli, 'generate', '--model', stories, '--prompt', 'x', '--method', 'medusa']))
+      .rejects.toMatchObject({ code: 2 });
+  }, 120_000);
+
   async function sample(prompt: number[], n: number, seed0: number, o: GenerateOptions): Promise<{ counts: Map<string, number>; accepted: number }> {
     const s = await model.createSession({ contextSize: 256 });
     const counts = new Map<string, number>();
@@ -268,19 +323,28 @@ describeShared('learned drafters', (dir) => {
     return { counts, accepted };
   }
 
-  it('sampling with medusa at T = 0.8 follows the autoregressive distribution (chi-square, 20,000 samples); a wrong verifier is rejected', async () => {
-    const prompt = model.tokenize('Once upon a time, there was a little girl. Once upon a time, there was a little');
+  it('sampling with medusa and eagle at T = 0.8 follows the autoregressive distribution (chi-square, 20,000 samples each); a wrong verifier is rejected', async () => {
     const N = 20000;
+    let seed = 5_000_000;
+    // each arm on a prompt where its (seconds-trained, weak) heads get drafts accepted, against its own autoregressive samples
+    for (const [method, file, text] of [
+      ['medusa', headsFile, 'Once upon a time, there was a little girl. Once upon a time, there was a little'],
+      ['eagle', eagleFile, 'Lily wanted to play with her'],
+    ] as const) {
+      const p = model.tokenize(text);
+      const ref = await sample(p, N, (seed += 1_000_000), {});
+      const got = await sample(p, N, (seed += 1_000_000), { method, heads: { file }, draftMax: 16 });
+      expect({ method, accepted: got.accepted > 50 }).toEqual({ method, accepted: true });  // drafts were accepted: the arm exercises the verifier
+      const [stat, dof] = chiSquare(ref.counts, got.counts, N, N);
+      expect(dof).toBeGreaterThan(10);
+      expect({ method, ok: Math.round(stat) <= chiCritical(dof) }).toEqual({ method, ok: true });
+    }
+    const prompt = model.tokenize('Once upon a time, there was a little girl. Once upon a time, there was a little');
     const ar = await sample(prompt, N, 1, {});
-    const got = await sample(prompt, N, 5_000_000, { method: 'medusa', heads: { file: headsFile }, draftMax: 16 });
-    expect(got.accepted).toBeGreaterThan(50);  // drafts were accepted: the arm exercises the verifier
-    const [stat, dof] = chiSquare(ar.counts, got.counts, N, N);
-    expect(dof).toBeGreaterThan(10);
-    expect(Math.round(stat)).toBeLessThanOrEqual(chiCritical(dof));
-    const biased = await sample(prompt, N, 9_000_000, { method: 'medusa', heads: { file: headsFile }, draftMax: 16, _testBiasedVerifier: true } as GenerateOptions);
+    const biased = await sample(prompt, N, 19_000_000, { method: 'medusa', heads: { file: headsFile }, draftMax: 16, _testBiasedVerifier: true } as GenerateOptions);
     const [stat2, dof2] = chiSquare(ar.counts, biased.counts, N, N);
     expect(stat2).toBeGreaterThan(chiCritical(dof2));
-  }, 600_000);
+  }, 900_000);
 
   it('bad head files give typed errors: missing, not GGUF, truncated, another architecture, another target', async () => {
     const s = await model.createSession({ contextSize: 128 });

@@ -14,13 +14,14 @@ export const TRAIN_USAGE = `  specdec train-drafter --model PATH --kind ${DRAFTE
       --minutes N         time budget (at least one of --minutes and --tokens)
       --tokens N          token budget (corpus positions trained on)
       --heads K           medusa: number of heads (default 4)
+      --ttt-steps J       eagle3: steps of the training-time test (default 3)
       --learning-rate X   AdamW learning rate
       --seed S            document order and validation split
       --threads N         compute threads
       --json              print the report as one JSON object on stdout
 `;
 
-export const KNOWN_TRAIN = new Set(['model', 'kind', 'corpus', 'out', 'minutes', 'tokens', 'heads', 'learning-rate', 'seed', 'threads', 'json', 'help']);
+export const KNOWN_TRAIN = new Set(['model', 'kind', 'corpus', 'out', 'minutes', 'tokens', 'heads', 'ttt-steps', 'learning-rate', 'seed', 'threads', 'json', 'help']);
 
 function fmtTime(s: number): string {
   if (!(s >= 0) || !Number.isFinite(s)) return '--:--';
@@ -65,7 +66,7 @@ export async function trainDrafterCommand(
   const minutes = num('minutes');
   const tokens = num('tokens');
   if (minutes === undefined && tokens === undefined) throw usageError('give a budget: --minutes N and/or --tokens N');
-  for (const n of ['heads', 'learning-rate', 'seed', 'threads']) num(n);
+  for (const n of ['heads', 'ttt-steps', 'learning-rate', 'seed', 'threads']) num(n);
   checkFile('--model', modelPath);
   const json = one('json') === 'true';
   const model = await loadModel(modelPath);
@@ -80,6 +81,7 @@ export async function trainDrafterCommand(
       kind: kind as DrafterKind, corpus, out, signal: ac.signal,
       ...(minutes !== undefined ? { minutes } : {}), ...(tokens !== undefined ? { tokens } : {}),
       ...(num('heads') !== undefined ? { heads: num('heads') } : {}),
+      ...(num('ttt-steps') !== undefined ? { tttSteps: num('ttt-steps') } : {}),
       ...(num('learning-rate') !== undefined ? { learningRate: num('learning-rate') } : {}),
       ...(num('seed') !== undefined ? { seed: num('seed') } : {}),
       ...(num('threads') !== undefined ? { threads: num('threads') } : {}),

@@ -2,6 +2,7 @@
 #include "addon/model_wrap.h"
 #include "common/error.h"
 #include "spec/drafters/aded.h"
+#include "spec/drafters/eagle.h"
 #include "heads/head_file.h"
 #include "spec/methods.h"
 
@@ -373,20 +374,23 @@ void session_wrap::heads_for(const std::string & path, method_options & mo) {
     struct stat st;
     std::string key = path;
     if (stat(path.c_str(), &st) == 0) key += format("|%lld|%lld", (long long) st.st_size, (long long) st.st_mtime);
-    if ((heads_ || eagle_) && key == heads_key_) {
-        mo.heads = heads_;
-        mo.eagle = eagle_;
-        return;
+    if (!((heads_ || eagle_) && key == heads_key_)) {
+        heads_.reset();
+        eagle_.reset();
+        eagle_state_.reset();
+        heads_key_.clear();
+        const std::string arch = head_file::peek_arch(path, "head file");
+        if (arch == "eagle3") {
+            eagle_ = eagle3_heads::load(path, sess->mdl());
+            eagle_state_ = std::make_shared<eagle_drafter>(eagle_, *sess);
+        } else {
+            heads_ = medusa_heads::load(path, sess->mdl());  // its own architecture check names the expected one
+        }
+        heads_key_ = key;
     }
-    heads_.reset();
-    eagle_.reset();
-    heads_key_.clear();
-    const std::string arch = head_file::peek_arch(path, "head file");
-    if (arch == "eagle3") eagle_ = eagle3_heads::load(path, sess->mdl());
-    else heads_ = medusa_heads::load(path, sess->mdl());  // its own architecture check names the expected one
-    heads_key_ = key;
     mo.heads = heads_;
     mo.eagle = eagle_;
+    mo.eagle_state = eagle_state_;
 }
 
 // evaluateHidden(tokens, layers) -> Promise<{ logits, hidden }>
@@ -510,6 +514,9 @@ Napi::Value session_wrap::dispose(const Napi::CallbackInfo & info) {
         return env.Undefined();
     }
     generation_.reset();
+    eagle_state_.reset();  // it refers to the session
+    heads_.reset();
+    eagle_.reset();
     sess.reset();
     return env.Undefined();
 }

@@ -54,6 +54,7 @@ private:
     void heads_for(const std::string & path, method_options & mo);
     std::shared_ptr<const medusa_heads> heads_;
     std::shared_ptr<const eagle3_heads> eagle_;
+    std::shared_ptr<drafter> eagle_state_;  // its drafter and draft cache, following the session's sequence
     std::string heads_key_;
 
     bool check(Napi::Env env);

@@ -138,6 +138,7 @@ Napi::Value train_drafter_js(const Napi::CallbackInfo & info) {
     if (o.Get("kind").IsString()) opt.kind = o.Get("kind").As<Napi::String>().Utf8Value();
     if (o.Get("out").IsString()) opt.out = o.Get("out").As<Napi::String>().Utf8Value();
     opt.n_heads = u32_of(o, "heads", opt.n_heads);
+    opt.ttt_steps = u32_of(o, "tttSteps", opt.ttt_steps);
     opt.seq_len = u32_of(o, "sequenceLength", opt.seq_len);
     opt.batch = u32_of(o, "batchSize", opt.batch);
     opt.chunk = u32_of(o, "chunk", opt.chunk);

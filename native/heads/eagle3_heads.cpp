@@ -90,4 +90,37 @@ std::shared_ptr<eagle3_heads> eagle3_heads::load(const std::string & path, const
     return h;
 }
 
+void eagle3_heads::save(const std::string & path, const model & target) const {
+    head_file_writer wr("eagle3");
+    wr.set_str("general.name", "specdec EAGLE-3 head");
+    wr.set_u32(A + "context_length", n_ctx);
+    wr.set_u32(A + "embedding_length", n_embd);
+    wr.set_u32(A + "feed_forward_length", n_ff);
+    wr.set_u32(A + "block_count", 1);
+    wr.set_u32(A + "attention.head_count", n_head);
+    wr.set_u32(A + "attention.head_count_kv", n_head_kv);
+    wr.set_f32(A + "attention.layer_norm_rms_epsilon", eps);
+    wr.set_f32(A + "rope.freq_base", rope_base);
+    wr.set_u32(A + "rope.dimension_count", n_embd_head);
+    wr.set_u32(A + "vocab_size", target.hp.n_vocab);
+    wr.set_i32_array(A + "target_layers", target_layers);
+    wr.set_u32(A + "target_hidden_size", target_hidden);
+    wr.set_u64(A + "training.tokens", trained_tokens);
+    if (target.gguf) wr.copy_keys(target.gguf, "tokenizer.");
+    const int64_t d = n_embd, dt = target_hidden, ff = n_ff, nq = n_q(), nkv = n_kv();
+    wr.add_f32("fc.weight", { 3 * dt, d }, fc.data());
+    wr.add_f32("blk.0.attn_norm.weight", { d }, attn_norm.data());
+    wr.add_f32("blk.0.attn_norm_2.weight", { d }, hidden_norm.data());
+    wr.add_f32("blk.0.attn_q.weight", { 2 * d, nq }, wq.data());
+    wr.add_f32("blk.0.attn_k.weight", { 2 * d, nkv }, wk.data());
+    wr.add_f32("blk.0.attn_v.weight", { 2 * d, nkv }, wv.data());
+    wr.add_f32("blk.0.attn_output.weight", { nq, d }, wo.data());
+    wr.add_f32("blk.0.ffn_norm.weight", { d }, ffn_norm.data());
+    wr.add_f32("blk.0.ffn_gate.weight", { d, ff }, ffn_gate.data());
+    wr.add_f32("blk.0.ffn_up.weight", { d, ff }, ffn_up.data());
+    wr.add_f32("blk.0.ffn_down.weight", { ff, d }, ffn_down.data());
+    wr.add_f32("output_norm.weight", { d }, out_norm.data());
+    wr.write(path);
+}
+
 } // namespace specdec

@@ -48,6 +48,9 @@ struct eagle3_heads {
     // Loads and validates a head file against its target (typed errors as medusa_heads::load).
     static std::shared_ptr<eagle3_heads> load(const std::string & path, const model & target);
 
+    // Writes llama.cpp's layout (with the target's tokenizer keys) through a temporary file.
+    void save(const std::string & path, const model & target) const;
+
     void check_target(const model & target, const std::string & what) const;
 };
 

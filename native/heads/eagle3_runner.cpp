@@ -47,8 +47,8 @@ eagle3_runner::eagle3_runner(std::shared_ptr<const eagle3_heads> heads, std::sha
     w.out_norm = vec(d);
     if (!h.output.empty()) w.output = mat(d, h.n_draft_vocab);
     if (!h.tok_embd.empty()) w.tok_embd = ggml_new_tensor_2d(ctx_w, GGML_TYPE_F32, d, h.target_vocab);
-    w.k_cache = ggml_new_tensor_2d(ctx_w, GGML_TYPE_F32, nkv, n_cells);
-    w.v_cache = ggml_new_tensor_2d(ctx_w, GGML_TYPE_F32, nkv, n_cells);
+    w.k_cache = ggml_new_tensor_2d(ctx_w, GGML_TYPE_F16, nkv, n_cells);
+    w.v_cache = ggml_new_tensor_2d(ctx_w, GGML_TYPE_F16, nkv, n_cells);
     buf_w = ggml_backend_alloc_ctx_tensors(ctx_w, backend);
     if (!buf_w) {
         ggml_free(ctx_w);
@@ -64,6 +64,10 @@ eagle3_runner::eagle3_runner(std::shared_ptr<const eagle3_heads> heads, std::sha
         std::vector<uint8_t> q(ggml_nbytes(t));
         ggml_quantize_chunk(t->type, v.data(), q.data(), 0, t->ne[1], t->ne[0], nullptr);
         ggml_backend_tensor_set(t, q.data(), 0, q.size());
+        // and repacked for specdec's kernels (small batches: a draft step evaluates 1-4 rows)
+        if (auto p = kernels::pack_weights(kernels::wtype::q8_0, q.data(), t->ne[1], t->ne[0], kernels::default_isa())) {
+            packed.emplace_back(t, std::move(p));
+        }
     };
     set(w.fc, h.fc);
     set(w.attn_norm, h.attn_norm);
@@ -116,38 +120,53 @@ void eagle3_runner::eval(const rows & r, const std::vector<uint32_t> & logit_row
     ggml_tensor * tokens = ggml_new_tensor_1d(c, GGML_TYPE_I32, n);
     ggml_tensor * pos    = ggml_new_tensor_1d(c, GGML_TYPE_I32, n);
     ggml_tensor * idx    = ggml_new_tensor_1d(c, GGML_TYPE_I64, n);
-    ggml_tensor * mask   = ggml_new_tensor_2d(c, GGML_TYPE_F32, n_kv, n);
+    ggml_tensor * mask   = ggml_new_tensor_2d(c, GGML_TYPE_F16, n_kv, n);
     ggml_tensor * out_ids = ggml_new_tensor_1d(c, GGML_TYPE_I32, (int64_t) logit_rows.size());
     ggml_tensor * in = ggml_new_tensor_2d(c, GGML_TYPE_F32, r.feats ? 3 * dt : d, n);
     for (ggml_tensor * t : { tokens, pos, idx, mask, out_ids, in }) ggml_set_input(t);
 
     const float eps = h.eps;
-    ggml_tensor * g   = r.feats ? ggml_mul_mat(c, w.fc, in) : in;                                   // [d, n]
+    // w . x on specdec's kernels when the matrix was repacked (activations quantized once per input)
+    std::vector<std::pair<ggml_tensor *, ggml_tensor *>> qacts;
+    auto mm = [&](ggml_tensor * wt, ggml_tensor * x) -> ggml_tensor * {
+        for (const auto & p : packed) {
+            if (p.first != wt) continue;
+            ggml_tensor * qx = nullptr;
+            for (const auto & e : qacts) if (e.first == x) qx = e.second;
+            if (!qx) {
+                qx = kernels::op_quantize_act(c, x, kernels::act_type_for(p.second->type));
+                qacts.push_back({ x, qx });
+            }
+            return kernels::op_gemm(c, p.second.get(), qx);
+        }
+        return ggml_mul_mat(c, wt, x);
+    };
+    ggml_tensor * g   = r.feats ? mm(w.fc, in) : in;                                                // [d, n]
     ggml_tensor * emb = ggml_get_rows(c, w.tok_embd ? w.tok_embd : tgt->tok_embd, tokens);          // [d, n]
     ggml_tensor * en  = ggml_mul(c, ggml_rms_norm(c, emb, eps), w.attn_norm);
     ggml_tensor * gn  = ggml_mul(c, ggml_rms_norm(c, g, eps), w.hidden_norm);
-    ggml_tensor * cat = ggml_concat(c, en, gn, 0);                                                 // [2d, n]
-    ggml_tensor * q = ggml_reshape_3d(c, ggml_mul_mat(c, w.wq, cat), hd_, h.n_head, n);           // [hd, H, n]
-    ggml_tensor * k = ggml_reshape_3d(c, ggml_mul_mat(c, w.wk, cat), hd_, h.n_head_kv, n);        // [hd, Hkv, n]
-    ggml_tensor * v = ggml_mul_mat(c, w.wv, cat);                                                  // [nkv, n]
+    ggml_tensor * cat = ggml_cont(c, ggml_concat(c, en, gn, 0));                                   // [2d, n]
+    ggml_tensor * q = ggml_reshape_3d(c, mm(w.wq, cat), hd_, h.n_head, n);                        // [hd, H, n]
+    ggml_tensor * k = ggml_reshape_3d(c, mm(w.wk, cat), hd_, h.n_head_kv, n);                     // [hd, Hkv, n]
+    ggml_tensor * v = mm(w.wv, cat);                                                               // [nkv, n]
     q = ggml_rope_ext(c, q, pos, nullptr, (int) hd_, 0 /* NORM */, (int) h.n_ctx, h.rope_base, 1.0f, 0.0f, 1.0f, 0.0f, 0.0f);
     k = ggml_rope_ext(c, k, pos, nullptr, (int) hd_, 0, (int) h.n_ctx, h.rope_base, 1.0f, 0.0f, 1.0f, 0.0f, 0.0f);
     ggml_tensor * k_st = ggml_set_rows(c, w.k_cache, ggml_reshape_2d(c, k, nkv, n), idx);        // the cache, written
     ggml_tensor * v_st = ggml_set_rows(c, w.v_cache, v, idx);
     ggml_build_forward_expand(gf, k_st);
     ggml_build_forward_expand(gf, v_st);
-    // attention over cells [0, n_kv) under the mask: mul_mat, soft_max_ext, mul_mat
-    ggml_tensor * K  = ggml_permute(c, ggml_view_3d(c, k_st, hd_, h.n_head_kv, n_kv, hd_ * sizeof(float), nkv * sizeof(float), 0), 0, 2, 1, 3);  // [hd, n_kv, Hkv]
-    ggml_tensor * V  = ggml_cont(c, ggml_permute(c, ggml_view_3d(c, v_st, hd_, h.n_head_kv, n_kv, hd_ * sizeof(float), nkv * sizeof(float), 0), 1, 2, 0, 3));  // [n_kv, hd, Hkv]
-    ggml_tensor * Q  = ggml_permute(c, q, 0, 2, 1, 3);                                            // [hd, n, H]
-    ggml_tensor * kq = ggml_mul_mat(c, K, Q);                                                      // [n_kv, n, H]
-    kq = ggml_soft_max_ext(c, kq, mask, 1.0f / sqrtf((float) hd_), 0.0f);
-    ggml_tensor * kqv = ggml_mul_mat(c, V, kq);                                                    // [hd, n, H]
-    ggml_tensor * o = ggml_reshape_2d(c, ggml_cont(c, ggml_permute(c, kqv, 0, 2, 1, 3)), nq, n);   // [nq, n]
-    o = ggml_mul_mat(c, w.wo, o);                                                                  // [d, n]
+    // attention over cells [0, n_kv) under the mask (flash attention: no backward pass is needed here)
+    const size_t eb = ggml_element_size(w.k_cache);
+    ggml_tensor * K = ggml_permute(c, ggml_view_3d(c, k_st, hd_, h.n_head_kv, n_kv, hd_ * eb, nkv * eb, 0), 0, 2, 1, 3);  // [hd, n_kv, Hkv]
+    ggml_tensor * V = ggml_permute(c, ggml_view_3d(c, v_st, hd_, h.n_head_kv, n_kv, hd_ * eb, nkv * eb, 0), 0, 2, 1, 3);  // [hd, n_kv, Hkv]
+    ggml_tensor * Q = ggml_permute(c, q, 0, 2, 1, 3);                                                                 // [hd, n, H]
+    ggml_tensor * fa = ggml_flash_attn_ext(c, Q, K, V, mask, 1.0f / sqrtf((float) hd_), 0.0f, 0.0f);                // [hd, H, n]
+    ggml_flash_attn_ext_set_prec(fa, GGML_PREC_F32);
+    ggml_tensor * o = ggml_reshape_2d(c, fa, nq, n);                                                                  // [nq, n]
+    o = mm(w.wo, ggml_cont(c, o));                                                                 // [d, n]
     ggml_tensor * x = ggml_add(c, o, h.norm_before_residual ? gn : g);
     ggml_tensor * f = ggml_mul(c, ggml_rms_norm(c, x, eps), w.ffn_norm);
-    f = ggml_mul_mat(c, w.down, ggml_swiglu_split(c, ggml_mul_mat(c, w.gate, f), ggml_mul_mat(c, w.up, f)));
+    f = mm(w.down, ggml_swiglu_split(c, mm(w.gate, f), mm(w.up, f)));
     ggml_tensor * hp = ggml_add(c, f, x);                                                          // [d, n]: pre-norm output
     ggml_set_output(hp);
     ggml_build_forward_expand(gf, hp);
@@ -155,7 +174,7 @@ void eagle3_runner::eval(const rows & r, const std::vector<uint32_t> & logit_row
     ggml_tensor * lg;
     const kernels::packed_weights * pw = (!w.output && tgt->kind == BACKEND_CPU) ? tgt->packed_for(tgt->output) : nullptr;
     if (w.output) {
-        lg = ggml_mul_mat(c, w.output, y);
+        lg = mm(w.output, y);
     } else if (pw) {
         lg = kernels::op_gemm(c, pw, kernels::op_quantize_act(c, y, kernels::act_type_for(pw->type)));
     } else {
@@ -173,15 +192,16 @@ void eagle3_runner::eval(const rows & r, const std::vector<uint32_t> & logit_row
     ggml_backend_tensor_set(idx, cells.data(), 0, n * sizeof(int64_t));
     ggml_backend_tensor_set(out_ids, outs.data(), 0, outs.size() * sizeof(int32_t));
     ggml_backend_tensor_set(in, r.feats ? r.feats : r.g, 0, ggml_nbytes(in));
-    std::vector<float> m((size_t) n_kv * n, -INFINITY);
+    const ggml_fp16_t zero = ggml_fp32_to_fp16(0.0f), ninf = ggml_fp32_to_fp16(-INFINITY);
+    std::vector<ggml_fp16_t> m((size_t) n_kv * n, ninf);
     for (int64_t i = 0; i < n; ++i) {
-        float * row = m.data() + (size_t) i * n_kv;
-        for (uint32_t j = 0; j < r.prefix[i] && j < n_kv; ++j) row[j] = 0.0f;
+        ggml_fp16_t * row = m.data() + (size_t) i * n_kv;
+        for (uint32_t j = 0; j < r.prefix[i] && j < n_kv; ++j) row[j] = zero;
         if (i < (int64_t) r.attend.size()) {
-            for (uint32_t j : r.attend[i]) if (j < n_kv) row[j] = 0.0f;
+            for (uint32_t j : r.attend[i]) if (j < n_kv) row[j] = zero;
         }
     }
-    ggml_backend_tensor_set(mask, m.data(), 0, m.size() * sizeof(float));
+    ggml_backend_tensor_set(mask, m.data(), 0, m.size() * sizeof(ggml_fp16_t));
     const ggml_status st = ggml_backend_graph_compute(backend, gf);
     if (st != GGML_STATUS_SUCCESS) fail(st == GGML_STATUS_ABORTED ? "ERR_ABORTED" : "ERR_INTERNAL", "the EAGLE-3 draft evaluation failed");
     n_used = cell0 + (uint32_t) n;

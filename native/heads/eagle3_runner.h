@@ -5,6 +5,7 @@
 #pragma once
 
 #include "heads/eagle3_heads.h"
+#include "kernels/gemm.h"
 
 #include "ggml-backend.h"
 #include "ggml-alloc.h"
@@ -57,12 +58,14 @@ private:
     ggml_gallocr_t          galloc = nullptr;
     std::vector<uint8_t>    graph_buf;
     std::atomic<bool>       abort_flag { false };
+    // the Q8_0 matrices repacked for specdec's CPU kernels (kernels/gemm.h), by tensor
+    std::vector<std::pair<const ggml_tensor *, std::unique_ptr<kernels::packed_weights>>> packed;
     uint32_t                n_cells = 0, n_used = 0;
 
     struct {
         ggml_tensor * fc, * attn_norm, * hidden_norm, * wq, * wk, * wv, * wo, * ffn_norm, * gate, * up, * down, * out_norm;
         ggml_tensor * output = nullptr, * tok_embd = nullptr;
-        ggml_tensor * k_cache, * v_cache;  // f32 [n_kv, n_cells]
+        ggml_tensor * k_cache, * v_cache;  // f16 [n_kv, n_cells]
     } w;
 };
 

@@ -240,6 +240,41 @@ void head_file_writer::set_i32_array(const std::string & key, const std::vector<
     gguf_set_arr_data(g, key.c_str(), GGUF_TYPE_INT32, v.data(), v.size());
 }
 
+void head_file_writer::copy_keys(const gguf_context * src, const std::string & prefix) {
+    for (int64_t i = 0; i < gguf_get_n_kv(src); ++i) {
+        const std::string key = gguf_get_key(src, i);
+        if (key.compare(0, prefix.size(), prefix) != 0) continue;
+        const gguf_type t = gguf_get_kv_type(src, i);
+        switch (t) {
+            case GGUF_TYPE_UINT8:   gguf_set_val_u8(g, key.c_str(), gguf_get_val_u8(src, i)); break;
+            case GGUF_TYPE_INT8:    gguf_set_val_i8(g, key.c_str(), gguf_get_val_i8(src, i)); break;
+            case GGUF_TYPE_UINT16:  gguf_set_val_u16(g, key.c_str(), gguf_get_val_u16(src, i)); break;
+            case GGUF_TYPE_INT16:   gguf_set_val_i16(g, key.c_str(), gguf_get_val_i16(src, i)); break;
+            case GGUF_TYPE_UINT32:  gguf_set_val_u32(g, key.c_str(), gguf_get_val_u32(src, i)); break;
+            case GGUF_TYPE_INT32:   gguf_set_val_i32(g, key.c_str(), gguf_get_val_i32(src, i)); break;
+            case GGUF_TYPE_FLOAT32: gguf_set_val_f32(g, key.c_str(), gguf_get_val_f32(src, i)); break;
+            case GGUF_TYPE_UINT64:  gguf_set_val_u64(g, key.c_str(), gguf_get_val_u64(src, i)); break;
+            case GGUF_TYPE_INT64:   gguf_set_val_i64(g, key.c_str(), gguf_get_val_i64(src, i)); break;
+            case GGUF_TYPE_FLOAT64: gguf_set_val_f64(g, key.c_str(), gguf_get_val_f64(src, i)); break;
+            case GGUF_TYPE_BOOL:    gguf_set_val_bool(g, key.c_str(), gguf_get_val_bool(src, i)); break;
+            case GGUF_TYPE_STRING:  gguf_set_val_str(g, key.c_str(), gguf_get_val_str(src, i)); break;
+            case GGUF_TYPE_ARRAY: {
+                const gguf_type at = gguf_get_arr_type(src, i);
+                const size_t n = gguf_get_arr_n(src, i);
+                if (at == GGUF_TYPE_STRING) {
+                    std::vector<const char *> strs(n);
+                    for (size_t j = 0; j < n; ++j) strs[j] = gguf_get_arr_str(src, i, j);
+                    gguf_set_arr_str(g, key.c_str(), strs.data(), n);
+                } else if (at != GGUF_TYPE_ARRAY) {
+                    gguf_set_arr_data(g, key.c_str(), at, n ? gguf_get_arr_data(src, i) : nullptr, n);
+                }
+                break;
+            }
+            default: break;
+        }
+    }
+}
+
 void head_file_writer::add_raw(const std::string & name, ggml_type type, const std::vector<int64_t> & ne, const void * data) {
     int64_t n = 1;
     for (int64_t x : ne) n *= x;

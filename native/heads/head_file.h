@@ -63,6 +63,8 @@ public:
     void set_str(const std::string & key, const std::string & v);
     void set_f32(const std::string & key, float v);
     void set_i32_array(const std::string & key, const std::vector<int32_t> & v);
+    // Copies every key of `src` that starts with `prefix` (e.g. the target's "tokenizer." keys).
+    void copy_keys(const gguf_context * src, const std::string & prefix);
     // Adds an f32 tensor (the data is copied).
     void add_f32(const std::string & name, const std::vector<int64_t> & ne, const float * data);
     // Adds a tensor of another type whose bytes are given (e.g. i64 d2t).

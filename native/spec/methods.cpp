@@ -77,7 +77,7 @@ method_plan make_method(const method_options & o, const session & target, const 
         if (!o.eagle) fail("ERR_INVALID_OPTION", "method 'eagle' needs heads: { file } with an EAGLE-3 head file");
         plan.taps = eagle_drafter::tap_layers(*o.eagle);
         plan.taps_all_rows = true;
-        plan.draft = std::make_shared<eagle_drafter>(o.eagle, target);
+        plan.draft = o.eagle_state ? o.eagle_state : std::make_shared<eagle_drafter>(o.eagle, target);
         plan.draft_max = budget(16);
     } else if (o.method == "auto") {
         std::vector<auto_drafter::candidate> c;
@@ -97,7 +97,7 @@ method_plan make_method(const method_options & o, const session & target, const 
         } else if (o.eagle) {
             plan.taps = eagle_drafter::tap_layers(*o.eagle);
             plan.taps_all_rows = true;
-            c.push_back({ "eagle", std::make_shared<eagle_drafter>(o.eagle, target) });
+            c.push_back({ "eagle", o.eagle_state ? o.eagle_state : std::make_shared<eagle_drafter>(o.eagle, target) });
         }
         plan.draft_max = budget(32);
         plan.draft = std::make_shared<auto_drafter>(std::move(c), plan.draft_max, sampling.seed);

@@ -27,6 +27,7 @@ struct method_options {
     bool        rsd_beam = false;                        // rsd: Stochastic Beam Search trees
     std::shared_ptr<const medusa_heads> heads;           // medusa (required), auto (optional)
     std::shared_ptr<const eagle3_heads> eagle;           // eagle (required), auto (optional)
+    std::shared_ptr<drafter> eagle_state;                // the session's EAGLE-3 drafter for those heads (kept across generations)
     bool        biased_verifier = false;                 // test only
 };
 

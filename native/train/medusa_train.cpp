@@ -46,58 +46,7 @@ struct datapoints {
     int64_t n = 0;
 };
 
-// Windows of the corpus for the target to read. Training windows are drawn at random (seeded):
-// a document with probability proportional to its length, then an offset in it, so that the
-// positions of one chunk come from many documents (consecutive windows of one file give
-// correlated batches). Validation windows run through the documents in order, once.
-class window_source {
-public:
-    window_source(const std::vector<std::vector<int32_t>> & docs, uint32_t seq_len, uint32_t n_heads, bool random, uint64_t seed)
-        : docs(docs), L(seq_len), K(n_heads), random(random), rng(seed) {
-        for (const auto & d : docs) {
-            total += d.size() >= K + 2 ? d.size() : 0;
-            cum.push_back(total);
-        }
-    }
-
-    // The next window of at least K + 2 tokens; false when there is none (left).
-    bool next(std::vector<int32_t> & w) {
-        if (random) {
-            if (total == 0) return false;
-            const uint64_t at = std::uniform_int_distribution<uint64_t>(0, total - 1)(rng);
-            const size_t i = std::upper_bound(cum.begin(), cum.end(), at) - cum.begin();
-            const auto & d = docs[i];
-            const size_t n = std::min<size_t>(L, d.size());
-            const size_t off = std::uniform_int_distribution<size_t>(0, d.size() - n)(rng);
-            w.assign(d.begin() + off, d.begin() + off + n);
-            return true;
-        }
-        while (doc < docs.size()) {
-            const auto & d = docs[doc];
-            if (off + K + 2 <= d.size()) {
-                const size_t n = std::min<size_t>(L, d.size() - off);
-                w.assign(d.begin() + off, d.begin() + off + n);
-                // windows overlap by K + 1 tokens so that every position gets all K labels
-                off += n >= d.size() - off ? n : n - (K + 1);
-                return true;
-            }
-            doc++;
-            off = 0;
-        }
-        return false;
-    }
-
-private:
-    const std::vector<std::vector<int32_t>> & docs;
-    uint32_t L, K;
-    bool random;
-    std::mt19937_64 rng;
-    std::vector<uint64_t> cum;
-    uint64_t total = 0;
-    size_t doc = 0, off = 0;
-};
-
-void collect(target_features & feat, window_source & src, int64_t want, uint32_t K, uint32_t d, uint32_t V,
+void collect(target_features & feat, corpus_windows & src, int64_t want, uint32_t K, uint32_t d, uint32_t V,
              datapoints & out, uint64_t & feature_tokens, const std::atomic<bool> * abort) {
     out.n = 0;
     out.hidden.resize((size_t) want * d);
@@ -179,7 +128,7 @@ train_report train_medusa(std::shared_ptr<const model> target, const train_optio
     {
         // windows of at most 128 tokens drawn from many held-out documents (seeded), so that the
         // validation positions are not one or two files
-        window_source vs(o.val_docs, std::min<uint32_t>(o.seq_len, 128), K, /*random =*/ true, o.seed ^ 0x5eedull);
+        corpus_windows vs(o.val_docs, std::min<uint32_t>(o.seq_len, 128), K + 2, /*random =*/ true, o.seed ^ 0x5eedull);
         collect(feat, vs, o.val_max, K, d, V, val, rep.feature_tokens, o.abort);
         val.n = (val.n / B) * B;
     }
@@ -311,7 +260,7 @@ train_report train_medusa(std::shared_ptr<const model> target, const train_optio
     pr.val_accuracy = rep.val_accuracy_before;
     report("train");
 
-    window_source src(o.train_docs, o.seq_len, K, /*random =*/ true, o.seed);
+    corpus_windows src(o.train_docs, o.seq_len, K + 2, /*random =*/ true, o.seed);
     datapoints dp;
     int64_t n_chunks = 0;
     auto budget_left = [&] {

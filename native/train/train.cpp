@@ -1,6 +1,7 @@
 #include "train/train.h"
 
 #include "common/error.h"
+#include "train/eagle3_train.h"
 #include "train/medusa_train.h"
 
 #include <algorithm>
@@ -26,6 +27,39 @@ void target_features::run(const std::vector<int32_t> & window, std::vector<float
     s->pause_threads();
 }
 
+corpus_windows::corpus_windows(const std::vector<std::vector<int32_t>> & docs_, uint32_t max_len, uint32_t min_len_, bool random_, uint64_t seed)
+    : docs(docs_), L(max_len), min_len(min_len_), random(random_), rng(seed) {
+    for (const auto & d : docs) {
+        total += d.size() >= min_len ? d.size() : 0;
+        cum.push_back(total);
+    }
+}
+
+bool corpus_windows::next(std::vector<int32_t> & w) {
+    if (random) {
+        if (total == 0) return false;
+        const uint64_t at = std::uniform_int_distribution<uint64_t>(0, total - 1)(rng);
+        const size_t i = std::upper_bound(cum.begin(), cum.end(), at) - cum.begin();
+        const auto & d = docs[i];
+        const size_t n = std::min<size_t>(L, d.size());
+        const size_t o = std::uniform_int_distribution<size_t>(0, d.size() - n)(rng);
+        w.assign(d.begin() + o, d.begin() + o + n);
+        return true;
+    }
+    while (doc < docs.size()) {
+        const auto & d = docs[doc];
+        if (off + min_len <= d.size()) {
+            const size_t n = std::min<size_t>(L, d.size() - off);
+            w.assign(d.begin() + off, d.begin() + off + n);
+            off += n >= d.size() - off ? n : n - (min_len - 1);
+            return true;
+        }
+        doc++;
+        off = 0;
+    }
+    return false;
+}
+
 void softmax_row(const float * logits, int64_t n, float * out) {
     float mx = -INFINITY;
     for (int64_t i = 0; i < n; ++i) mx = std::max(mx, logits[i]);
@@ -44,7 +78,8 @@ train_report train_drafter(std::shared_ptr<const model> target, const train_opti
     }
     if (o.out.empty()) fail("ERR_INVALID_OPTION", "training needs an output file ('out')");
     if (o.kind == "medusa") return train_medusa(std::move(target), o);
-    fail("ERR_INVALID_OPTION", format("unknown drafter kind '%s' (known: medusa)", o.kind.c_str()));
+    if (o.kind == "eagle3") return train_eagle3(std::move(target), o);
+    fail("ERR_INVALID_OPTION", format("unknown drafter kind '%s' (known: medusa, eagle3)", o.kind.c_str()));
 }
 
 } // namespace specdec

@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -33,10 +34,11 @@ struct train_progress {
 };
 
 struct train_options {
-    std::string kind = "medusa";
+    std::string kind = "medusa";  // "medusa" or "eagle3"
     uint32_t n_heads   = 4;     // medusa: heads
+    uint32_t ttt_steps = 3;     // eagle3: steps of the training-time test (draft depths trained)
     uint32_t seq_len   = 256;   // tokens per window the target reads
-    uint32_t batch     = 32;    // datapoints per optimizer step
+    uint32_t batch     = 32;    // datapoints per optimizer step (medusa: positions; eagle3: windows)
     uint32_t chunk     = 1024;  // datapoints per dataset (features computed together)
     uint32_t val_max   = 1024;  // validation datapoints at most
     float    lr        = 1e-3f; // AdamW learning rate (decays linearly to 10 % over the budget)
@@ -57,8 +59,11 @@ struct train_report {
     double   seconds = 0.0;
     double   val_loss_before = 0.0, val_loss_after = 0.0;
     double   val_accuracy_before = 0.0, val_accuracy_after = 0.0;
-    std::vector<double> head_accuracy_before, head_accuracy_after;  // per head, top-1 agreement
-    double   tau_before = 0.0, tau_after = 0.0;  // expected tokens per step of a greedy chain of the heads
+    // per head (medusa) or per draft depth (eagle3: training-time-test step), top-1 agreement with the target
+    std::vector<double> head_accuracy_before, head_accuracy_after;
+    // expected tokens per step of a greedy chain (medusa: measured on the held-out rows; eagle3:
+    // 1 + a0 + a0 a1 + ..., the depths taken as independent)
+    double   tau_before = 0.0, tau_after = 0.0;
     uint64_t val_datapoints = 0;
     std::string out;
 };
@@ -74,6 +79,27 @@ public:
 
 private:
     std::unique_ptr<session> s;
+};
+
+// Windows of the corpus for the target to read. Training windows are drawn at random (seeded):
+// a document with probability proportional to its length, then an offset in it, so that the
+// positions of one chunk come from many documents (consecutive windows of one file give
+// correlated batches). Sequential windows run through the documents in order, once, overlapping
+// by min_len - 1 tokens.
+class corpus_windows {
+public:
+    corpus_windows(const std::vector<std::vector<int32_t>> & docs, uint32_t max_len, uint32_t min_len, bool random, uint64_t seed);
+    // The next window of min_len to max_len tokens; false when there is none (left).
+    bool next(std::vector<int32_t> & w);
+
+private:
+    const std::vector<std::vector<int32_t>> & docs;
+    uint32_t L, min_len;
+    bool random;
+    std::mt19937_64 rng;
+    std::vector<uint64_t> cum;
+    uint64_t total = 0;
+    size_t doc = 0, off = 0;
 };
 
 // Softmax of `n` logits into `out` (the distillation labels).

@@ -17,25 +17,42 @@ std::vector<uint32_t> eagle_drafter::tap_layers(const eagle3_heads & heads) {
     return { (uint32_t) heads.target_layers[0], (uint32_t) heads.target_layers[1], (uint32_t) heads.target_layers[2] };
 }
 
+void eagle_drafter::add_pending(const float * f, int32_t p) {
+    if (pending.empty() || pending_pos + (int32_t) (pending.size() / feat_dim) != p) {
+        pending.clear();  // a gap: the positions before p are not drafted from
+        pending_pos = p;
+    }
+    pending.insert(pending.end(), f, f + feat_dim);
+}
+
 void eagle_drafter::take_features(uint32_t row, int32_t p) {
     // the session's taps are [rows][3][n_embd] in the heads' layer order: a row is fc's input as it is
     const auto & hid = target.hidden();
     const size_t at = (size_t) row * feat_dim;
     if (target.taps() != tap_layers(*hd) || at + feat_dim > hid.size()) return;
-    if (pending.empty() || pending_pos + (int32_t) (pending.size() / feat_dim) != p) {
-        pending.clear();  // a gap: the positions before p are not drafted from
-        pending_pos = p;
-    }
-    pending.insert(pending.end(), hid.begin() + at, hid.begin() + at + feat_dim);
+    add_pending(hid.data() + at, p);
 }
 
 void eagle_drafter::prepare(const std::vector<int32_t> & history) {
-    // prefill's rows: the prompt's last rows the target evaluated (its last chunk)
+    // prefill's rows: the prompt's last rows the target evaluated (its last chunk); the prefix before
+    // them is what the target kept from the previous generation
     const size_t rows = target.taps() == tap_layers(*hd) ? target.hidden().size() / feat_dim : 0;
+    const int32_t n = (int32_t) history.size();
+    const int32_t common = n - (int32_t) rows;
     pending.clear();
     pending_pos = -1;
-    const int32_t n = (int32_t) history.size();
-    for (size_t i = 0; i < rows; ++i) take_features((uint32_t) i, n - (int32_t) rows + (int32_t) i);
+    // the cells whose pairs lie inside that prefix stay (pair P reads token P + 1 and row P)
+    size_t keep = 0;
+    while (keep < cell_pos.size() && cell_pos[keep] <= common - 2 && (keep == 0 || cell_pos[keep] > cell_pos[keep - 1])) keep++;
+    cell_pos.resize(keep);
+    if (runner) runner->truncate((uint32_t) keep);
+    // the pair at common - 1 needs that row's features: kept from before when recent enough
+    if (keep > 0 && cell_pos.back() == common - 2) {
+        for (const auto & r : recent) {
+            if (r.first == common - 1) add_pending(r.second.data(), common - 1);
+        }
+    }
+    for (size_t i = 0; i < rows; ++i) take_features((uint32_t) i, common + (int32_t) i);
 }
 
 void eagle_drafter::observe(const verify_result & r) {
@@ -51,7 +68,7 @@ void eagle_drafter::propose(const std::vector<int32_t> & history, uint32_t budge
     last_n = (uint32_t) n;
     if (pending.empty() || pending_pos < 0) return;
     if (!runner) {
-        runner = std::make_unique<eagle3_runner>(hd, target.model_ptr(), target.n_threads(), std::min<uint32_t>(target.n_ctx() + 64, hd->n_ctx + 64));
+        runner = std::make_unique<eagle3_runner>(hd, target.model_ptr(), target.n_threads(), target.n_ctx() + 128);
     }
     // 1. commit the pairs (token P + 1, features P) for P up to n - 2: the last one predicts the token after the root
     const int32_t have = (int32_t) (pending.size() / feat_dim);
@@ -67,6 +84,13 @@ void eagle_drafter::propose(const std::vector<int32_t> & history, uint32_t budge
     }
     rw.feats = pending.data();
     runner->eval(rw, { (uint32_t) m - 1 }, h, logits);
+    for (int32_t i = 0; i < m; ++i) {
+        cell_pos.push_back(pending_pos + i);
+        if (i + RECENT >= (size_t) m) {
+            recent.emplace_back(pending_pos + i, std::vector<float>(pending.begin() + (size_t) i * feat_dim, pending.begin() + (size_t) (i + 1) * feat_dim));
+        }
+    }
+    if (recent.size() > RECENT) recent.erase(recent.begin(), recent.end() - RECENT);
     pending.erase(pending.begin(), pending.begin() + (size_t) m * feat_dim);
     pending_pos += m;
     const uint32_t committed = runner->used();

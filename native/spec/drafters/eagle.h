@@ -19,9 +19,9 @@
 namespace specdec {
 
 struct eagle_options {
-    uint32_t top_k = 8;      // candidates per expanded node
-    uint32_t width = 4;      // nodes expanded per level
-    uint32_t depth = 6;      // levels at most
+    uint32_t top_k = 6;      // candidates per expanded node
+    uint32_t width = 3;      // nodes expanded per level
+    uint32_t depth = 5;      // levels at most
 };
 
 class eagle_drafter : public drafter {
@@ -41,6 +41,9 @@ public:
 private:
     // The target's features of row `row` of its last evaluation, for position `p`.
     void take_features(uint32_t row, int32_t p);
+    void add_pending(const float * f, int32_t p);
+
+    static constexpr size_t RECENT = 64;  // positions whose features are kept after they are committed
 
     std::shared_ptr<const eagle3_heads> hd;
     const session &                     target;
@@ -51,6 +54,8 @@ private:
     std::vector<float>                  pending;
     int32_t                             pending_pos = -1;
     uint32_t                            last_n = 0;      // the history's length at the last proposal
+    std::vector<int32_t>                cell_pos;        // the position of each committed cell of the runner
+    std::vector<std::pair<int32_t, std::vector<float>>> recent;  // features of the last committed positions
     std::vector<float>                  h, logits;
 };
 
