@@ -13,9 +13,9 @@
 // cross-entropy covers them all.
 //
 // ggml has no backward pass for concat or flash attention: [norm(emb); norm(g)] . W is two
-// matmuls with W split by its input halves; attention is mul_mat + soft_max_ext + mul_mat at step
-// 0 and, for the later steps' extra keys, exp / sum_rows / div with the shifted terms placed by
-// ggml_acc. Tensors that are viewed or permuted in differentiated ops are made contiguous first
+// matmuls with W split by its input halves; attention is mul_mat + soft_max_ext + mul_mat, the
+// later steps' extra keys' scores and values placed into the cells step 0 masks (0/1 masks and
+// ggml_acc), so that one max-subtracting soft_max_ext normalizes them all. Tensors that are viewed or permuted in differentiated ops are made contiguous first
 // (some of ggml's CPU backward kernels read rows by nb[1] only).
 #include "train/eagle3_train.h"
 
@@ -23,13 +23,10 @@
 #include "heads/eagle3_heads.h"
 #include "heads/medusa_heads.h"
 
-#include "ggml-alloc.h"
 #include "ggml-backend.h"
-#include "ggml-cpu.h"
 #include "ggml-opt.h"
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <random>
@@ -37,21 +34,6 @@
 namespace specdec {
 
 namespace {
-
-using clk = std::chrono::steady_clock;
-
-struct opt_state {
-    float lr = 1e-3f;
-    float frac = 0.0f;
-};
-
-ggml_opt_optimizer_params opt_pars(void * ud) {
-    const opt_state * st = (const opt_state *) ud;
-    ggml_opt_optimizer_params p = ggml_opt_get_default_optimizer_params(nullptr);
-    p.adamw.alpha = st->lr * (1.0f - 0.9f * std::min(1.0f, st->frac));
-    p.adamw.wd = 0.0f;
-    return p;
-}
 
 // Windows as datapoints: data [T][3 * d_t + d] (features, then the embedding of token P + 1),
 // labels [J][T][V] (the same target distribution for every step).
@@ -90,8 +72,6 @@ void collect_windows(target_features & feat, corpus_windows & src, int64_t want,
 } // namespace
 
 train_report train_eagle3(std::shared_ptr<const model> target, const train_options & o) {
-    const auto t_start = clk::now();
-    auto seconds = [&] { return std::chrono::duration<double>(clk::now() - t_start).count(); };
     const hparams & hp = target->hp;
     const uint32_t d = hp.n_embd, dt = hp.n_embd, V = hp.n_vocab, ff = hp.n_ff;
     const uint32_t H = hp.n_head, hd = d / H, nq = hd * H;
@@ -106,26 +86,13 @@ train_report train_eagle3(std::shared_ptr<const model> target, const train_optio
     std::vector<int32_t> layers = { std::min(2, L - 1), L / 2, std::max(0, L - 3) };
     std::vector<uint32_t> taps(layers.begin(), layers.end());
 
-    train_report rep;
-    rep.out = o.out;
-    train_progress pr;
-    pr.tokens_budget = o.max_tokens;
-    pr.budget_s = o.max_seconds;
-    auto report = [&](const char * phase) {
-        if (!o.progress) return;
-        pr.phase = phase;
-        pr.elapsed_s = seconds();
-        pr.tokens = rep.tokens;
-        pr.tokens_per_s = pr.elapsed_s > 0 ? rep.tokens / pr.elapsed_s : 0.0;
-        o.progress(pr);
-    };
-    auto aborted = [&] { return o.abort && o.abort->load(); };
-
+    train_run run(o);
+    train_report & rep = run.rep;
     target_features feat(target, T + 1, o.n_threads, taps);
     std::vector<float> tok_embd, out_w;
     tensor_to_f32(target->tok_embd, tok_embd);
 
-    report("features");
+    run.report("features");
     windows_data val;
     {
         corpus_windows vs(o.val_docs, T + 1, T + 1, /*random =*/ true, o.seed ^ 0x5eedull);
@@ -138,37 +105,9 @@ train_report train_eagle3(std::shared_ptr<const model> target, const train_optio
     }
     rep.val_datapoints = (uint64_t) val.n * T;
 
-    ggml_backend_t cpu = ggml_backend_cpu_init();
-    if (!cpu) fail("ERR_BACKEND_UNAVAILABLE", "cannot start the CPU backend");
-    ggml_backend_cpu_set_n_threads(cpu, o.n_threads);
-    if (o.abort) ggml_backend_cpu_set_abort_callback(cpu, [](void * p) { return ((const std::atomic<bool> *) p)->load(); }, (void *) o.abort);
-    struct guard_t {
-        ggml_backend_t cpu = nullptr;
-        ggml_backend_sched_t sched = nullptr;
-        ggml_context * ctx_p = nullptr, * ctx_c = nullptr;
-        ggml_backend_buffer_t buf = nullptr;
-        ggml_opt_context_t opt = nullptr;
-        ggml_opt_dataset_t ds = nullptr, ds_val = nullptr;
-        ggml_opt_result_t res = nullptr, res_val = nullptr;
-        ~guard_t() {
-            if (res) ggml_opt_result_free(res);
-            if (res_val) ggml_opt_result_free(res_val);
-            if (ds) ggml_opt_dataset_free(ds);
-            if (ds_val) ggml_opt_dataset_free(ds_val);
-            if (opt) ggml_opt_free(opt);
-            if (buf) ggml_backend_buffer_free(buf);
-            if (ctx_c) ggml_free(ctx_c);
-            if (ctx_p) ggml_free(ctx_p);
-            if (sched) ggml_backend_sched_free(sched);
-            if (cpu) ggml_backend_free(cpu);
-        }
-    } g;
-    g.cpu = cpu;
-
     // weights: trainable (F32) and frozen (the target's output head and norm, the masks, zeros)
     const int64_t row = 3 * (int64_t) dt + d;
-    g.ctx_p = ggml_init({ ggml_tensor_overhead() * 64, nullptr, true });
-    ggml_context * cp = g.ctx_p;
+    ggml_context * cp = run.weights();
     ggml_tensor * inputs = ggml_new_tensor_2d(cp, GGML_TYPE_F32, row, (int64_t) T * B);  // [3 d_t + d, T * B]
     ggml_set_input(inputs);
     struct param { const char * name; ggml_tensor * t; bool norm; };
@@ -185,18 +124,17 @@ train_report train_eagle3(std::shared_ptr<const model> target, const train_optio
     };
     for (const auto & p : params) ggml_set_param(p.t);
     ggml_tensor * Wout = P2(d, V);
-    ggml_tensor * mask0 = ggml_new_tensor_2d(cp, GGML_TYPE_F32, T, T);  // causal
-    std::vector<ggml_tensor *> mask_j(J, nullptr);                       // step j: keys <= P - j
-    for (uint32_t j = 1; j < J; ++j) mask_j[j] = ggml_new_tensor_2d(cp, GGML_TYPE_F32, T, T);
-    ggml_tensor * zeros_g = ggml_new_tensor_3d(cp, GGML_TYPE_F32, d, T, B);
+    ggml_tensor * mask0 = ggml_new_tensor_2d(cp, GGML_TYPE_F32, T, T);  // causal: 0, or -inf past the row
+    std::vector<ggml_tensor *> keep0(J, nullptr), diag(J, nullptr);     // 0/1: step 0's keys up to P - j; the cell (P - s, P)
+    for (uint32_t j = 1; j < J; ++j) keep0[j] = ggml_new_tensor_2d(cp, GGML_TYPE_F32, T, T);
+    for (uint32_t sh = 0; sh + 1 < J; ++sh) diag[sh] = ggml_new_tensor_2d(cp, GGML_TYPE_F32, T, T);
+    ggml_tensor * zeros_g = ggml_new_tensor_3d(cp, GGML_TYPE_F32, d, T, B);  // (zeroed with the buffer)
     ggml_tensor * zeros_o = ggml_new_tensor_4d(cp, GGML_TYPE_F32, hd, T, H, B);
     ggml_tensor * zeros_z = ggml_new_tensor_4d(cp, GGML_TYPE_F32, 1, T, H, B);
     ggml_tensor * zeros_y = ggml_new_tensor_4d(cp, GGML_TYPE_F32, d, T, J, B);
     ggml_tensor * pos = ggml_new_tensor_1d(cp, GGML_TYPE_I32, T);
-    g.buf = ggml_backend_alloc_ctx_tensors(cp, cpu);
-    if (!g.buf) fail("ERR_BACKEND_UNAVAILABLE", "cannot allocate the training weights");
+    run.alloc_weights();  // zeroed: the zeros
     {
-        ggml_backend_buffer_clear(g.buf, 0);  // the zeros
         std::mt19937_64 rng(o.seed);
         std::normal_distribution<float> nd(0.0f, 0.02f);
         for (const auto & p : params) {
@@ -214,15 +152,22 @@ train_report train_eagle3(std::shared_ptr<const model> target, const train_optio
             ggml_backend_tensor_set(t, m.data(), 0, m.size() * sizeof(float));
         };
         set_mask(mask0, 0);
-        for (uint32_t j = 1; j < J; ++j) set_mask(mask_j[j], j);
+        auto set01 = [&](ggml_tensor * t, auto allowed) {
+            std::vector<float> m((size_t) T * T, 0.0f);
+            for (uint32_t p = 0; p < T; ++p) {
+                for (uint32_t k = 0; k < T; ++k) m[(size_t) p * T + k] = allowed(p, k) ? 1.0f : 0.0f;
+            }
+            ggml_backend_tensor_set(t, m.data(), 0, m.size() * sizeof(float));
+        };
+        for (uint32_t j = 1; j < J; ++j) set01(keep0[j], [&](uint32_t p, uint32_t k) { return k + j <= p; });
+        for (uint32_t sh = 0; sh + 1 < J; ++sh) set01(diag[sh], [&](uint32_t p, uint32_t k) { return k + sh == p; });
         std::vector<int32_t> ps(T);
         for (uint32_t p = 0; p < T; ++p) ps[p] = (int32_t) p;
         ggml_backend_tensor_set(pos, ps.data(), 0, T * sizeof(int32_t));
     }
 
     // the training graph
-    g.ctx_c = ggml_init({ ggml_tensor_overhead() * 4096 + 4 * ggml_graph_overhead_custom(GGML_DEFAULT_GRAPH_SIZE * 4, true), nullptr, true });
-    ggml_context * c = g.ctx_c;
+    ggml_context * c = run.compute(4096);
     const float eps = hp.f_norm_rms_eps;
     const float scale = 1.0f / sqrtf((float) hd);
     const int64_t TB = (int64_t) T * B;
@@ -267,25 +212,31 @@ train_report train_eagle3(std::shared_ptr<const model> target, const train_optio
             ggml_tensor * kq = ggml_soft_max_ext(c, ggml_mul_mat(c, k, q), mask0, scale, 0.0f);  // [T keys, T rows, H, B]
             att = ggml_mul_mat(c, v0t, kq);                                                      // [hd, T, H, B]
         } else {
-            // step 0's keys up to P - j, then step i's key at P - j + i
-            ggml_tensor * e0 = ggml_exp(c, ggml_add(c, ggml_scale(c, ggml_mul_mat(c, Ks[0], q), scale), mask_j[j]));  // [T, T, H, B]
-            ggml_tensor * z = ggml_sum_rows(c, e0);                                            // [1, T, H, B]
-            ggml_tensor * num = ggml_mul_mat(c, v0t, e0);                                      // [hd, T, H, B]
+            // One score matrix [key, row] holds what row P attends at step j: step 0's keys at positions
+            // up to P - j, and in the cells P - j + 1 .. P (masked for step 0) the scores of the keys
+            // steps 1 .. j computed at those positions; then one stable soft_max_ext over it (causal mask).
+            ggml_tensor * sc = ggml_mul(c, ggml_mul_mat(c, Ks[0], q), keep0[j]);                   // [T keys, T rows, H, B]
+            std::vector<ggml_tensor *> vshift(j + 1, nullptr);
             for (uint32_t i = 1; i <= j; ++i) {
-                const uint32_t s = j - i;  // the key sits s positions before the row
-                ggml_tensor * ki = s == 0 ? Ks[i] : ggml_view_4d(c, Ks[i], hd, T - s, H, B, Ks[i]->nb[1], Ks[i]->nb[2], Ks[i]->nb[3], 0);
-                ggml_tensor * vi = s == 0 ? Vs[i] : ggml_view_4d(c, Vs[i], hd, T - s, H, B, Vs[i]->nb[1], Vs[i]->nb[2], Vs[i]->nb[3], 0);
-                ggml_tensor * qi = s == 0 ? q : ggml_view_4d(c, q, hd, T - s, H, B, q->nb[1], q->nb[2], q->nb[3], s * q->nb[1]);
-                ggml_tensor * e = ggml_exp(c, ggml_scale(c, ggml_sum_rows(c, ggml_mul(c, ki, qi)), scale));  // [1, T - s, H, B]
-                ggml_tensor * ev = ggml_mul(c, vi, e);                                             // [hd, T - s, H, B]
-                if (s > 0) {
-                    e  = ggml_acc(c, zeros_z, e, zeros_z->nb[1], zeros_z->nb[2], zeros_z->nb[3], s * zeros_z->nb[1]);
-                    ev = ggml_acc(c, zeros_o, ev, zeros_o->nb[1], zeros_o->nb[2], zeros_o->nb[3], s * zeros_o->nb[1]);
+                const uint32_t sh = j - i;  // the key sits sh positions before the row
+                ggml_tensor * ki = sh == 0 ? Ks[i] : ggml_view_4d(c, Ks[i], hd, T - sh, H, B, Ks[i]->nb[1], Ks[i]->nb[2], Ks[i]->nb[3], 0);
+                ggml_tensor * qi = sh == 0 ? q : ggml_view_4d(c, q, hd, T - sh, H, B, q->nb[1], q->nb[2], q->nb[3], sh * q->nb[1]);
+                ggml_tensor * si = ggml_sum_rows(c, ggml_mul(c, ki, qi));                            // [1, T - sh, H, B]
+                ggml_tensor * vi = Vs[i];
+                if (sh > 0) {
+                    si = ggml_acc(c, zeros_z, si, zeros_z->nb[1], zeros_z->nb[2], zeros_z->nb[3], sh * zeros_z->nb[1]);  // row P: key P - sh
+                    ggml_tensor * v_rows = ggml_view_4d(c, Vs[i], hd, T - sh, H, B, Vs[i]->nb[1], Vs[i]->nb[2], Vs[i]->nb[3], 0);
+                    vi = ggml_acc(c, zeros_o, ggml_cont(c, v_rows), zeros_o->nb[1], zeros_o->nb[2], zeros_o->nb[3], sh * zeros_o->nb[1]);
                 }
-                z = ggml_add(c, z, e);
-                num = ggml_add(c, num, ev);
+                vshift[i] = vi;                                                                     // [hd, T, H, B]: the value row P sees
+                sc = ggml_add(c, sc, ggml_mul(c, ggml_repeat(c, si, sc), diag[sh]));              // into cell (P - sh, P)
             }
-            att = ggml_div(c, num, ggml_repeat(c, z, num));
+            ggml_tensor * pr = ggml_soft_max_ext(c, sc, mask0, scale, 0.0f);                         // [T, T, H, B]
+            att = ggml_mul_mat(c, v0t, ggml_mul(c, pr, keep0[j]));                                  // [hd, T, H, B]
+            for (uint32_t i = 1; i <= j; ++i) {
+                ggml_tensor * w = ggml_sum_rows(c, ggml_mul(c, pr, diag[j - i]));                   // [1, T, H, B]: its weight
+                att = ggml_add(c, att, ggml_mul(c, vshift[i], w));
+            }
         }
         att = ggml_reshape_2d(c, ggml_cont(c, ggml_permute(c, att, 0, 2, 1, 3)), nq, TB);  // [nq, T B]
         ggml_tensor * x = ggml_add(c, ggml_mul_mat(c, wo, att), gj);                      // [d, T B]
@@ -299,44 +250,20 @@ train_report train_eagle3(std::shared_ptr<const model> target, const train_optio
     ggml_tensor * outputs = ggml_mul_mat(c, Wout, ggml_reshape_2d(c, y_all, d, (int64_t) T * J * B));  // [V, T J B]
     ggml_set_output(outputs);
 
-    g.sched = ggml_backend_sched_new(&g.cpu, nullptr, 1, GGML_DEFAULT_GRAPH_SIZE * 4, false, true);
-    opt_state st;
-    st.lr = o.lr;
-    ggml_opt_params op = ggml_opt_default_params(g.sched, GGML_OPT_LOSS_TYPE_CROSS_ENTROPY);
-    op.ctx_compute = c;
-    op.inputs = inputs;
-    op.outputs = outputs;
-    op.opt_period = 1;
-    op.get_opt_pars = opt_pars;
-    op.get_opt_pars_ud = &st;
-    op.optimizer = GGML_OPT_OPTIMIZER_TYPE_ADAMW;
-    g.opt = ggml_opt_init(op);
+    run.init_opt(inputs, outputs);
 
     const int64_t nrow = (int64_t) T * row, nlab = (int64_t) J * T * V;
-    g.ds_val = ggml_opt_dataset_init(GGML_TYPE_F32, GGML_TYPE_F32, nrow, nlab, val.n, 1);
-    std::memcpy(ggml_opt_dataset_data(g.ds_val)->data, val.data.data(), (size_t) val.n * nrow * sizeof(float));
-    std::memcpy(ggml_opt_dataset_labels(g.ds_val)->data, val.labels.data(), (size_t) val.n * nlab * sizeof(float));
+    ggml_opt_dataset_t ds_val = run.dataset(nrow, nlab, val.n);
+    std::memcpy(ggml_opt_dataset_data(ds_val)->data, val.data.data(), (size_t) val.n * nrow * sizeof(float));
+    std::memcpy(ggml_opt_dataset_labels(ds_val)->data, val.labels.data(), (size_t) val.n * nlab * sizeof(float));
     const int64_t chunk = std::max<int64_t>(B, ((int64_t) o.chunk / T / B) * B);  // windows per chunk
-    g.ds = ggml_opt_dataset_init(GGML_TYPE_F32, GGML_TYPE_F32, nrow, nlab, chunk, 1);
-    g.res = ggml_opt_result_init();
-    g.res_val = ggml_opt_result_init();
+    ggml_opt_dataset_t ds = run.dataset(nrow, nlab, chunk);
 
     // validation: the loss, and per step the top-1 agreement with the target (rows ordered P, step, window)
     std::vector<double> step_acc(J);
     auto validate = [&](double & loss, double & acc) {
-        ggml_opt_result_reset(g.res_val);
-        const int64_t nb = val.n / B;
-        for (int64_t ib = 0; ib < nb; ++ib) {
-            if (aborted()) fail("ERR_ABORTED", "training aborted");
-            ggml_opt_alloc(g.opt, /*backward =*/ false);
-            ggml_opt_dataset_get_batch(g.ds_val, ggml_opt_inputs(g.opt), ggml_opt_labels(g.opt), ib);
-            ggml_opt_eval(g.opt, g.res_val);
-        }
-        double unc;
-        ggml_opt_result_loss(g.res_val, &loss, &unc);
-        ggml_opt_result_accuracy(g.res_val, &acc, &unc);
-        std::vector<int32_t> pred((size_t) val.n * J * T);
-        ggml_opt_result_pred(g.res_val, pred.data());
+        std::vector<int32_t> pred;
+        run.evaluate(ds_val, val.n / B, loss, acc, &pred);
         std::fill(step_acc.begin(), step_acc.end(), 0.0);
         for (int64_t w = 0; w < val.n; ++w) {
             for (uint32_t j = 0; j < J; ++j) {
@@ -355,71 +282,51 @@ train_report train_eagle3(std::shared_ptr<const model> target, const train_optio
         return tau;
     };
 
-    report("validate");
+    run.report("validate");
     validate(rep.val_loss_before, rep.val_accuracy_before);
     rep.head_accuracy_before = step_acc;
     rep.tau_before = tau_of(step_acc);
-    pr.val_loss = rep.val_loss_before;
-    pr.val_accuracy = rep.val_accuracy_before;
-    report("train");
+    run.pr.val_loss = rep.val_loss_before;
+    run.pr.val_accuracy = rep.val_accuracy_before;
+    run.report("train");
 
     corpus_windows src(o.train_docs, T + 1, T + 1, /*random =*/ true, o.seed);
     windows_data dp;
     int64_t n_chunks = 0;
-    auto budget_left = [&] {
-        if (o.max_tokens > 0 && rep.tokens >= o.max_tokens) return false;
-        if (o.max_seconds > 0 && seconds() >= o.max_seconds) return false;
-        return true;
-    };
-    auto frac = [&] {
-        double f = 0.0;
-        if (o.max_tokens > 0) f = std::max(f, (double) rep.tokens / o.max_tokens);
-        if (o.max_seconds > 0) f = std::max(f, seconds() / o.max_seconds);
-        return (float) f;
-    };
-    while (budget_left()) {
+    while (run.budget_left()) {
         collect_windows(feat, src, chunk, T, J, dt, d, V, tok_embd, dp, rep.feature_tokens, o.abort);
         dp.n = (dp.n / B) * B;
         if (dp.n < (int64_t) B) {
             fail("ERR_INVALID_OPTION", format("the corpus is too short: its training split has no window of %u tokens", T + 1));
         }
-        std::memcpy(ggml_opt_dataset_data(g.ds)->data, dp.data.data(), (size_t) dp.n * nrow * sizeof(float));
-        std::memcpy(ggml_opt_dataset_labels(g.ds)->data, dp.labels.data(), (size_t) dp.n * nlab * sizeof(float));
-        ggml_opt_dataset_shuffle(g.opt, g.ds, dp.n);
-        ggml_opt_result_reset(g.res);
+        std::memcpy(ggml_opt_dataset_data(ds)->data, dp.data.data(), (size_t) dp.n * nrow * sizeof(float));
+        std::memcpy(ggml_opt_dataset_labels(ds)->data, dp.labels.data(), (size_t) dp.n * nlab * sizeof(float));
+        ggml_opt_dataset_shuffle(run.opt(), ds, dp.n);
+        run.reset_train_loss();
         const int64_t nb = dp.n / B;
-        for (int64_t ib = 0; ib < nb && budget_left(); ++ib) {
-            if (aborted()) fail("ERR_ABORTED", "training aborted");
-            st.frac = frac();
-            ggml_opt_alloc(g.opt, /*backward =*/ true);
-            ggml_opt_dataset_get_batch(g.ds, ggml_opt_inputs(g.opt), ggml_opt_labels(g.opt), ib);
-            ggml_opt_eval(g.opt, g.res);
-            rep.tokens += (uint64_t) B * T;
-            rep.steps++;
-            if (aborted()) fail("ERR_ABORTED", "training aborted");
-            double loss, unc;
-            ggml_opt_result_loss(g.res, &loss, &unc);
-            pr.train_loss = loss;
-            report("train");
+        for (int64_t ib = 0; ib < nb && run.budget_left(); ++ib) {
+            run.step(ds, ib, (uint64_t) B * T);
+            run.pr.train_loss = run.train_loss();
+            run.report("train");
         }
         n_chunks++;
-        if (n_chunks % 4 == 0 && budget_left()) {
-            report("validate");
-            validate(pr.val_loss, pr.val_accuracy);
-            report("train");
+        if (n_chunks % 4 == 0 && run.budget_left()) {
+            run.report("validate");
+            validate(run.pr.val_loss, run.pr.val_accuracy);
+            run.report("train");
         }
     }
 
-    report("validate");
+    run.report("validate");
     validate(rep.val_loss_after, rep.val_accuracy_after);
     rep.head_accuracy_after = step_acc;
     rep.tau_after = tau_of(step_acc);
-    pr.val_loss = rep.val_loss_after;
-    pr.val_accuracy = rep.val_accuracy_after;
-    if (aborted()) fail("ERR_ABORTED", "training aborted");
+    run.pr.val_loss = rep.val_loss_after;
+    run.pr.val_accuracy = rep.val_accuracy_after;
+    run.check_abort();
 
     // the file: llama.cpp's eagle3 layout (q/k/v's two input halves joined per output row)
-    report("write");
+    run.report("write");
     eagle3_heads h;
     h.n_embd = d;
     h.n_ff = ff;
@@ -462,7 +369,7 @@ train_report train_eagle3(std::shared_ptr<const model> target, const train_optio
     h.ffn_down = get(down);
     h.out_norm = get(out_norm);
     h.save(o.out, *target);
-    rep.seconds = seconds();
+    rep.seconds = run.seconds();
     return rep;
 }
 

@@ -10,35 +10,16 @@
 #include "common/error.h"
 #include "heads/medusa_heads.h"
 
-#include "ggml-alloc.h"
 #include "ggml-backend.h"
-#include "ggml-cpu.h"
 #include "ggml-opt.h"
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <cstring>
-#include <random>
 
 namespace specdec {
 
 namespace {
-
-using clk = std::chrono::steady_clock;
-
-struct opt_state {
-    float lr = 1e-3f;
-    float frac = 0.0f;  // share of the budget spent
-};
-
-ggml_opt_optimizer_params opt_pars(void * ud) {
-    const opt_state * st = (const opt_state *) ud;
-    ggml_opt_optimizer_params p = ggml_opt_get_default_optimizer_params(nullptr);
-    p.adamw.alpha = st->lr * (1.0f - 0.9f * std::min(1.0f, st->frac));  // linear decay to 10 %
-    p.adamw.wd = 0.0f;
-    return p;
-}
 
 // Datapoints of a list of windows: hidden [n][d] and labels [n][K][V].
 struct datapoints {
@@ -97,37 +78,21 @@ void measure_heads(medusa_runner & runner, const datapoints & val, uint32_t K, u
 } // namespace
 
 train_report train_medusa(std::shared_ptr<const model> target, const train_options & o) {
-    const auto t_start = clk::now();
-    auto seconds = [&] { return std::chrono::duration<double>(clk::now() - t_start).count(); };
     const hparams & hp = target->hp;
     const uint32_t K = o.n_heads, d = hp.n_embd, V = hp.n_vocab, B = o.batch;
     if (K < 1 || K > 16) fail("ERR_INVALID_OPTION", format("medusa heads must be 1..16, got %u", K));
     if (B < 1 || o.chunk < B) fail("ERR_INVALID_OPTION", "the batch must be at least 1 and at most the chunk size");
     if (o.seq_len < K + 8) fail("ERR_INVALID_OPTION", format("sequence length %u is too short for %u heads", o.seq_len, K));
 
-    train_report rep;
-    rep.out = o.out;
-    train_progress pr;
-    pr.tokens_budget = o.max_tokens;
-    pr.budget_s = o.max_seconds;
-    auto report = [&](const char * phase) {
-        if (!o.progress) return;
-        pr.phase = phase;
-        pr.elapsed_s = seconds();
-        pr.tokens = rep.tokens;
-        pr.tokens_per_s = pr.elapsed_s > 0 ? rep.tokens / pr.elapsed_s : 0.0;
-        o.progress(pr);
-    };
-    auto aborted = [&] { return o.abort && o.abort->load(); };
-
+    train_run run(o);
+    train_report & rep = run.rep;
     target_features feat(target, o.seq_len, o.n_threads, { hp.n_layer });
 
-    // the validation split, once
-    report("features");
+    // the validation split, once: windows of at most 128 tokens drawn from many held-out documents
+    // (seeded), so that the validation positions are not one or two files
+    run.report("features");
     datapoints val;
     {
-        // windows of at most 128 tokens drawn from many held-out documents (seeded), so that the
-        // validation positions are not one or two files
         corpus_windows vs(o.val_docs, std::min<uint32_t>(o.seq_len, 128), K + 2, /*random =*/ true, o.seed ^ 0x5eedull);
         collect(feat, vs, o.val_max, K, d, V, val, rep.feature_tokens, o.abort);
         val.n = (val.n / B) * B;
@@ -138,53 +103,19 @@ train_report train_medusa(std::shared_ptr<const model> target, const train_optio
     }
     rep.val_datapoints = (uint64_t) val.n;
 
-    // trainable heads and the frozen output norm and head (an f32 copy: out_prod runs on any backend)
-    ggml_backend_t cpu = ggml_backend_cpu_init();
-    if (!cpu) fail("ERR_BACKEND_UNAVAILABLE", "cannot start the CPU backend");
-    ggml_backend_cpu_set_n_threads(cpu, o.n_threads);
-    if (o.abort) ggml_backend_cpu_set_abort_callback(cpu, [](void * p) { return ((const std::atomic<bool> *) p)->load(); }, (void *) o.abort);
-    struct guard_t {
-        ggml_backend_t cpu = nullptr;
-        ggml_backend_sched_t sched = nullptr;
-        ggml_context * ctx_p = nullptr, * ctx_c = nullptr;
-        ggml_backend_buffer_t buf = nullptr;
-        ggml_opt_context_t opt = nullptr;
-        ggml_opt_dataset_t ds = nullptr, ds_val = nullptr;
-        ggml_opt_result_t res = nullptr, res_val = nullptr;
-        ~guard_t() {
-            if (res) ggml_opt_result_free(res);
-            if (res_val) ggml_opt_result_free(res_val);
-            if (ds) ggml_opt_dataset_free(ds);
-            if (ds_val) ggml_opt_dataset_free(ds_val);
-            if (opt) ggml_opt_free(opt);
-            if (buf) ggml_backend_buffer_free(buf);
-            if (ctx_c) ggml_free(ctx_c);
-            if (ctx_p) ggml_free(ctx_p);
-            if (sched) ggml_backend_sched_free(sched);
-            if (cpu) ggml_backend_free(cpu);
-        }
-    } g;
-    g.cpu = cpu;
-
-    g.ctx_p = ggml_init({ ggml_tensor_overhead() * 8, nullptr, true });
+    // trainable heads and the frozen output norm and head (an f32 copy: out_prod runs on any backend);
     // ggml-opt's static graphs need the inputs allocated with the weights
-    ggml_tensor * inputs = ggml_new_tensor_2d(g.ctx_p, GGML_TYPE_F32, d, B);  // [d, B]: the target's last hidden states
-    ggml_set_name(inputs, "inputs");
+    ggml_context * cp = run.weights();
+    ggml_tensor * inputs = ggml_new_tensor_2d(cp, GGML_TYPE_F32, d, B);               // [d, B]: the target's last hidden states
     ggml_set_input(inputs);
-    ggml_tensor * W     = ggml_new_tensor_2d(g.ctx_p, GGML_TYPE_F32, d, (int64_t) d * K);  // [d_in, d_out * K]: the heads side by side
-    ggml_tensor * Bv    = ggml_new_tensor_3d(g.ctx_p, GGML_TYPE_F32, d, K, 1);  // [d, K, 1]
-    ggml_tensor * Wout  = ggml_new_tensor_2d(g.ctx_p, GGML_TYPE_F32, d, V);     // frozen [d, V]
-    ggml_tensor * normw = ggml_new_tensor_1d(g.ctx_p, GGML_TYPE_F32, d);        // frozen [d]
-    ggml_set_name(W, "medusa.weight");
-    ggml_set_name(Bv, "medusa.bias");
+    ggml_tensor * W     = ggml_new_tensor_2d(cp, GGML_TYPE_F32, d, (int64_t) d * K);  // [d_in, d_out * K]: the heads side by side
+    ggml_tensor * Bv    = ggml_new_tensor_3d(cp, GGML_TYPE_F32, d, K, 1);             // [d, K, 1]
+    ggml_tensor * Wout  = ggml_new_tensor_2d(cp, GGML_TYPE_F32, d, V);                // frozen [d, V]
+    ggml_tensor * normw = ggml_new_tensor_1d(cp, GGML_TYPE_F32, d);                   // frozen [d]
     ggml_set_param(W);
     ggml_set_param(Bv);
-    g.buf = ggml_backend_alloc_ctx_tensors(g.ctx_p, cpu);
-    if (!g.buf) fail("ERR_BACKEND_UNAVAILABLE", "cannot allocate the training weights");
+    run.alloc_weights();  // zero: the paper's initialisation, every head starts as the target's head
     {
-        auto init = medusa_heads::zeros(*target, K);  // the paper's initialisation: every head starts as the target's head
-        ggml_backend_tensor_set(W, init->w.data(), 0, ggml_nbytes(W));
-        ggml_backend_tensor_set(Bv, init->b.data(), 0, ggml_nbytes(Bv));
         std::vector<float> tmp;
         tensor_to_f32(target->output, tmp);
         ggml_backend_tensor_set(Wout, tmp.data(), 0, ggml_nbytes(Wout));
@@ -192,42 +123,24 @@ train_report train_medusa(std::shared_ptr<const model> target, const train_optio
         ggml_backend_tensor_set(normw, tmp.data(), 0, ggml_nbytes(normw));
     }
 
-    // the forward graph
-    const size_t n_nodes = 512;
-    g.ctx_c = ggml_init({ ggml_tensor_overhead() * n_nodes + 4 * ggml_graph_overhead_custom(GGML_DEFAULT_GRAPH_SIZE, true), nullptr, true });
-    ggml_context * c = g.ctx_c;
-    // Laid out [d, K, B] throughout (no permute: ggml's CPU silu_back reads rows by nb[1] alone, so a
-    // permuted gradient would mix the heads' rows).
+    // the forward graph, laid out [d, K, B] throughout (no permute: ggml's CPU silu_back reads rows by
+    // nb[1] alone, so a permuted gradient would mix the heads' rows)
+    ggml_context * c = run.compute(512);
     ggml_tensor * x  = ggml_mul(c, ggml_rms_norm(c, inputs, hp.f_norm_rms_eps), normw);      // [d, B]
     ggml_tensor * xK = ggml_repeat(c, ggml_reshape_3d(c, x, d, 1, B), ggml_new_tensor_3d(c, GGML_TYPE_F32, d, K, B));  // [d, K, B]
     ggml_tensor * y  = ggml_reshape_3d(c, ggml_mul_mat(c, W, x), d, K, B);                    // [d * K, B] -> [d, K, B]
     y = ggml_add(c, y, Bv);                                                                   // + b_k
     ggml_tensor * z  = ggml_add(c, xK, ggml_silu(c, y));                                      // [d, K, B]
     ggml_tensor * outputs = ggml_mul_mat(c, Wout, ggml_reshape_2d(c, z, d, (int64_t) K * B)); // [V, K * B], head-minor
-    ggml_set_name(outputs, "outputs");
     ggml_set_output(outputs);
-
-    g.sched = ggml_backend_sched_new(&g.cpu, nullptr, 1, GGML_DEFAULT_GRAPH_SIZE, false, true);
-    opt_state st;
-    st.lr = o.lr;
-    ggml_opt_params op = ggml_opt_default_params(g.sched, GGML_OPT_LOSS_TYPE_CROSS_ENTROPY);
-    op.ctx_compute = c;
-    op.inputs = inputs;
-    op.outputs = outputs;
-    op.opt_period = 1;
-    op.get_opt_pars = opt_pars;
-    op.get_opt_pars_ud = &st;
-    op.optimizer = GGML_OPT_OPTIMIZER_TYPE_ADAMW;
-    g.opt = ggml_opt_init(op);
+    run.init_opt(inputs, outputs);
 
     // datasets: the validation split, and one chunk of training datapoints reused per chunk
-    g.ds_val = ggml_opt_dataset_init(GGML_TYPE_F32, GGML_TYPE_F32, d, (int64_t) K * V, val.n, 1);
-    std::memcpy(ggml_opt_dataset_data(g.ds_val)->data, val.hidden.data(), (size_t) val.n * d * sizeof(float));
-    std::memcpy(ggml_opt_dataset_labels(g.ds_val)->data, val.labels.data(), (size_t) val.n * K * V * sizeof(float));
+    ggml_opt_dataset_t ds_val = run.dataset(d, (int64_t) K * V, val.n);
+    std::memcpy(ggml_opt_dataset_data(ds_val)->data, val.hidden.data(), (size_t) val.n * d * sizeof(float));
+    std::memcpy(ggml_opt_dataset_labels(ds_val)->data, val.labels.data(), (size_t) val.n * K * V * sizeof(float));
     const int64_t chunk = (o.chunk / B) * B;
-    g.ds = ggml_opt_dataset_init(GGML_TYPE_F32, GGML_TYPE_F32, d, (int64_t) K * V, chunk, 1);
-    g.res = ggml_opt_result_init();
-    g.res_val = ggml_opt_result_init();
+    ggml_opt_dataset_t ds = run.dataset(d, (int64_t) K * V, chunk);
 
     auto heads_now = [&] {
         auto h = medusa_heads::zeros(*target, K);
@@ -235,46 +148,23 @@ train_report train_medusa(std::shared_ptr<const model> target, const train_optio
         ggml_backend_tensor_get(Bv, h->b.data(), 0, ggml_nbytes(Bv));
         return h;
     };
-    auto validate = [&](double & loss, double & acc) {
-        ggml_opt_result_reset(g.res_val);
-        const int64_t nb = val.n / B;
-        for (int64_t ib = 0; ib < nb; ++ib) {
-            if (aborted()) fail("ERR_ABORTED", "training aborted");
-            ggml_opt_alloc(g.opt, /*backward =*/ false);
-            ggml_opt_dataset_get_batch(g.ds_val, ggml_opt_inputs(g.opt), ggml_opt_labels(g.opt), ib);
-            ggml_opt_eval(g.opt, g.res_val);
-        }
-        double unc;
-        ggml_opt_result_loss(g.res_val, &loss, &unc);
-        ggml_opt_result_accuracy(g.res_val, &acc, &unc);
-    };
+    auto validate = [&](double & loss, double & acc) { run.evaluate(ds_val, val.n / B, loss, acc); };
     auto measure = [&](std::vector<double> & acc, double & tau) {
         medusa_runner runner(heads_now(), target);
         measure_heads(runner, val, K, d, V, acc, tau);
     };
 
-    report("validate");
+    run.report("validate");
     validate(rep.val_loss_before, rep.val_accuracy_before);
     measure(rep.head_accuracy_before, rep.tau_before);
-    pr.val_loss = rep.val_loss_before;
-    pr.val_accuracy = rep.val_accuracy_before;
-    report("train");
+    run.pr.val_loss = rep.val_loss_before;
+    run.pr.val_accuracy = rep.val_accuracy_before;
+    run.report("train");
 
     corpus_windows src(o.train_docs, o.seq_len, K + 2, /*random =*/ true, o.seed);
     datapoints dp;
     int64_t n_chunks = 0;
-    auto budget_left = [&] {
-        if (o.max_tokens > 0 && rep.tokens >= o.max_tokens) return false;
-        if (o.max_seconds > 0 && seconds() >= o.max_seconds) return false;
-        return true;
-    };
-    auto frac = [&] {
-        double f = 0.0;
-        if (o.max_tokens > 0) f = std::max(f, (double) rep.tokens / o.max_tokens);
-        if (o.max_seconds > 0) f = std::max(f, seconds() / o.max_seconds);
-        return (float) f;
-    };
-    while (budget_left()) {
+    while (run.budget_left()) {
         const int64_t want = o.max_tokens > 0 ? std::min<int64_t>(chunk, (int64_t) (o.max_tokens - rep.tokens) + B - 1) : chunk;
         collect(feat, src, std::max<int64_t>(B, (want / B) * B), K, d, V, dp, rep.feature_tokens, o.abort);
         dp.n = (dp.n / B) * B;
@@ -283,47 +173,37 @@ train_report train_medusa(std::shared_ptr<const model> target, const train_optio
                     "(give more text)", (long long) dp.n, B));
         }
         // the chunk into the dataset (its tail unused when the chunk is short), shuffled within the chunk
-        std::memcpy(ggml_opt_dataset_data(g.ds)->data, dp.hidden.data(), (size_t) dp.n * d * sizeof(float));
-        std::memcpy(ggml_opt_dataset_labels(g.ds)->data, dp.labels.data(), (size_t) dp.n * K * V * sizeof(float));
-        ggml_opt_dataset_shuffle(g.opt, g.ds, dp.n);
-        ggml_opt_result_reset(g.res);
+        std::memcpy(ggml_opt_dataset_data(ds)->data, dp.hidden.data(), (size_t) dp.n * d * sizeof(float));
+        std::memcpy(ggml_opt_dataset_labels(ds)->data, dp.labels.data(), (size_t) dp.n * K * V * sizeof(float));
+        ggml_opt_dataset_shuffle(run.opt(), ds, dp.n);
+        run.reset_train_loss();
         const int64_t nb = dp.n / B;
-        for (int64_t ib = 0; ib < nb && budget_left(); ++ib) {
-            if (aborted()) fail("ERR_ABORTED", "training aborted");
-            st.frac = frac();
-            ggml_opt_alloc(g.opt, /*backward =*/ true);
-            ggml_opt_dataset_get_batch(g.ds, ggml_opt_inputs(g.opt), ggml_opt_labels(g.opt), ib);
-            ggml_opt_eval(g.opt, g.res);
-            rep.tokens += B;
-            rep.steps++;
-            if (aborted()) fail("ERR_ABORTED", "training aborted");
+        for (int64_t ib = 0; ib < nb && run.budget_left(); ++ib) {
+            run.step(ds, ib, B);
             if (ib % 8 == 7 || ib + 1 == nb) {
-                double loss, unc;
-                ggml_opt_result_loss(g.res, &loss, &unc);
-                pr.train_loss = loss;
-                report("train");
+                run.pr.train_loss = run.train_loss();
+                run.report("train");
             }
         }
         n_chunks++;
-        if (n_chunks % 8 == 0 && budget_left()) {
-            report("validate");
-            validate(pr.val_loss, pr.val_accuracy);
-            report("train");
+        if (n_chunks % 8 == 0 && run.budget_left()) {
+            run.report("validate");
+            validate(run.pr.val_loss, run.pr.val_accuracy);
+            run.report("train");
         }
     }
 
-    report("validate");
+    run.report("validate");
     validate(rep.val_loss_after, rep.val_accuracy_after);
     measure(rep.head_accuracy_after, rep.tau_after);
-    pr.val_loss = rep.val_loss_after;
-    pr.val_accuracy = rep.val_accuracy_after;
-
-    if (aborted()) fail("ERR_ABORTED", "training aborted");
-    report("write");
+    run.pr.val_loss = rep.val_loss_after;
+    run.pr.val_accuracy = rep.val_accuracy_after;
+    run.check_abort();
+    run.report("write");
     auto h = heads_now();
     h->trained_tokens = rep.tokens;
     h->save(o.out);
-    rep.seconds = seconds();
+    rep.seconds = run.seconds();
     return rep;
 }
 

@@ -7,6 +7,8 @@
 #include <algorithm>
 #include <cmath>
 
+#include "ggml-cpu.h"
+
 namespace specdec {
 
 target_features::target_features(std::shared_ptr<const model> target, uint32_t seq_len, int n_threads, const std::vector<uint32_t> & taps) {
@@ -58,6 +60,135 @@ bool corpus_windows::next(std::vector<int32_t> & w) {
         off = 0;
     }
     return false;
+}
+
+train_run::train_run(const train_options & o) : opt_(o), t0(std::chrono::steady_clock::now()) {
+    rep.out = o.out;
+    pr.tokens_budget = o.max_tokens;
+    pr.budget_s = o.max_seconds;
+    lr.lr = o.lr;
+    cpu = ggml_backend_cpu_init();
+    if (!cpu) fail("ERR_BACKEND_UNAVAILABLE", "cannot start the CPU backend");
+    ggml_backend_cpu_set_n_threads(cpu, o.n_threads);
+    if (o.abort) ggml_backend_cpu_set_abort_callback(cpu, [](void * p) { return ((const std::atomic<bool> *) p)->load(); }, (void *) o.abort);
+    ctx_p = ggml_init({ ggml_tensor_overhead() * 64, nullptr, true });
+    res = ggml_opt_result_init();
+    res_eval = ggml_opt_result_init();
+}
+
+train_run::~train_run() {
+    ggml_opt_result_free(res);
+    ggml_opt_result_free(res_eval);
+    for (auto * d : datasets) ggml_opt_dataset_free(d);
+    if (opt_ctx) ggml_opt_free(opt_ctx);
+    if (buf) ggml_backend_buffer_free(buf);
+    if (ctx_c) ggml_free(ctx_c);
+    if (ctx_p) ggml_free(ctx_p);
+    if (sched) ggml_backend_sched_free(sched);
+    if (cpu) ggml_backend_free(cpu);
+}
+
+double train_run::seconds() const { return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(); }
+
+void train_run::check_abort() const {
+    if (aborted()) fail("ERR_ABORTED", "training aborted");
+}
+
+bool train_run::budget_left() const {
+    if (opt_.max_tokens > 0 && rep.tokens >= opt_.max_tokens) return false;
+    if (opt_.max_seconds > 0 && seconds() >= opt_.max_seconds) return false;
+    return true;
+}
+
+void train_run::report(const char * phase) {
+    if (!opt_.progress) return;
+    pr.phase = phase;
+    pr.elapsed_s = seconds();
+    pr.tokens = rep.tokens;
+    pr.tokens_per_s = pr.elapsed_s > 0 ? rep.tokens / pr.elapsed_s : 0.0;
+    opt_.progress(pr);
+}
+
+void train_run::alloc_weights() {
+    buf = ggml_backend_alloc_ctx_tensors(ctx_p, cpu);
+    if (!buf) fail("ERR_BACKEND_UNAVAILABLE", "cannot allocate the training weights");
+    ggml_backend_buffer_clear(buf, 0);
+}
+
+ggml_context * train_run::compute(size_t n_tensors) {
+    if (!ctx_c) ctx_c = ggml_init({ ggml_tensor_overhead() * n_tensors + 4 * ggml_graph_overhead_custom(GGML_DEFAULT_GRAPH_SIZE * 4, true), nullptr, true });
+    return ctx_c;
+}
+
+ggml_opt_optimizer_params train_run::lr_pars(void * ud) {
+    const lr_state * st = (const lr_state *) ud;
+    ggml_opt_optimizer_params p = ggml_opt_get_default_optimizer_params(nullptr);
+    p.adamw.alpha = st->lr * (1.0f - 0.9f * std::min(1.0f, st->frac));  // linear decay to 10 % over the budget
+    p.adamw.wd = 0.0f;
+    return p;
+}
+
+void train_run::init_opt(ggml_tensor * inputs, ggml_tensor * outputs) {
+    sched = ggml_backend_sched_new(&cpu, nullptr, 1, GGML_DEFAULT_GRAPH_SIZE * 4, false, true);
+    ggml_opt_params op = ggml_opt_default_params(sched, GGML_OPT_LOSS_TYPE_CROSS_ENTROPY);
+    op.ctx_compute = ctx_c;
+    op.inputs = inputs;
+    op.outputs = outputs;
+    op.opt_period = 1;
+    op.get_opt_pars = lr_pars;
+    op.get_opt_pars_ud = &lr;
+    op.optimizer = GGML_OPT_OPTIMIZER_TYPE_ADAMW;
+    opt_ctx = ggml_opt_init(op);
+}
+
+ggml_opt_dataset_t train_run::dataset(int64_t ne_data, int64_t ne_label, int64_t n) {
+    datasets.push_back(ggml_opt_dataset_init(GGML_TYPE_F32, GGML_TYPE_F32, ne_data, ne_label, n, 1));
+    return datasets.back();
+}
+
+void train_run::step(ggml_opt_dataset_t ds, int64_t ib, uint64_t positions) {
+    check_abort();
+    double f = 0.0;
+    if (opt_.max_tokens > 0) f = std::max(f, (double) rep.tokens / opt_.max_tokens);
+    if (opt_.max_seconds > 0) f = std::max(f, seconds() / opt_.max_seconds);
+    lr.frac = (float) f;
+    ggml_opt_alloc(opt_ctx, /*backward =*/ true);
+    ggml_opt_dataset_get_batch(ds, ggml_opt_inputs(opt_ctx), ggml_opt_labels(opt_ctx), ib);
+    ggml_opt_eval(opt_ctx, res);
+    check_abort();  // an abort inside the graph leaves a partial step: nothing is written after it
+    if (!std::isfinite(train_loss())) {
+        fail("ERR_TRAINING_DIVERGED", format("training diverged after %llu steps (the loss is not finite); nothing was written. "
+                "Try a smaller learning rate", (unsigned long long) rep.steps));
+    }
+    rep.tokens += positions;
+    rep.steps++;
+}
+
+double train_run::train_loss() {
+    double loss, unc;
+    ggml_opt_result_loss(res, &loss, &unc);
+    return loss;
+}
+
+void train_run::reset_train_loss() { ggml_opt_result_reset(res); }
+
+void train_run::evaluate(ggml_opt_dataset_t ds, int64_t nb, double & loss, double & acc, std::vector<int32_t> * pred) {
+    ggml_opt_result_reset(res_eval);
+    for (int64_t ib = 0; ib < nb; ++ib) {
+        check_abort();
+        ggml_opt_alloc(opt_ctx, /*backward =*/ false);
+        ggml_opt_dataset_get_batch(ds, ggml_opt_inputs(opt_ctx), ggml_opt_labels(opt_ctx), ib);
+        ggml_opt_eval(opt_ctx, res_eval);
+    }
+    double unc;
+    ggml_opt_result_loss(res_eval, &loss, &unc);
+    ggml_opt_result_accuracy(res_eval, &acc, &unc);
+    if (pred) {
+        int64_t n = 0;
+        ggml_opt_result_ndata(res_eval, &n);
+        pred->resize((size_t) n);
+        ggml_opt_result_pred(res_eval, pred->data());
+    }
 }
 
 void softmax_row(const float * logits, int64_t n, float * out) {

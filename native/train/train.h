@@ -11,7 +11,11 @@
 #include "model/model.h"
 #include "runtime/session.h"
 
+#include "ggml-backend.h"
+#include "ggml-opt.h"
+
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -100,6 +104,60 @@ private:
     std::vector<uint64_t> cum;
     uint64_t total = 0;
     size_t doc = 0, off = 0;
+};
+
+// What every kind of drafter's training shares: the CPU backend (threads, abort), the lifetimes of
+// the ggml objects, ggml-opt over a static graph with AdamW and a linear learning-rate decay, the
+// budgets, progress reports, and the step and evaluation loops.
+class train_run {
+public:
+    explicit train_run(const train_options & o);
+    ~train_run();
+    train_run(const train_run &) = delete;
+    train_run & operator=(const train_run &) = delete;
+
+    double seconds() const;
+    bool   aborted() const { return opt_.abort && opt_.abort->load(); }
+    void   check_abort() const;           // throws ERR_ABORTED
+    bool   budget_left() const;           // the time and token budgets
+    void   report(const char * phase);    // progress to the caller
+
+    // The weights' context (no_alloc): trainable tensors (ggml_set_param), frozen ones and the
+    // graph's inputs, allocated together by alloc_weights().
+    ggml_context * weights() { return ctx_p; }
+    void           alloc_weights();      // zeroed
+    // The context the training graph is built in.
+    ggml_context * compute(size_t n_tensors);
+    // ggml-opt over the graph inputs -> outputs, cross-entropy against the dataset's labels.
+    void init_opt(ggml_tensor * inputs, ggml_tensor * outputs);
+    // A dataset of n datapoints (data and labels f32), owned by this run.
+    ggml_opt_dataset_t dataset(int64_t ne_data, int64_t ne_label, int64_t n);
+
+    // One AdamW step on batch ib of ds; `positions` corpus positions count towards the budget.
+    void step(ggml_opt_dataset_t ds, int64_t ib, uint64_t positions);
+    // The mean training loss since reset_train_loss().
+    double train_loss();
+    void   reset_train_loss();
+    // Forward passes over the first nb batches of ds: the loss, the top-1 accuracy, and the
+    // prediction of every output row (in batch order) in `pred` when given.
+    void evaluate(ggml_opt_dataset_t ds, int64_t nb, double & loss, double & acc, std::vector<int32_t> * pred = nullptr);
+
+    ggml_opt_context_t opt() const { return opt_ctx; }
+    train_report   rep;
+    train_progress pr;
+
+private:
+    const train_options & opt_;
+    std::chrono::steady_clock::time_point t0;
+    struct lr_state { float lr = 1e-3f; float frac = 0.0f; } lr;
+    static ggml_opt_optimizer_params lr_pars(void * ud);
+    ggml_backend_t        cpu = nullptr;
+    ggml_backend_sched_t  sched = nullptr;
+    ggml_context *        ctx_p = nullptr, * ctx_c = nullptr;
+    ggml_backend_buffer_t buf = nullptr;
+    ggml_opt_context_t    opt_ctx = nullptr;
+    std::vector<ggml_opt_dataset_t> datasets;
+    ggml_opt_result_t     res = nullptr, res_eval = nullptr;
 };
 
 // Softmax of `n` logits into `out` (the distillation labels).
