@@ -10,6 +10,7 @@ import {
   HeadsMismatchError, InvalidOptionError, loadModel, ModelFileError, readGguf, trainDrafter, UnsupportedArchitectureError,
   type GenerateOptions, type Model, type TrainReport,
 } from '../lib';
+import { TEST_BIASED_VERIFIER } from '../lib/session';
 import { firstDiff } from './utils/engine';
 import { GGML_TYPE, gv, writeGguf } from './utils/gguf-writer';
 import { Rng } from './utils/random-model';
@@ -188,7 +189,7 @@ describeShared('learned drafters', (dir) => {
     const [stat, dof] = chiSquare(ar.counts, got.counts, N, N);
     expect(dof).toBeGreaterThan(10);
     expect(Math.round(stat)).toBeLessThanOrEqual(chiCritical(dof));
-    const biased = await sample(prompt, N, 9_000_000, { method: 'medusa', heads: { file: headsFile }, draftMax: 16, _testBiasedVerifier: true } as GenerateOptions);
+    const biased = await sample(prompt, N, 9_000_000, { method: 'medusa', heads: { file: headsFile }, draftMax: 16, [TEST_BIASED_VERIFIER]: true } as GenerateOptions);
     const [stat2, dof2] = chiSquare(ar.counts, biased.counts, N, N);
     expect(stat2).toBeGreaterThan(chiCritical(dof2));
   }, 600_000);
