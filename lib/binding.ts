@@ -44,12 +44,18 @@ export interface NativeSession {
   tokens(): Int32Array;
   truncate(n: number): void;
   abort(): void;
+  /** The generation is over: frees it (its drafter and draft sessions) now. */
+  end(): void;
   setThreads(n: number): void;
   calibrateThreads(candidates: Int32Array): Promise<{ threads: number; msPerToken: number[] }>;
   info(): { contextSize: number; batchSize: number; threads: number; usedTokens: number };
   dispose(): void;
   saveTokenRecycling(): Uint8Array;
   loadTokenRecycling(data: Uint8Array): void;
+  /** Test hook: the entries of the session's ADED table. */
+  _adedSize(maxTrigrams?: number): { trigrams: number; bigrams: number; maxTrigrams: number };
+  /** Test hook: what the session holds, in bytes. */
+  _memory(): { kvBytes: number; computeBytes: number; graphBytes: number };
 }
 export interface NativeBinding {
   LoadTask: new (path: string, backend: string, cpuKernels: string) => { start(onProgress?: (f: number) => void): Promise<NativeModel>; cancel(): void };
@@ -58,6 +64,10 @@ export interface NativeBinding {
     { promise: Promise<NativeTrainReport>; abort(): void };
   devices(): { name: string; description: string; type: string }[];
   buildInfo(): { cuda: boolean; metal: boolean; hardwareConcurrency: number };
+  /** Test hook: native models alive (not yet freed by their last owner). */
+  _liveModels(): number;
+  /** Test hook: ggml's own decoding of n values of a ggml type (test/gguf-writer.test.ts). */
+  _ggmlDequantize(type: number, bytes: Uint8Array, n: number): Float32Array;
   /** Test hooks of the CPU kernels (test/kernels.test.ts). */
   _kernelIsas(): string[];
   _kernelCheck(isa: string, rows: number, k: number, n: number, seed: number, parts: number, type?: string): {

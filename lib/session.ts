@@ -152,8 +152,15 @@ export interface GenerationChunk {
 
 const GENERATE_OPTIONS = [
   'maxTokens', 'temperature', 'topK', 'topP', 'minP', 'repeatPenalty', 'frequencyPenalty', 'presencePenalty',
-  'penaltyLastN', 'seed', 'stop', 'signal', 'method', 'special', 'addBos', 'ignoreEos', 'draftMax', 'lookup', 'draft', 'retrieval', 'rsd', 'heads', '_testBiasedVerifier',
+  'penaltyLastN', 'seed', 'stop', 'signal', 'method', 'special', 'addBos', 'ignoreEos', 'draftMax', 'lookup', 'draft', 'retrieval', 'rsd', 'heads',
 ] as const;
+
+/**
+ * @internal Test hook, not part of the API (the package exports only its index, which does not
+ * export this): an option keyed by this symbol makes the verifier wrong on purpose (it accepts every
+ * draft token), the negative control of the distribution tests.
+ */
+export const TEST_BIASED_VERIFIER: unique symbol = Symbol('specdec.testBiasedVerifier');
 
 // A step holds a libuv worker for at most about this long; the first is short so the first tokens stream out fast.
 const FIRST_STEP_BUDGET_MS = 8;
@@ -327,7 +334,7 @@ export class Session {
       draftMax: o.draftMax === undefined ? 0 : optNumber(o, 'draftMax', 8, 1, 255, true),
       lookupMaxNgram: optNumber(lookup, 'maxNgram', 4, 1, 64, true),
       // test only: the negative control of the distribution test (a wrong verifier)
-      _testBiasedVerifier: o._testBiasedVerifier === true,
+      _testBiasedVerifier: (o as Record<PropertyKey, unknown>)[TEST_BIASED_VERIFIER] === true,
     };
     return new Generation(this, promptTokens, { ...params, ...spec }, stop, optSignal(o), method as Method, ignoreEos);
   }
@@ -611,6 +618,8 @@ export class Generation implements AsyncIterable<GenerationChunk> {
       }
     } finally {
       this.signal?.removeEventListener('abort', onAbort);
+      // the native generation (its drafter, a draft model's session) is freed now, not at the next generate()
+      if (!session.disposed) native.end();
       if (!this.stats) this.finish(last, 'abort');
       try {
         if (!session.disposed) await this.syncCache(native);

@@ -176,6 +176,8 @@ describeShared('public API', (dir) => {
     expect(() => s.generate('x', { method: 'telepathy' as never })).toThrow(/method must be one of 'autoregressive'/);
     expect(() => s.generate('x', { stop: [''] })).toThrow(InvalidOptionError);
     expect(() => s.generate('x', { bogus: 1 } as never)).toThrow(/unknown generate option 'bogus'/);
+    // the wrong verifier of the distribution tests' negative controls is no option for users
+    expect(() => s.generate('x', { _testBiasedVerifier: true } as never)).toThrow(/unknown generate option '_testBiasedVerifier'/);
     expect(() => s.generate([1, 512])).toThrow(TokenOutOfRangeError);
     expect(() => s.generate([1, -1])).toThrow(TokenOutOfRangeError);
     expect(() => s.generate([])).toThrow(InvalidOptionError);

@@ -24,7 +24,7 @@ describeShared('CLI', (dir) => {
     const corpus = path.join(os.tmpdir(), `specdec-cli-corpus-${process.pid}.txt`);
     fs.writeFileSync(corpus, `Once upon a time${api.text}`);
     try {
-      for (const extra of [[], ['--method', 'lookup'], ['--method', 'token-recycling', '--draft-max', '16'], ['--method', 'rasd', '--corpus-file', corpus], ['--method', 'auto'], ['--cpu-kernels', 'ggml']]) {
+      for (const extra of [[], ['--method', 'lookup'], ['--method', 'token-recycling', '--draft-max', '16'], ['--method', 'rasd', '--corpus-file', corpus], ['--method', 'auto']]) {
         const { stdout } = await run(process.execPath, [cli, 'generate', '--model', stories, '--prompt', 'Once upon a time', '--max-tokens', '24', '--json', ...extra]);
         const out = JSON.parse(stdout) as { tokens: number[]; text: string; stats: { method: string } };
         expect({ extra, tokens: out.tokens }).toEqual({ extra, tokens: api.tokens });
@@ -32,6 +32,25 @@ describeShared('CLI', (dir) => {
       }
     } finally {
       fs.rmSync(corpus, { force: true });
+    }
+  });
+
+  it('--cpu-kernels reaches the model: on a Q8_0 model, where the two kernel sets round differently, each flag gives its kernel set\'s API output', async () => {
+    // stories260K's F32 weights run on ggml's kernels either way, so they cannot tell the flag apart; a
+    // Q8_0 model whose logits are all near-ties (std 0.02) turns the kernels' last-bit differences into other tokens
+    const f = await cachedRandomModel({ arch: 'llama', vocabFrom: stories, type: 'q8_0', outScale: 0.02, seed: 5 });
+    const api: Record<string, number[]> = {};
+    for (const k of ['specdec', 'ggml'] as const) {
+      const m = await loadModel(f, { cpuKernels: k });
+      expect(m.info.cpuKernels.startsWith(k)).toBe(true);
+      const s = await m.createSession();
+      api[k] = (await s.generate('Once upon a time', { maxTokens: 48 }).result()).tokens;
+      await m.dispose();
+    }
+    expect(api.specdec).not.toEqual(api.ggml);  // else a CLI that ignored the flag would pass
+    for (const k of ['specdec', 'ggml']) {
+      const { stdout } = await run(process.execPath, [cli, 'generate', '--model', f, '--prompt', 'Once upon a time', '--max-tokens', '48', '--json', '--cpu-kernels', k]);
+      expect({ k, tokens: (JSON.parse(stdout) as { tokens: number[] }).tokens }).toEqual({ k, tokens: api[k] });
     }
   });
 

@@ -12,6 +12,7 @@ import {
   HeadsMismatchError, InvalidOptionError, loadModel, ModelFileError, readGguf, trainDrafter, UnsupportedArchitectureError,
   type GenerateOptions, type Model, type TrainReport,
 } from '../lib';
+import { TEST_BIASED_VERIFIER } from '../lib/session';
 import { firstDiff } from './utils/engine';
 import { GGML_TYPE, gv, writeGguf } from './utils/gguf-writer';
 import { Rng } from './utils/random-model';
@@ -341,7 +342,7 @@ describeShared('learned drafters', (dir) => {
     }
     const prompt = model.tokenize('Once upon a time, there was a little girl. Once upon a time, there was a little');
     const ar = await sample(prompt, N, 1, {});
-    const biased = await sample(prompt, N, 19_000_000, { method: 'medusa', heads: { file: headsFile }, draftMax: 16, _testBiasedVerifier: true } as GenerateOptions);
+    const biased = await sample(prompt, N, 19_000_000, { method: 'medusa', heads: { file: headsFile }, draftMax: 16, [TEST_BIASED_VERIFIER]: true } as GenerateOptions);
     const [stat2, dof2] = chiSquare(ar.counts, biased.counts, N, N);
     expect(stat2).toBeGreaterThan(chiCritical(dof2));
   }, 900_000);

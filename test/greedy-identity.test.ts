@@ -4,7 +4,7 @@ import { describe, expect, it } from '@jest/globals';
 import type { Model } from '../lib';
 import * as fs from 'fs';
 import * as path from 'path';
-import { describeShared } from './utils/shared';
+import { describeShared, itWith } from './utils/shared';
 import { llamaCppGreedy } from './utils/reference';
 import { firstDiff, gapAt, specdecGreedy, withModel } from './utils/engine';
 
@@ -88,7 +88,7 @@ describeShared('greedy identity with llama.cpp', (dir) => {
 
   const codeTarget = path.join(models, 'code', 'code-target-q8_0.gguf');
   const codeDraft = path.join(models, 'code', 'code-draft-f16.gguf');
-  (fs.existsSync(codeTarget) ? it : it.skip)('code target (Q8_0), ggml kernels: the committed reference, 12 prompts x 64 tokens, 2 threads', async () => {
+  itWith(codeTarget)('code target (Q8_0), ggml kernels: the committed reference, 12 prompts x 64 tokens, 2 threads', async () => {
     const ref = readRef(dir, 'code-target-greedy.json');
     await withModel(codeTarget, async (m) => {
       expect(m.info.cpuKernels).toBe('ggml');
@@ -99,7 +99,7 @@ describeShared('greedy identity with llama.cpp', (dir) => {
     }, { cpuKernels: 'ggml' });
   });
 
-  (fs.existsSync(codeTarget) ? it : it.skip)('code target (Q8_0), specdec kernels: the committed reference up to near-ties', async () => {
+  itWith(codeTarget)('code target (Q8_0), specdec kernels: the committed reference up to near-ties', async () => {
     const ref = readRef(dir, 'code-target-greedy.json');
     await withModel(codeTarget, async (m) => {
       expect(m.info.cpuKernels).toMatch(/^specdec-/);
@@ -110,7 +110,7 @@ describeShared('greedy identity with llama.cpp', (dir) => {
     });
   });
 
-  (fs.existsSync(codeTarget) ? it : it.skip)('code target and draft: live llama.cpp at 1 thread on eval prompts (64 tokens)', async () => {
+  itWith(codeTarget)('code target and draft: live llama.cpp at 1 thread on eval prompts (64 tokens)', async () => {
     const all = JSON.parse(fs.readFileSync(path.join(dir, 'eval', 'code-prompts.json'), 'utf8')) as unknown;
     const list = (Array.isArray(all) ? all : (all as { prompts: unknown[] }).prompts) as ({ prompt: string } | string)[];
     const texts = list.slice(12, 20).map((p) => (typeof p === 'string' ? p : p.prompt));

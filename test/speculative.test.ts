@@ -5,9 +5,10 @@ import { expect, it } from '@jest/globals';
 import * as fs from 'fs';
 import * as path from 'path';
 import { loadModel, VocabularyMismatchError, type Model, type Session } from '../lib';
+import { TEST_BIASED_VERIFIER } from '../lib/session';
 import { cachedRandomModel } from './utils/random-model';
 import { firstDiff } from './utils/engine';
-import { describeShared } from './utils/shared';
+import { describeShared, itWith } from './utils/shared';
 import { chiCritical, chiSquare } from './utils/stats';
 
 const STORY_STARTS = [
@@ -69,7 +70,7 @@ describeShared('speculative decoding: prompt lookup and draft model', (dir) => {
     await m.dispose();
   });
 
-  (fs.existsSync(codeDraft) ? it : it.skip)('draft model: greedy output equals autoregressive on the code pair, 20 prompts x 128 tokens', async () => {
+  itWith(codeDraft)('draft model: greedy output equals autoregressive on the code pair, 20 prompts x 128 tokens', async () => {
     const m = await loadModel(code);
     const d = await loadModel(codeDraft);
     const prompts = (JSON.parse(fs.readFileSync(path.join(dir, 'eval', 'code-prompts.json'), 'utf8')).prompts as { prompt: string }[]).slice(0, 20);
@@ -87,7 +88,7 @@ describeShared('speculative decoding: prompt lookup and draft model', (dir) => {
     await m.dispose();
   });
 
-  (fs.existsSync(code) ? it : it.skip)('greedy output equals autoregressive: code target, 20 prompts x 128 tokens, 1 and 2 threads', async () => {
+  itWith(code)('greedy output equals autoregressive: code target, 20 prompts x 128 tokens, 1 and 2 threads', async () => {
     const m = await loadModel(code);
     const prompts = (JSON.parse(fs.readFileSync(path.join(dir, 'eval', 'code-prompts.json'), 'utf8')).prompts as { prompt: string }[]).slice(0, 20);
     for (const threads of [1, 2]) {
@@ -129,7 +130,7 @@ describeShared('speculative decoding: prompt lookup and draft model', (dir) => {
     expect(dof).toBeGreaterThan(10);
     expect(stat).toBeLessThan(chiCritical(dof));
     // negative control: a verifier that accepts every draft token
-    const biased = await sampleTokens(m, prompt, N, 2_000_001, { method: 'lookup', _testBiasedVerifier: true });
+    const biased = await sampleTokens(m, prompt, N, 2_000_001, { method: 'lookup', [TEST_BIASED_VERIFIER]: true } as Record<string, unknown>);
     const [stat2, dof2] = chiSquare(ar, biased, N, N);
     expect(stat2).toBeGreaterThan(chiCritical(dof2));
     await m.dispose();
@@ -145,7 +146,7 @@ describeShared('speculative decoding: prompt lookup and draft model', (dir) => {
     const [stat, dof] = chiSquare(ar, dr, N, N);
     expect(dof).toBeGreaterThan(10);
     expect(stat).toBeLessThan(chiCritical(dof));
-    const biased = await sampleTokens(m, prompt, N, 5_000_001, { method: 'draft', draft: { model: d }, _testBiasedVerifier: true });
+    const biased = await sampleTokens(m, prompt, N, 5_000_001, { method: 'draft', draft: { model: d }, [TEST_BIASED_VERIFIER]: true } as Record<string, unknown>);
     const [stat2, dof2] = chiSquare(ar, biased, N, N);
     expect(stat2).toBeGreaterThan(chiCritical(dof2));
     await d.dispose();

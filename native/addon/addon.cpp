@@ -42,6 +42,11 @@ static Napi::Value build_info(const Napi::CallbackInfo & info) {
     return o;
 }
 
+// Test hook: how many native models are alive (loaded and not yet freed by their last owner).
+static Napi::Value live_models(const Napi::CallbackInfo & info) {
+    return Napi::Number::New(info.Env(), (double) model_live_count());
+}
+
 Napi::Object init(Napi::Env env, Napi::Object exports) {
     backends_init();
     exports.Set("Model", model_wrap::init(env));
@@ -51,6 +56,7 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
     exports.Set("trainDrafter", Napi::Function::New(env, train_drafter_js));
     exports.Set("devices", Napi::Function::New(env, devices));
     exports.Set("buildInfo", Napi::Function::New(env, build_info));
+    exports.Set("_liveModels", Napi::Function::New(env, live_models));
     kernels_init(env, exports);
     return exports;
 }

@@ -82,16 +82,20 @@ public:
         Napi::HandleScope scope(Env());
         wrap->busy.store(false);
         deferred.Resolve(result(Env()));
+        finished(true);
     }
 
     void OnError(const Napi::Error & e) final {
         wrap->busy.store(false);
         deferred.Reject(e.Value());
+        finished(false);
     }
 
 protected:
     virtual void run() = 0;
     virtual Napi::Value result(Napi::Env env) = 0;
+    // On the JS thread, after the promise is settled.
+    virtual void finished(bool ok) { (void) ok; }
 
     session_wrap *          wrap;
     Napi::ObjectReference   self;
@@ -115,6 +119,12 @@ private:
         r.Set("done", g->done());
         r.Set("stats", stats_object(env, *g));
         return r;
+    }
+
+    // a generation that ended (done, or failed: an abort inside prompt processing, an error) lets
+    // go of its drafter now, not at the session's next generation
+    void finished(bool ok) override {
+        if (!ok || !wrap->gen() || wrap->gen()->done()) wrap->end_generation();
     }
 
     double budget;
@@ -247,12 +257,15 @@ Napi::Function session_wrap::init(Napi::Env env) {
         InstanceMethod("tokens", &session_wrap::tokens),
         InstanceMethod("truncate", &session_wrap::truncate),
         InstanceMethod("abort", &session_wrap::abort),
+        InstanceMethod("end", &session_wrap::end),
         InstanceMethod("setThreads", &session_wrap::set_threads),
         InstanceMethod("calibrateThreads", &session_wrap::calibrate_threads),
         InstanceMethod("info", &session_wrap::info),
         InstanceMethod("dispose", &session_wrap::dispose),
         InstanceMethod("saveTokenRecycling", &session_wrap::save_recycling),
         InstanceMethod("loadTokenRecycling", &session_wrap::load_recycling),
+        InstanceMethod("_adedSize", &session_wrap::aded_size),
+        InstanceMethod("_memory", &session_wrap::memory),
     });
     constructor = Napi::Persistent(f);
     constructor.SuppressDestruct();
@@ -436,7 +449,15 @@ Napi::Value session_wrap::truncate(const Napi::CallbackInfo & info) {
 }
 
 Napi::Value session_wrap::abort(const Napi::CallbackInfo & info) {
+    // the generation's abort reaches its drafter too (a draft model's session and weight copy)
+    if (generation_) generation_->abort();
     if (sess) sess->request_abort();
+    return info.Env().Undefined();
+}
+
+// end(): the generation is over (JS: its iteration ended, whatever ended it); frees it now
+Napi::Value session_wrap::end(const Napi::CallbackInfo & info) {
+    end_generation();
     return info.Env().Undefined();
 }
 
@@ -505,6 +526,34 @@ Napi::Value session_wrap::load_recycling(const Napi::CallbackInfo & info) {
         throw_js(env, e);
     }
     return env.Undefined();
+}
+
+// _adedSize(maxTrigrams?) -> { trigrams, bigrams, maxTrigrams }: the entries of the session's ADED
+// table; with a number, a new empty table with that bound first (test hook: eviction in seconds)
+Napi::Value session_wrap::aded_size(const Napi::CallbackInfo & info) {
+    Napi::Env env = info.Env();
+    if (info.Length() > 0 && info[0].IsNumber() && !busy.load()) {
+        aded_options ao;
+        ao.max_trigrams = std::max<size_t>(1, info[0].As<Napi::Number>().Uint32Value());
+        aded_ = std::make_shared<aded_drafter>(ao);
+    }
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("trigrams", (double) (aded_ ? aded_->trigram_count() : 0));
+    o.Set("bigrams", (double) (aded_ ? aded_->bigram_count() : 0));
+    o.Set("maxTrigrams", (double) (aded_ ? aded_->max_trigrams() : aded_options().max_trigrams));
+    return o;
+}
+
+// _memory() -> { kvBytes, computeBytes, graphBytes }: what the session holds (test hook)
+Napi::Value session_wrap::memory(const Napi::CallbackInfo & info) {
+    Napi::Env env = info.Env();
+    Napi::Object o = Napi::Object::New(env);
+    if (!sess) return o;
+    const session_memory mem = sess->memory();
+    o.Set("kvBytes", (double) mem.kv);
+    o.Set("computeBytes", (double) mem.compute);
+    o.Set("graphBytes", (double) mem.graph);
+    return o;
 }
 
 Napi::Value session_wrap::dispose(const Napi::CallbackInfo & info) {

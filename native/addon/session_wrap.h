@@ -6,6 +6,7 @@
 #include "heads/medusa_heads.h"
 #include "spec/methods.h"
 #include "runtime/session.h"
+#include "spec/drafters/aded.h"
 #include "spec/drafters/token_recycling.h"
 
 #include <napi.h>
@@ -24,6 +25,10 @@ public:
 
     session * get() { return sess.get(); }
     generation * gen() { return generation_.get(); }
+    // Frees the generation, its drafter and draft sessions with it (a draft model's last owners
+    // besides its Model object): called when a generation ends, so that disposing the draft model
+    // afterwards frees it. On the JS thread, never while a step runs.
+    void end_generation() { if (!busy.load()) generation_.reset(); }
     std::atomic<bool> busy { false };
 
 private:
@@ -34,12 +39,15 @@ private:
     Napi::Value tokens(const Napi::CallbackInfo & info);
     Napi::Value truncate(const Napi::CallbackInfo & info);
     Napi::Value abort(const Napi::CallbackInfo & info);
+    Napi::Value end(const Napi::CallbackInfo & info);
     Napi::Value set_threads(const Napi::CallbackInfo & info);
     Napi::Value calibrate_threads(const Napi::CallbackInfo & info);
     Napi::Value info(const Napi::CallbackInfo & info);
     Napi::Value dispose(const Napi::CallbackInfo & info);
     Napi::Value save_recycling(const Napi::CallbackInfo & info);
     Napi::Value load_recycling(const Napi::CallbackInfo & info);
+    Napi::Value aded_size(const Napi::CallbackInfo & info);  // test hook
+    Napi::Value memory(const Napi::CallbackInfo & info);     // test hook
 
     // The session's Token Recycling matrix (made on first use; it learns across generations).
     std::shared_ptr<adjacency_matrix> recycling(const session & s) {
@@ -47,7 +55,7 @@ private:
         return recycling_;
     }
     std::shared_ptr<adjacency_matrix> recycling_;
-    std::shared_ptr<drafter> aded_;  // ADED's tri-gram table, kept across generations like the matrix
+    std::shared_ptr<aded_drafter> aded_;  // ADED's tri-gram table, kept across generations like the matrix
 
     // The last head file loaded (reloaded when its path, size or modification time changes): Medusa
     // or EAGLE-3, by the file's architecture.

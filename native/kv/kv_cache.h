@@ -20,6 +20,7 @@ struct kv_cache {
 
     uint32_t size() const { return n_size; }
     uint32_t used() const { return n_used; }
+    size_t   bytes() const { return buf ? ggml_backend_buffer_get_size(buf) : 0; }  // K and V of every layer
 
     // Forget every cell at or after `n`.
     void truncate(uint32_t n);

@@ -78,7 +78,8 @@ struct model {
     bool attn_available = false;  // the attention kernel can run this model (CPU; sessions may opt in)
 
 private:
-    mutable std::once_flag draft_once;
+    mutable std::mutex        draft_mutex;
+    mutable std::atomic<bool> draft_ready { false };
     mutable std::unordered_map<const ggml_tensor *, std::unique_ptr<kernels::packed_weights>> draft_packed;
 
 public:
@@ -89,14 +90,20 @@ public:
 
     // A model that drafts for another runs its F16/BF16/F32 matrices as Q8_0 on specdec's kernels
     // (a draft's numerics do not touch the output; Q8_0 halves what a one-token step reads). The
-    // copies are made the first time a draft session needs them (thread-safe) and kept.
-    void prepare_draft_weights() const;
+    // copies are made the first time a draft session needs them (thread-safe) and kept. `aborted`
+    // is polled between slices of at most DRAFT_COPY_SLICE values: when it says so, the copy stops
+    // with ERR_ABORTED, keeping the matrices already done, and the next call resumes it.
+    static constexpr int64_t DRAFT_COPY_SLICE = 1 << 20;
+    void prepare_draft_weights(const std::function<bool()> & aborted = {}) const;
     const kernels::packed_weights * draft_packed_for(const ggml_tensor * w) const {
         auto it = draft_packed.find(w);
         return it == draft_packed.end() ? nullptr : it->second.get();
     }
 
+    model();
     ~model();
+    model(const model &) = delete;
+    model & operator=(const model &) = delete;
 
     ggml_context *                     ctx_w   = nullptr;  // tensor metadata (no_alloc)
     gguf_context *                     gguf    = nullptr;
@@ -104,6 +111,10 @@ public:
     void *                             mapping = nullptr;
     size_t                             mapping_size = 0;
 };
+
+// Models alive in this process (constructed, not yet destroyed): a test hook that shows when a
+// model's memory is really freed (the addon's _liveModels()).
+int64_t model_live_count();
 
 // Loads and validates a model file. Throws specdec::error with a code on any problem.
 std::shared_ptr<model> model_load(const load_params & params);

@@ -21,7 +21,14 @@
 
 namespace specdec {
 
+static std::atomic<int64_t> g_live_models { 0 };
+
+int64_t model_live_count() { return g_live_models.load(); }
+
+model::model() { g_live_models.fetch_add(1); }
+
 model::~model() {
+    g_live_models.fetch_sub(1);
     for (auto * b : buffers) {
         ggml_backend_buffer_free(b);
     }
@@ -408,34 +415,43 @@ void release_packed_pages(const model & m) {
 
 } // namespace
 
-void model::prepare_draft_weights() const {
-    if (kind != BACKEND_CPU) return;
-    std::call_once(draft_once, [this] {
-        const kernels::isa isa = kernels::default_isa();
-        std::vector<float> rowsf;
-        std::vector<uint8_t> q;
-        for (ggml_tensor * t : matrix_weights(*this)) {
-            // F16/BF16 matrices may be packed for the target's own kernels too; a draft reads Q8_0
-            if (!t || draft_packed.count(t) || t->ne[0] % kernels::QK8_0 != 0) continue;
-            if (t->type != GGML_TYPE_F16 && t->type != GGML_TYPE_BF16 && t->type != GGML_TYPE_F32) continue;
-            const int64_t k = t->ne[0], rows = t->ne[1];
-            const auto * tr = ggml_get_type_traits(t->type);
-            rowsf.resize((size_t) (k * rows));
-            for (int64_t r = 0; r < rows; ++r) {
-                const char * src = (const char *) t->data + r * t->nb[1];
+void model::prepare_draft_weights(const std::function<bool()> & aborted) const {
+    if (kind != BACKEND_CPU || draft_ready.load()) return;
+    // one copy at a time; an aborted copy keeps the matrices it finished and the next call goes on
+    std::lock_guard<std::mutex> lock(draft_mutex);
+    if (draft_ready.load()) return;
+    const kernels::isa isa = kernels::default_isa();
+    std::vector<float> rowsf;
+    std::vector<uint8_t> q;
+    for (ggml_tensor * t : matrix_weights(*this)) {
+        // F16/BF16 matrices may be packed for the target's own kernels too; a draft reads Q8_0
+        if (!t || draft_packed.count(t) || t->ne[0] % kernels::QK8_0 != 0) continue;
+        if (t->type != GGML_TYPE_F16 && t->type != GGML_TYPE_BF16 && t->type != GGML_TYPE_F32) continue;
+        const int64_t k = t->ne[0], rows = t->ne[1];
+        const auto * tr = ggml_get_type_traits(t->type);
+        const size_t q_row = ggml_row_size(GGML_TYPE_Q8_0, k);
+        q.resize(q_row * (size_t) rows);
+        // in slices of about DRAFT_COPY_SLICE values, so that an abort is seen within one slice
+        const int64_t slice = std::max<int64_t>(1, DRAFT_COPY_SLICE / k);
+        for (int64_t r0 = 0; r0 < rows; r0 += slice) {
+            if (aborted && aborted()) fail("ERR_ABORTED", "evaluation aborted");
+            const int64_t n = std::min(slice, rows - r0);
+            rowsf.resize((size_t) (k * n));
+            for (int64_t r = 0; r < n; ++r) {
+                const char * src = (const char *) t->data + (r0 + r) * t->nb[1];
                 if (t->type == GGML_TYPE_F32) std::memcpy(rowsf.data() + r * k, src, (size_t) k * sizeof(float));
                 else tr->to_float(src, rowsf.data() + r * k, k);
             }
-            q.resize(ggml_row_size(GGML_TYPE_Q8_0, k) * (size_t) rows);
-            ggml_quantize_chunk(GGML_TYPE_Q8_0, rowsf.data(), q.data(), 0, rows, k, nullptr);
-            auto p = kernels::pack_weights(kernels::wtype::q8_0, q.data(), rows, k, isa);
-            if (p) draft_packed[t] = std::move(p);  // out of memory: that matrix stays on ggml
-#if !defined(_WIN32)
-            // reading the matrix faulted its released pages back in: hand them back again
-            if (mapping && packed.count(t) && t != tok_embd) release_pages(t);
-#endif
+            ggml_quantize_chunk(GGML_TYPE_Q8_0, rowsf.data(), q.data() + q_row * (size_t) r0, 0, n, k, nullptr);
         }
-    });
+        auto p = kernels::pack_weights(kernels::wtype::q8_0, q.data(), rows, k, isa);
+        if (p) draft_packed[t] = std::move(p);  // out of memory: that matrix stays on ggml
+#if !defined(_WIN32)
+        // reading the matrix faulted its released pages back in: hand them back again
+        if (mapping && packed.count(t) && t != tok_embd) release_pages(t);
+#endif
+    }
+    draft_ready.store(true);
 }
 
 const std::string & last_gguf_error() { return g_last_gguf_error; }

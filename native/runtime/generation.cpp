@@ -53,6 +53,11 @@ generation::generation(session & s_, generation_params params) : s(s_), par(std:
     }
 }
 
+void generation::abort() {
+    s.request_abort();
+    if (par.draft) par.draft->abort();
+}
+
 void generation::prefill_step(double budget_ms) {
     const auto t0 = clk::now();
     while (n_prefilled < par.prompt.size()) {

@@ -58,6 +58,9 @@ public:
     void step(double budget_ms, uint32_t max_new, std::vector<int32_t> & out);
 
     bool done() const { return reason != STOP_NONE; }
+    // Stops the step in progress, the drafter's work included (a draft model's prompt prefill,
+    // its first Q8_0 weight copy, its proposals): safe from another thread while step() runs.
+    void abort();
     stop_reason reason = STOP_NONE;
     generation_stats stats;
 

@@ -11,18 +11,18 @@
 namespace specdec {
 
 static bool abort_cb(void * data) {
-    return static_cast<std::atomic<bool> *>(data)->load(std::memory_order_relaxed);
+    return static_cast<const session *>(data)->abort_requested();
 }
 
 session::session(std::shared_ptr<const model> model_, const session_params & params)
     : m(std::move(model_)), par(params), kv(*m, m->device, params.n_ctx) {
-    if (par.draft_weights) m->prepare_draft_weights();
+    if (par.draft_weights) m->prepare_draft_weights([this] { return abort_requested(); });
     backend_cpu = ggml_backend_dev_init(ggml_backend_dev_by_type(GGML_BACKEND_DEVICE_TYPE_CPU), nullptr);
     if (!backend_cpu) {
         fail("ERR_BACKEND_UNAVAILABLE", "cannot start the CPU backend");
     }
     make_threadpool(par.n_threads);
-    ggml_backend_cpu_set_abort_callback(backend_cpu, abort_cb, &abort_flag);
+    ggml_backend_cpu_set_abort_callback(backend_cpu, abort_cb, this);
 
     std::vector<ggml_backend_t> backends;
     if (m->kind != BACKEND_CPU) {
@@ -129,6 +129,15 @@ int session::calibrate_threads(const std::vector<int> & candidates, std::vector<
     return best;
 }
 
+session_memory session::memory() const {
+    session_memory mem;
+    mem.kv = kv.bytes();
+    mem.compute = ggml_backend_sched_get_buffer_size(sched, backend_cpu);
+    if (backend_dev) mem.compute += ggml_backend_sched_get_buffer_size(sched, backend_dev);
+    mem.graph = graph_buf.capacity();
+    return mem;
+}
+
 void session::set_taps(const std::vector<uint32_t> & layers, bool all_rows) {
     for (uint32_t l : layers) {
         if (l > m->hp.n_layer || (all_rows && l == m->hp.n_layer)) {
@@ -208,10 +217,8 @@ void session::compute(const std::vector<int32_t> & tokens, const std::vector<int
         gf = decode.gf;
         in = decode.in;
     } else {
-        drop_decode_graph();
-        std::vector<uint8_t> & buf = one_token ? decode.buf : graph_buf;
-        if (one_token && buf.empty()) buf.resize(graph_buf.size());
-        ggml_init_params ip = { buf.size(), buf.data(), true };
+        drop_decode_graph();  // graph_buf holds one graph at a time: the kept decode graph goes first
+        ggml_init_params ip = { graph_buf.size(), graph_buf.data(), true };
         ggml_context * ctx = ggml_init(ip);
         gf = build_llama_graph(ctx, *m, kv, shape, in);
         if (!identity_outputs && !in.out_ids) {

@@ -24,6 +24,17 @@ struct session_params {
     int      own_attention = -1;
     // A draft session: the model's matrices run as Q8_0 copies on specdec's kernels (model::prepare_draft_weights).
     bool     draft_weights = false;
+    // Another flag that aborts this session as its own does (a draft session: its drafter's, which
+    // the generation's abort sets); it must outlive the session. Also polled while the Q8_0 copies
+    // of a draft model are made, in the constructor.
+    const std::atomic<bool> * abort_also = nullptr;
+};
+
+// What a session holds, in bytes (session::memory()).
+struct session_memory {
+    size_t kv      = 0;  // the KV cache
+    size_t compute = 0;  // the scheduler's compute buffers (sized from the worst-case graphs)
+    size_t graph   = 0;  // graph metadata: tensor and graph objects of the graphs built
 };
 
 struct eval_timing {
@@ -93,7 +104,11 @@ public:
     // Abort: checked between steps and inside graph computation.
     void request_abort() { abort_flag.store(true); }
     void clear_abort() { abort_flag.store(false); }
-    bool abort_requested() const { return abort_flag.load(); }
+    bool abort_requested() const {
+        return abort_flag.load(std::memory_order_relaxed) || (par.abort_also && par.abort_also->load(std::memory_order_relaxed));
+    }
+
+    session_memory memory() const;
 
     eval_timing timing;
 
@@ -114,9 +129,9 @@ private:
     std::vector<uint8_t> graph_buf;
 
     // The one-token decode graph is built once per KV length and reused while nothing else
-    // was allocated in between (as llama.cpp reuses graphs): no per-token rebuild.
+    // was allocated in between (as llama.cpp reuses graphs): no per-token rebuild. It lives in
+    // graph_buf like every other graph: any other graph drops it first.
     struct decode_graph {
-        std::vector<uint8_t> buf;
         ggml_context *       ctx = nullptr;
         ggml_cgraph *        gf = nullptr;
         graph_inputs         in;

@@ -29,3 +29,30 @@ export function describeShared(name: string, fn: (dir: string) => void): void {
   if (dir) describe(name, () => fn(dir));
   else describe.skip(`${name} (shared assets missing)`, () => { it('skipped', () => undefined); });
 }
+
+/**
+ * What to do with a test that needs asset files (beyond the shared folder itself): 'run' when they
+ * exist; when one is missing, 'fail' on CI (process.env.CI), as for the shared folder, else 'skip'.
+ */
+export function assetGate(files: string[], ci: boolean = !!process.env.CI): { action: 'run' | 'skip' | 'fail'; missing: string[] } {
+  const missing = files.filter((f) => !fs.existsSync(f));
+  return { action: missing.length === 0 ? 'run' : ci ? 'fail' : 'skip', missing };
+}
+
+/**
+ * `it` for a test that needs these files: it runs when they exist; when one is missing the test
+ * fails on CI, and is skipped with a loud warning elsewhere. Use instead of `existsSync(f) ? it : it.skip`.
+ */
+type TestDef = (name: string, fn: () => unknown, timeout?: number) => void;
+
+export function itWith(...files: string[]): TestDef {
+  const { action, missing } = assetGate(files);
+  if (action === 'run') return it as TestDef;
+  const msg = `missing test asset${missing.length > 1 ? 's' : ''}: ${missing.join(', ')}`;
+  if (action === 'fail') {
+    return (name: string) => it(name, () => { throw new Error(`${msg}; required on CI`); });
+  }
+  // eslint-disable-next-line no-console
+  console.warn(`!!! WARNING: ${msg}: SKIPPING the tests that need it`);
+  return it.skip as TestDef;
+}

@@ -30,20 +30,37 @@ static void blend_into(aded_drafter::entry & e, const std::vector<token_prob> & 
     e.seen++;
 }
 
+aded_drafter::entry & aded_drafter::trigram_entry(uint64_t key) {
+    auto it = trigram.find(key);
+    if (it != trigram.end()) {
+        recency.splice(recency.begin(), recency, it->second.at);  // refreshed: to the front
+        return it->second.e;
+    }
+    if (trigram.size() >= std::max<size_t>(1, opt.max_trigrams)) {
+        // full: the context refreshed longest ago makes room
+        trigram.erase(recency.back());
+        recency.pop_back();
+    }
+    recency.push_front(key);
+    trigram_slot & slot = trigram[key];
+    slot.at = recency.begin();
+    return slot.e;
+}
+
 void aded_drafter::learn(int32_t a, int32_t b, const float * logits, int32_t n_vocab) {
     // probabilities normalized among the top 32 (a full softmax over the vocabulary for every
     // verified row would cost more than the drafting saves)
     std::vector<token_prob> top;
     top_candidates(logits, n_vocab, 32, top, true);
     top.resize(std::min<size_t>(top.size(), K));
-    if (a >= 0) blend_into(trigram[key2(a, b)], top, opt.blend);
+    if (a >= 0) blend_into(trigram_entry(key2(a, b)), top, opt.blend);
     blend_into(bigram[b], top, opt.blend);
 }
 
 const aded_drafter::entry * aded_drafter::lookup(int32_t a, int32_t b) const {
     if (a >= 0) {
         auto it = trigram.find(key2(a, b));
-        if (it != trigram.end()) return &it->second;
+        if (it != trigram.end()) return &it->second.e;
     }
     auto it = bigram.find(b);
     return it == bigram.end() ? nullptr : &it->second;

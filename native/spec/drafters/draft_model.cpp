@@ -8,7 +8,9 @@ draft_model_drafter::draft_model_drafter(std::shared_ptr<const model> draft, con
           sampling_params sp = sampling;
           sp.seed = sampling.seed ^ 0x9E3779B97F4A7C15ull;  // its own random stream
           return sp;
-      }()), opt(options) {}
+      }()), opt(options) {
+    par.abort_also = &aborted;
+}
 
 session & draft_model_drafter::follow(const std::vector<int32_t> & history, std::vector<float> & out_logits) {
     if (!sess) sess = std::make_unique<session>(mdl, par);
@@ -23,8 +25,12 @@ session & draft_model_drafter::follow(const std::vector<int32_t> & history, std:
     if (history.size() - common <= 4) {
         for (size_t i = common; i < history.size(); ++i) sess->eval_chain({ history[i] }, false, false, out_logits);
     } else {
-        std::vector<int32_t> rest(history.begin() + common, history.end());
-        sess->eval_chain(rest, false, false, out_logits);
+        // a long catch-up (the prompt) in chunks of at most DRAFT_CATCH_UP tokens: each graph node
+        // stays short, so an abort (seen between nodes) stops it quickly
+        for (size_t at = common; at < history.size(); at += DRAFT_CATCH_UP) {
+            const size_t end = std::min(history.size(), at + DRAFT_CATCH_UP);
+            sess->eval_chain(std::vector<int32_t>(history.begin() + at, history.begin() + end), false, false, out_logits);
+        }
     }
     return *sess;
 }

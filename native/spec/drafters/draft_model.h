@@ -14,9 +14,14 @@
 #include "sampling/sampler.h"
 #include "spec/drafter.h"
 
+#include <atomic>
 #include <memory>
 
 namespace specdec {
+
+// Tokens per forward pass when a draft session catches up with a long history (the prompt): one
+// node of a larger batch can take over 100 ms on a large draft model, and an abort waits for it.
+static constexpr size_t DRAFT_CATCH_UP = 128;
 
 struct draft_model_options {
     float branch_below = 0.5f;   // greedy: add the runner-up as a sibling below this top-1 probability (0: chains)
@@ -30,7 +35,9 @@ public:
     void propose(const std::vector<int32_t> & history, uint32_t budget, draft_tree & out) override;
     void prepare(const std::vector<int32_t> & history) override { follow(history, logits); }
     bool computes() const override { return true; }
-    void abort() override { if (sess) sess->request_abort(); }
+    // Safe from another thread while the drafter computes: its session (made on the worker thread)
+    // reads the flag through session_params::abort_also, the Q8_0 weight copy included.
+    void abort() override { aborted.store(true); }
     void pause() override { if (sess) sess->pause_threads(); }
 
     // The draft session, following `history` (all but the last token evaluated, the last one
@@ -38,6 +45,7 @@ public:
     session & follow(const std::vector<int32_t> & history, std::vector<float> & logits);
 
 private:
+    std::atomic<bool>                     aborted { false };  // outlives sess (declared before it)
     std::shared_ptr<const model>          mdl;
     session_params                        par;
     sampler_chain                         chain;
