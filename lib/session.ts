@@ -367,15 +367,7 @@ export class Session {
   async evaluate(tokens: ArrayLike<number>, options: { allLogits?: boolean } = {}): Promise<Float32Array> {
     const native = this.nativeSession();
     const toks = this.promptTokens(tokens, false, undefined);
-    this.claim();
-    const p = native.evaluate(Int32Array.from(toks), options.allLogits === true);
-    try {
-      return await this.track(p);
-    } catch (err) {
-      throw fromNative(err);
-    } finally {
-      this.active = undefined;
-    }
+    return this.runNative(() => native.evaluate(Int32Array.from(toks), options.allLogits === true));
   }
 
   /**
@@ -395,10 +387,14 @@ export class Session {
       throw new InvalidOptionError(`option 'layers' must be a non-empty array of layer indices in [0, ${nLayer}], got ${describe(layers)}`);
     }
     const toks = this.promptTokens(tokens, false, undefined);
+    return this.runNative(() => native.evaluateHidden(Int32Array.from(toks), Int32Array.from(layers as number[])));
+  }
+
+  /** One native evaluation: the session is busy meanwhile, dispose() waits for it, errors are typed. */
+  private async runNative<T>(start: () => Promise<T>): Promise<T> {
     this.claim();
-    const p = native.evaluateHidden(Int32Array.from(toks), Int32Array.from(layers as number[]));
     try {
-      return await this.track(p);
+      return await this.track(start());
     } catch (err) {
       throw fromNative(err);
     } finally {

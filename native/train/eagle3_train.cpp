@@ -299,16 +299,7 @@ train_report train_eagle3(std::shared_ptr<const model> target, const train_optio
         if (dp.n < (int64_t) B) {
             fail("ERR_INVALID_OPTION", format("the corpus is too short: its training split has no window of %u tokens", T + 1));
         }
-        std::memcpy(ggml_opt_dataset_data(ds)->data, dp.data.data(), (size_t) dp.n * nrow * sizeof(float));
-        std::memcpy(ggml_opt_dataset_labels(ds)->data, dp.labels.data(), (size_t) dp.n * nlab * sizeof(float));
-        ggml_opt_dataset_shuffle(run.opt(), ds, dp.n);
-        run.reset_train_loss();
-        const int64_t nb = dp.n / B;
-        for (int64_t ib = 0; ib < nb && run.budget_left(); ++ib) {
-            run.step(ds, ib, (uint64_t) B * T);
-            run.pr.train_loss = run.train_loss();
-            run.report("train");
-        }
+        run.train_chunk(ds, dp.data.data(), dp.labels.data(), dp.n, B, (uint64_t) B * T, 1);
         n_chunks++;
         if (n_chunks % 4 == 0 && run.budget_left()) {
             run.report("validate");

@@ -172,19 +172,7 @@ train_report train_medusa(std::shared_ptr<const model> target, const train_optio
             fail("ERR_INVALID_OPTION", format("the corpus is too short: its training split gives %lld positions, at least %u are needed "
                     "(give more text)", (long long) dp.n, B));
         }
-        // the chunk into the dataset (its tail unused when the chunk is short), shuffled within the chunk
-        std::memcpy(ggml_opt_dataset_data(ds)->data, dp.hidden.data(), (size_t) dp.n * d * sizeof(float));
-        std::memcpy(ggml_opt_dataset_labels(ds)->data, dp.labels.data(), (size_t) dp.n * K * V * sizeof(float));
-        ggml_opt_dataset_shuffle(run.opt(), ds, dp.n);
-        run.reset_train_loss();
-        const int64_t nb = dp.n / B;
-        for (int64_t ib = 0; ib < nb && run.budget_left(); ++ib) {
-            run.step(ds, ib, B);
-            if (ib % 8 == 7 || ib + 1 == nb) {
-                run.pr.train_loss = run.train_loss();
-                run.report("train");
-            }
-        }
+        run.train_chunk(ds, dp.hidden.data(), dp.labels.data(), dp.n, B, B, 8);
         n_chunks++;
         if (n_chunks % 8 == 0 && run.budget_left()) {
             run.report("validate");

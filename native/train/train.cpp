@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 
 #include "ggml-cpu.h"
 
@@ -162,6 +163,24 @@ void train_run::step(ggml_opt_dataset_t ds, int64_t ib, uint64_t positions) {
     }
     rep.tokens += positions;
     rep.steps++;
+}
+
+void train_run::train_chunk(ggml_opt_dataset_t ds, const float * data, const float * labels, int64_t n, int64_t batch,
+                            uint64_t positions_per_batch, int64_t report_every) {
+    const ggml_tensor * dd = ggml_opt_dataset_data(ds);
+    const ggml_tensor * dl = ggml_opt_dataset_labels(ds);
+    std::memcpy(dd->data, data, (size_t) n * dd->ne[0] * sizeof(float));  // the tail stays unused when the chunk is short
+    std::memcpy(dl->data, labels, (size_t) n * dl->ne[0] * sizeof(float));
+    ggml_opt_dataset_shuffle(opt_ctx, ds, n);
+    reset_train_loss();
+    const int64_t nb = n / batch;
+    for (int64_t ib = 0; ib < nb && budget_left(); ++ib) {
+        step(ds, ib, positions_per_batch);
+        if ((ib + 1) % report_every == 0 || ib + 1 == nb) {
+            pr.train_loss = train_loss();
+            report("train");
+        }
+    }
 }
 
 double train_run::train_loss() {

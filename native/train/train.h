@@ -135,6 +135,10 @@ public:
 
     // One AdamW step on batch ib of ds; `positions` corpus positions count towards the budget.
     void step(ggml_opt_dataset_t ds, int64_t ib, uint64_t positions);
+    // Trains on the first n datapoints of ds (copied in from data and labels, shuffled), batch by
+    // batch while the budget lasts, reporting the training loss every `report_every` batches.
+    void train_chunk(ggml_opt_dataset_t ds, const float * data, const float * labels, int64_t n, int64_t batch,
+                     uint64_t positions_per_batch, int64_t report_every);
     // The mean training loss since reset_train_loss().
     double train_loss();
     void   reset_train_loss();
