@@ -52,6 +52,11 @@ export interface NativeSession {
   dispose(): void;
   saveTokenRecycling(): Uint8Array;
   loadTokenRecycling(data: Uint8Array): void;
+  saveOnline(): Uint8Array;
+  loadOnline(data: Uint8Array, draftModel: unknown): void;
+  /** Test hook: the online learner's trainable forward pass. */
+  _onlineForward(tokens: Int32Array): Float32Array;
+  onlineInfo(): { mistakes: number; updates: number; steps: number; lastLoss: number; trainMs: number; windows: number } | null;
   /** Test hook: the entries of the session's ADED table. */
   _adedSize(maxTrigrams?: number): { trigrams: number; bigrams: number; maxTrigrams: number };
   /** Test hook: what the session holds, in bytes. */

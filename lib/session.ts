@@ -102,6 +102,16 @@ export interface GenerateOptions {
    * trainDrafter() / `specdec train-drafter`, or an EAGLE-3 head in llama.cpp's `eagle3` layout.
    */
   heads?: { file: string };
+  /**
+   * 'draft': Online Speculative Decoding. The draft model keeps learning from the target while it
+   * drafts: the positions where it was wrong are kept with the target's distribution there, and
+   * small distillation steps update the session's own F32 copy of the draft model (the Model object
+   * is never written). Lossless: the output is the same as without it. `true` takes the defaults:
+   * lr 1e-4 (AdamW), an update every 16 wrong positions, 1 step per update, windows of 128 tokens,
+   * a buffer of 64 windows. The learnt state lives in the session across generations (for the same
+   * draft model) and can be kept with saveOnline() / loadOnline().
+   */
+  online?: boolean | { lr?: number; every?: number; steps?: number; window?: number; buffer?: number };
   /** 'rasd': documents (text, or token ids) to retrieve drafts from, besides the context itself. */
   retrieval?: { corpus?: string | (string | ArrayLike<number>)[] };
   /** Keep generating past end-of-generation tokens (as llama.cpp's --ignore-eos; default false). */
@@ -143,6 +153,21 @@ export interface GenerationStats {
   stopReason: StopReason;
 }
 
+/** Session.onlineStats: Online Speculative Decoding's counters. */
+export interface OnlineStats {
+  /** Positions where the draft was wrong (each kept with the target's distribution). */
+  mistakes: number;
+  /** Updates made (each `steps` optimizer steps). */
+  updates: number;
+  steps: number;
+  /** Training loss of the last step (soft cross-entropy, nats; -1 before the first). */
+  lastLoss: number;
+  /** Time spent training, ms (inside the generations' draft time). */
+  trainMs: number;
+  /** Windows in the buffer. */
+  windows: number;
+}
+
 export interface GenerationChunk {
   /** New text: complete UTF-8 characters only. */
   text: string;
@@ -152,7 +177,7 @@ export interface GenerationChunk {
 
 const GENERATE_OPTIONS = [
   'maxTokens', 'temperature', 'topK', 'topP', 'minP', 'repeatPenalty', 'frequencyPenalty', 'presencePenalty',
-  'penaltyLastN', 'seed', 'stop', 'signal', 'method', 'special', 'addBos', 'ignoreEos', 'draftMax', 'lookup', 'draft', 'retrieval', 'rsd', 'heads',
+  'penaltyLastN', 'seed', 'stop', 'signal', 'method', 'special', 'addBos', 'ignoreEos', 'draftMax', 'lookup', 'draft', 'retrieval', 'rsd', 'heads', 'online',
 ] as const;
 
 /**
@@ -303,6 +328,21 @@ export class Session {
       throw new InvalidOptionError(`heads.file must be a path, got ${describe(headsOpts.file)}`);
     }
     const headsFile = o.heads !== undefined ? (headsOpts.file as string) : undefined;
+    let online: { lr: number; every: number; steps: number; window: number; buffer: number } | undefined;
+    if (o.online !== undefined && o.online !== false) {
+      if (method !== 'draft') throw new InvalidOptionError(`option 'online' is for method 'draft', not '${method as string}'`);
+      const on = o.online === true ? {} : checkObject(o.online, 'online options');
+      rejectUnknown(on, ['lr', 'every', 'steps', 'window', 'buffer'], 'online');
+      const lr = optNumber(on, 'lr', 1e-4, 0, 1);
+      if (!(lr > 0)) throw new InvalidOptionError(`online.lr must be > 0, got ${describe(on.lr)}`);
+      online = {
+        lr,
+        every: optNumber(on, 'every', 16, 1, 1 << 20, true),
+        steps: optNumber(on, 'steps', 1, 1, 1000, true),
+        window: optNumber(on, 'window', 128, 8, 4096, true),
+        buffer: optNumber(on, 'buffer', 64, 1, 1 << 16, true),
+      };
+    }
     const rsdOpts = checkObject(o.rsd, 'rsd options');
     rejectUnknown(rsdOpts, ['tree'], 'rsd');
     if (o.rsd !== undefined && method !== 'rsd') throw new InvalidOptionError("option 'rsd' is for method 'rsd'");
@@ -331,6 +371,7 @@ export class Session {
       corpus,
       rsdBeam: rsdTree === 'beam-search',
       headsFile,
+      online,
       draftMax: o.draftMax === undefined ? 0 : optNumber(o, 'draftMax', 8, 1, 255, true),
       lookupMaxNgram: optNumber(lookup, 'maxNgram', 4, 1, 64, true),
       // test only: the negative control of the distribution test (a wrong verifier)
@@ -430,6 +471,40 @@ export class Session {
     }
   }
 
+  /**
+   * Online Speculative Decoding's learnt state (`online` on method 'draft'): the session's copy of
+   * the draft model's weights, F32 after a header naming the model's shape (about 4 bytes per
+   * parameter). Load it into a session with loadOnline() to go on from there.
+   */
+  saveOnline(): Uint8Array {
+    if (this.active || this.inflight) throw new BusyError('the session is generating');
+    try {
+      return new Uint8Array(this.nativeSession().saveOnline());
+    } catch (err) {
+      throw fromNative(err);
+    }
+  }
+
+  /** Takes a state from saveOnline() for this draft model: its next `online` generations draft and learn from it. */
+  loadOnline(data: Uint8Array, draftModel: Model): void {
+    if (!(data instanceof Uint8Array)) throw new InvalidOptionError(`loadOnline(data, draftModel): data must be a Uint8Array, got ${describe(data)}`);
+    if (!draftModel || typeof draftModel !== 'object' || typeof (draftModel as Model).nativeModel !== 'function') {
+      throw new InvalidOptionError('loadOnline(data, draftModel): draftModel must be a model from loadModel()');
+    }
+    if (this.active || this.inflight) throw new BusyError('the session is generating');
+    try {
+      this.nativeSession().loadOnline(data, draftModel.nativeModel());
+    } catch (err) {
+      throw fromNative(err);
+    }
+  }
+
+  /** What online learning has done in this session so far (null before any `online` generation or loadOnline()). */
+  get onlineStats(): OnlineStats | null {
+    if (this.disposed) return null;
+    return this.nativeSession().onlineInfo() as OnlineStats | null;
+  }
+
   /** @internal marks the session busy (one generation or evaluation at a time) */
   claim(gen?: Generation): void {
     if (this.active || this.inflight) throw new BusyError('the session is already generating; wait for it or abort it');
@@ -478,6 +553,7 @@ interface SamplingParams {
   frequencyPenalty: number; presencePenalty: number; penaltyLastN: number; seed: number;
   method: string; draftMax: number; lookupMaxNgram: number; _testBiasedVerifier: boolean; draftModel: unknown; corpus: Int32Array[] | undefined; rsdBeam: boolean;
   headsFile: string | undefined;
+  online: { lr: number; every: number; steps: number; window: number; buffer: number } | undefined;
 }
 
 /** One generate() call: an async iterable of chunks; `stats` is set when it ends. */

@@ -6,6 +6,7 @@
 #include "heads/head_file.h"
 #include "spec/methods.h"
 
+#include <cmath>
 #include <sys/stat.h>
 
 namespace specdec {
@@ -264,6 +265,10 @@ Napi::Function session_wrap::init(Napi::Env env) {
         InstanceMethod("dispose", &session_wrap::dispose),
         InstanceMethod("saveTokenRecycling", &session_wrap::save_recycling),
         InstanceMethod("loadTokenRecycling", &session_wrap::load_recycling),
+        InstanceMethod("saveOnline", &session_wrap::save_online),
+        InstanceMethod("loadOnline", &session_wrap::load_online),
+        InstanceMethod("onlineInfo", &session_wrap::online_info),
+        InstanceMethod("_onlineForward", &session_wrap::online_forward),
         InstanceMethod("_adedSize", &session_wrap::aded_size),
         InstanceMethod("_memory", &session_wrap::memory),
     });
@@ -333,6 +338,23 @@ Napi::Value session_wrap::begin(const Napi::CallbackInfo & info) {
                     if (t < 0 || (uint32_t) t >= sess->n_vocab()) throw error("ERR_TOKEN_OUT_OF_RANGE", format("corpus token id %d is out of range [0, %u)", t, sess->n_vocab()));
                 }
             }
+        }
+        if (o.Has("online") && o.Get("online").IsObject()) {
+            if (!mo.draft_model) fail("ERR_INVALID_OPTION", "option 'online' needs `draft: { model }`");
+            Napi::Object on = o.Get("online").As<Napi::Object>();
+            online_options oo;
+            oo.lr = (float) get_f64(on, "lr", oo.lr);
+            oo.every = get_u32(on, "every", oo.every);
+            oo.steps = get_u32(on, "steps", oo.steps);
+            oo.window = get_u32(on, "window", oo.window);
+            oo.buffer = get_u32(on, "buffer", oo.buffer);
+            oo.n_threads = sess->n_threads();
+            if (!(oo.lr > 0.0f && std::isfinite(oo.lr)) || oo.every < 1 || oo.steps < 1 || oo.window < 8 || oo.buffer < 1) {
+                fail("ERR_INVALID_OPTION", "online: lr must be > 0, every, steps and buffer >= 1, window >= 8");
+            }
+            if (!online_ || online_->source() != mo.draft_model) online_ = std::make_shared<online_learner>(mo.draft_model, oo);
+            else online_->set_options(oo);
+            mo.online = online_;
         }
         if (o.Has("headsFile") && o.Get("headsFile").IsString()) {
             heads_for(o.Get("headsFile").As<Napi::String>().Utf8Value(), mo);
@@ -528,6 +550,87 @@ Napi::Value session_wrap::load_recycling(const Napi::CallbackInfo & info) {
     return env.Undefined();
 }
 
+// saveOnline() -> Buffer: the online learner's weights (F32 after a header naming the draft model's shape)
+Napi::Value session_wrap::save_online(const Napi::CallbackInfo & info) {
+    Napi::Env env = info.Env();
+    if (!check(env)) return env.Undefined();
+    if (!online_) {
+        Napi::Error::New(env, "[ERR_INVALID_OPTION] this session has no online learning state: generate with `online` first, or loadOnline()")
+            .ThrowAsJavaScriptException();
+        return env.Undefined();
+    }
+    try {
+        const std::vector<uint8_t> bytes = online_->save();
+        return Napi::Buffer<uint8_t>::Copy(env, bytes.data(), bytes.size());
+    } catch (const std::exception & e) {
+        throw_js(env, e);
+    }
+    return env.Undefined();
+}
+
+// loadOnline(buffer, draftModel): the learner for that draft model takes these weights (validated
+// first; the session's learner is unchanged on error)
+Napi::Value session_wrap::load_online(const Napi::CallbackInfo & info) {
+    Napi::Env env = info.Env();
+    if (!check(env)) return env.Undefined();
+    if (info.Length() < 2 || !info[0].IsTypedArray() || !info[1].IsObject()) {
+        Napi::TypeError::New(env, "[ERR_INVALID_OPTION] loadOnline(data: Uint8Array, draftModel)").ThrowAsJavaScriptException();
+        return env.Undefined();
+    }
+    std::shared_ptr<const model> dm = Napi::ObjectWrap<model_wrap>::Unwrap(info[1].As<Napi::Object>())->get(env);
+    if (!dm) return env.Undefined();
+    Napi::Uint8Array a = info[0].As<Napi::Uint8Array>();
+    try {
+        if (online_ && online_->source() == dm) {
+            online_->load(a.Data(), a.ByteLength());
+        } else {
+            online_options oo;
+            oo.n_threads = sess->n_threads();
+            auto l = std::make_shared<online_learner>(dm, oo);
+            l->load(a.Data(), a.ByteLength());
+            online_ = l;
+        }
+    } catch (const std::exception & e) {
+        throw_js(env, e);
+    }
+    return env.Undefined();
+}
+
+// onlineInfo() -> { mistakes, updates, steps, lastLoss, trainMs, windows } or null
+Napi::Value session_wrap::online_info(const Napi::CallbackInfo & info) {
+    Napi::Env env = info.Env();
+    if (!online_) return env.Null();
+    const online_stats st = online_->stats();
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("mistakes", (double) st.mistakes);
+    o.Set("updates", (double) st.updates);
+    o.Set("steps", (double) st.steps);
+    o.Set("lastLoss", st.last_loss);
+    o.Set("trainMs", st.train_ms);
+    o.Set("windows", (double) st.windows);
+    return o;
+}
+
+// _onlineForward(tokens) -> Float32Array: the logits of the session's online learner's trainable
+// graph (test hook: the differentiable forward pass against the model's own)
+Napi::Value session_wrap::online_forward(const Napi::CallbackInfo & info) {
+    Napi::Env env = info.Env();
+    if (!check(env)) return env.Undefined();
+    if (!online_) {
+        Napi::Error::New(env, "[ERR_INVALID_OPTION] no online learner in this session").ThrowAsJavaScriptException();
+        return env.Undefined();
+    }
+    try {
+        const std::vector<float> lg = online_->forward(to_tokens(info[0]));
+        Napi::Float32Array a = Napi::Float32Array::New(env, lg.size());
+        std::copy(lg.begin(), lg.end(), a.Data());
+        return a;
+    } catch (const std::exception & e) {
+        throw_js(env, e);
+    }
+    return env.Undefined();
+}
+
 // _adedSize(maxTrigrams?) -> { trigrams, bigrams, maxTrigrams }: the entries of the session's ADED
 // table; with a number, a new empty table with that bound first (test hook: eviction in seconds)
 Napi::Value session_wrap::aded_size(const Napi::CallbackInfo & info) {
@@ -563,6 +666,7 @@ Napi::Value session_wrap::dispose(const Napi::CallbackInfo & info) {
         return env.Undefined();
     }
     generation_.reset();
+    online_.reset();
     eagle_state_.reset();  // it refers to the session
     heads_.reset();
     eagle_.reset();

@@ -46,6 +46,10 @@ private:
     Napi::Value dispose(const Napi::CallbackInfo & info);
     Napi::Value save_recycling(const Napi::CallbackInfo & info);
     Napi::Value load_recycling(const Napi::CallbackInfo & info);
+    Napi::Value save_online(const Napi::CallbackInfo & info);
+    Napi::Value load_online(const Napi::CallbackInfo & info);
+    Napi::Value online_info(const Napi::CallbackInfo & info);
+    Napi::Value online_forward(const Napi::CallbackInfo & info);  // test hook
     Napi::Value aded_size(const Napi::CallbackInfo & info);  // test hook
     Napi::Value memory(const Napi::CallbackInfo & info);     // test hook
 
@@ -56,6 +60,9 @@ private:
     }
     std::shared_ptr<adjacency_matrix> recycling_;
     std::shared_ptr<aded_drafter> aded_;  // ADED's tri-gram table, kept across generations like the matrix
+    // Online Speculative Decoding: the learner of the last draft model used with `online` (its copy
+    // of that model learns across generations; another draft model starts a new learner).
+    std::shared_ptr<online_learner> online_;
 
     // The last head file loaded (reloaded when its path, size or modification time changes): Medusa
     // or EAGLE-3, by the file's architecture.

@@ -95,6 +95,10 @@ public:
     // with ERR_ABORTED, keeping the matrices already done, and the next call resumes it.
     static constexpr int64_t DRAFT_COPY_SLICE = 1 << 20;
     void prepare_draft_weights(const std::function<bool()> & aborted = {}) const;
+    // Drops the Q8_0 draft copies, so that the next prepare_draft_weights() makes them again from the
+    // current weights. Only for a model no session is evaluating at the time: Online Speculative
+    // Decoding's private copy, between the steps of the one session that drafts with it.
+    void refresh_draft_weights();
     const kernels::packed_weights * draft_packed_for(const ggml_tensor * w) const {
         auto it = draft_packed.find(w);
         return it == draft_packed.end() ? nullptr : it->second.get();
@@ -115,6 +119,11 @@ public:
 // Models alive in this process (constructed, not yet destroyed): a test hook that shows when a
 // model's memory is really freed (the addon's _liveModels()).
 int64_t model_live_count();
+
+// A private, writable copy of a CPU model with every weight in F32 in host memory (the trainable
+// copy Online Speculative Decoding drafts with). No packed copies: it runs as a draft model, on its
+// Q8_0 draft copies (prepare_draft_weights). Throws ERR_BACKEND_UNAVAILABLE for a model on a GPU.
+std::shared_ptr<model> model_clone_f32(const model & src);
 
 // Loads and validates a model file. Throws specdec::error with a code on any problem.
 std::shared_ptr<model> model_load(const load_params & params);

@@ -37,6 +37,9 @@ static void need_draft_model(const method_options & o, const session & target) {
 
 method_plan make_method(const method_options & o, const session & target, const sampling_params & sampling) {
     method_plan plan;
+    if (o.online && o.method != "draft") {
+        fail("ERR_INVALID_OPTION", format("option 'online' applies to method 'draft', not '%s'", o.method.c_str()));
+    }
     auto budget = [&](uint32_t def) { return o.draft_max > 0 ? o.draft_max : def; };
     if (o.method == "autoregressive") {
         return plan;
@@ -46,7 +49,7 @@ method_plan make_method(const method_options & o, const session & target, const 
         plan.draft_max = budget(8);
     } else if (o.method == "draft") {
         need_draft_model(o, target);
-        plan.draft = std::make_shared<draft_model_drafter>(o.draft_model, draft_session_params(target), sampling);
+        plan.draft = std::make_shared<draft_model_drafter>(o.draft_model, draft_session_params(target), sampling, draft_model_options {}, o.online);
         plan.draft_max = budget(8);
     } else if (o.method == "rsd") {
         need_draft_model(o, target);

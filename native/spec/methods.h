@@ -9,6 +9,7 @@
 #include "heads/eagle3_heads.h"
 #include "heads/medusa_heads.h"
 #include "spec/drafters/token_recycling.h"
+#include "train/online_learner.h"
 
 #include <memory>
 #include <string>
@@ -28,6 +29,7 @@ struct method_options {
     std::shared_ptr<const medusa_heads> heads;           // medusa (required), auto (optional)
     std::shared_ptr<const eagle3_heads> eagle;           // eagle (required), auto (optional)
     std::shared_ptr<drafter> eagle_state;                // the session's EAGLE-3 drafter for those heads (kept across generations)
+    std::shared_ptr<online_learner> online;              // draft: Online Speculative Decoding (the session's learner)
     bool        biased_verifier = false;                 // test only
 };
 

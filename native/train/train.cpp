@@ -72,7 +72,7 @@ train_run::train_run(const train_options & o) : opt_(o), t0(std::chrono::steady_
     if (!cpu) fail("ERR_BACKEND_UNAVAILABLE", "cannot start the CPU backend");
     ggml_backend_cpu_set_n_threads(cpu, o.n_threads);
     if (o.abort) ggml_backend_cpu_set_abort_callback(cpu, [](void * p) { return ((const std::atomic<bool> *) p)->load(); }, (void *) o.abort);
-    ctx_p = ggml_init({ ggml_tensor_overhead() * 64, nullptr, true });
+    ctx_p = ggml_init({ ggml_tensor_overhead() * 1024, nullptr, true });
     res = ggml_opt_result_init();
     res_eval = ggml_opt_result_init();
 }
@@ -88,6 +88,8 @@ train_run::~train_run() {
     if (sched) ggml_backend_sched_free(sched);
     if (cpu) ggml_backend_free(cpu);
 }
+
+void train_run::set_threads(int n) { ggml_backend_cpu_set_n_threads(cpu, std::max(1, n)); }
 
 double train_run::seconds() const { return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(); }
 
@@ -148,13 +150,17 @@ ggml_opt_dataset_t train_run::dataset(int64_t ne_data, int64_t ne_label, int64_t
 }
 
 void train_run::step(ggml_opt_dataset_t ds, int64_t ib, uint64_t positions) {
+    step_with([&](ggml_tensor * in, ggml_tensor * lab) { ggml_opt_dataset_get_batch(ds, in, lab, ib); }, positions);
+}
+
+void train_run::step_with(const std::function<void(ggml_tensor * inputs, ggml_tensor * labels)> & fill, uint64_t positions) {
     check_abort();
     double f = 0.0;
     if (opt_.max_tokens > 0) f = std::max(f, (double) rep.tokens / opt_.max_tokens);
     if (opt_.max_seconds > 0) f = std::max(f, seconds() / opt_.max_seconds);
     lr.frac = (float) f;
     ggml_opt_alloc(opt_ctx, /*backward =*/ true);
-    ggml_opt_dataset_get_batch(ds, ggml_opt_inputs(opt_ctx), ggml_opt_labels(opt_ctx), ib);
+    fill(ggml_opt_inputs(opt_ctx), ggml_opt_labels(opt_ctx));
     ggml_opt_eval(opt_ctx, res);
     check_abort();  // an abort inside the graph leaves a partial step: nothing is written after it
     if (!std::isfinite(train_loss())) {

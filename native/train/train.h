@@ -117,6 +117,8 @@ public:
     train_run & operator=(const train_run &) = delete;
 
     double seconds() const;
+    void   set_lr(float lr_) { lr.lr = lr_; }   // the base learning rate from the next step on
+    void   set_threads(int n);
     bool   aborted() const { return opt_.abort && opt_.abort->load(); }
     void   check_abort() const;           // throws ERR_ABORTED
     bool   budget_left() const;           // the time and token budgets
@@ -135,6 +137,8 @@ public:
 
     // One AdamW step on batch ib of ds; `positions` corpus positions count towards the budget.
     void step(ggml_opt_dataset_t ds, int64_t ib, uint64_t positions);
+    // One AdamW step on inputs and labels the caller writes into the graph's tensors (no dataset).
+    void step_with(const std::function<void(ggml_tensor * inputs, ggml_tensor * labels)> & fill, uint64_t positions);
     // Trains on the first n datapoints of ds (copied in from data and labels, shuffled), batch by
     // batch while the budget lasts, reporting the training loss every `report_every` batches.
     void train_chunk(ggml_opt_dataset_t ds, const float * data, const float * labels, int64_t n, int64_t batch,
@@ -147,6 +151,7 @@ public:
     void evaluate(ggml_opt_dataset_t ds, int64_t nb, double & loss, double & acc, std::vector<int32_t> * pred = nullptr);
 
     ggml_opt_context_t opt() const { return opt_ctx; }
+    ggml_backend_t     backend() const { return cpu; }
     train_report   rep;
     train_progress pr;
 

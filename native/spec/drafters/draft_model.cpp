@@ -3,17 +3,27 @@
 namespace specdec {
 
 draft_model_drafter::draft_model_drafter(std::shared_ptr<const model> draft, const session_params & params,
-                                         const sampling_params & sampling, const draft_model_options & options)
-    : mdl(std::move(draft)), par(params), chain([&] {
+                                         const sampling_params & sampling, const draft_model_options & options,
+                                         std::shared_ptr<online_learner> learner_)
+    : learner(std::move(learner_)), mdl(std::move(draft)), par(params), chain([&] {
           sampling_params sp = sampling;
           sp.seed = sampling.seed ^ 0x9E3779B97F4A7C15ull;  // its own random stream
           return sp;
       }()), opt(options) {
     par.abort_also = &aborted;
+    if (learner) learner->begin();
+}
+
+session & draft_model_drafter::ensure_session() {
+    if (!sess) {
+        if (learner) mdl = learner->drafting_model();  // the copy is made here, on the worker thread
+        sess = std::make_unique<session>(mdl, par);
+    }
+    return *sess;
 }
 
 session & draft_model_drafter::follow(const std::vector<int32_t> & history, std::vector<float> & out_logits) {
-    if (!sess) sess = std::make_unique<session>(mdl, par);
+    ensure_session();
     // keep the common prefix, evaluate the rest of the history
     const auto & held = sess->tokens();
     size_t common = 0;
@@ -37,7 +47,8 @@ session & draft_model_drafter::follow(const std::vector<int32_t> & history, std:
 
 void draft_model_drafter::propose(const std::vector<int32_t> & history, uint32_t budget, draft_tree & out) {
     out.clear();
-    if (!sess) sess = std::make_unique<session>(mdl, par);
+    if (learner) learner->before_propose(history);  // may train (wrong positions collected)
+    ensure_session();
     if (history.size() >= sess->n_ctx()) return;
     budget = std::min<uint32_t>(budget, sess->n_ctx() - (uint32_t) history.size());
     if (budget == 0) return;

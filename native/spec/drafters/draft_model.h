@@ -13,6 +13,7 @@
 #include "runtime/session.h"
 #include "sampling/sampler.h"
 #include "spec/drafter.h"
+#include "train/online_learner.h"
 
 #include <atomic>
 #include <memory>
@@ -31,13 +32,18 @@ struct draft_model_options {
 class draft_model_drafter : public drafter {
 public:
     draft_model_drafter(std::shared_ptr<const model> draft, const session_params & params, const sampling_params & sampling,
-                        const draft_model_options & options = {});
+                        const draft_model_options & options = {}, std::shared_ptr<online_learner> learner = nullptr);
     void propose(const std::vector<int32_t> & history, uint32_t budget, draft_tree & out) override;
     void prepare(const std::vector<int32_t> & history) override { follow(history, logits); }
+    // Online Speculative Decoding: the learner hears every verification.
+    void observe(const verify_result & r) override { if (learner) learner->observe(r); }
     bool computes() const override { return true; }
     // Safe from another thread while the drafter computes: its session (made on the worker thread)
     // reads the flag through session_params::abort_also, the Q8_0 weight copy included.
-    void abort() override { aborted.store(true); }
+    void abort() override {
+        aborted.store(true);
+        if (learner) learner->abort();
+    }
     void pause() override { if (sess) sess->pause_threads(); }
 
     // The draft session, following `history` (all but the last token evaluated, the last one
@@ -45,7 +51,10 @@ public:
     session & follow(const std::vector<int32_t> & history, std::vector<float> & logits);
 
 private:
+    session & ensure_session();
+
     std::atomic<bool>                     aborted { false };  // outlives sess (declared before it)
+    std::shared_ptr<online_learner>       learner;  // online: drafts with the learner's copy of the model
     std::shared_ptr<const model>          mdl;
     session_params                        par;
     sampler_chain                         chain;
