@@ -58,6 +58,8 @@ export function toHttpError(err: unknown): HttpError {
   }
   // the server is shutting down under the request, or a slot was busy (a server bug, but not a crash)
   if (err instanceof DisposedError || err instanceof BusyError) return new HttpError(503, err.message, null, err.code);
+  // a generation aborted by the server itself (dispose() while it ran)
+  if (err instanceof SpecdecError && err.code === 'ERR_ABORTED') return new HttpError(503, err.message, null, err.code);
   if (err instanceof SpecdecError) return new HttpError(500, err.message, null, err.code);
   return new HttpError(500, 'internal error', null, 'ERR_INTERNAL');
 }
