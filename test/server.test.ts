@@ -10,7 +10,9 @@ import { createServer, loadModel, type Model, type SpecdecServer } from '../lib'
 import { describeShared } from './utils/shared';
 
 async function listen(server: SpecdecServer): Promise<string> {
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  // no host given: the server binds to 127.0.0.1, not to every interface
+  await new Promise<void>((resolve) => server.listen(0, resolve));
+  expect((server.address() as AddressInfo).address).toBe('127.0.0.1');
   await server.ready;
   return `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
 }
@@ -128,6 +130,35 @@ describeShared('server: stories260K, 2 slots, an API key', (dir) => {
     expect(last).toMatchObject({ object: 'chat.completion.chunk', choices: [], usage: { completion_tokens: 5 } });
     const fin = JSON.parse(events[events.length - 3].slice(6));
     expect(fin.choices[0]).toMatchObject({ finish_reason: 'length', delta: {} });
+  });
+
+  it('chat templates: one given to the server (its exceptions are 400s, BOS once), or none (a clear 400)', async () => {
+    const mistral = "{{ bos_token }}{% for message in messages %}{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}{% if message['role'] == 'user' %}{{ '[INST] ' + message['content'] + ' [/INST]' }}{% elif message['role'] == 'assistant' %}{{ message['content'] + eos_token}}{% else %}{{ raise_exception('Only user and assistant roles are supported!') }}{% endif %}{% endfor %}";
+    for (const [chatTemplate, check] of [
+      [mistral, async (url: string) => {
+        const bad = await post(url, '/v1/chat/completions', { messages: [{ role: 'system', content: 'x' }, { role: 'user', content: 'Hi' }], max_tokens: 1 });
+        expect(bad.status).toBe(400);
+        expect(await bad.json()).toMatchObject({ error: { param: 'messages', message: expect.stringMatching(/Conversation roles must alternate/) } });
+        const ok = await post(url, '/v1/chat/completions', { messages: [{ role: 'user', content: 'Once upon a time' }], max_tokens: 1 });
+        expect(ok.status).toBe(200);
+        // '<s>' written by the template is the BOS token, and the only one
+        expect(((await ok.json()) as { usage: { prompt_tokens: number } }).usage.prompt_tokens).toBe(model.tokenize('[INST] Once upon a time [/INST]').length);
+      }],
+      [false, async (url: string) => {
+        const r = await post(url, '/v1/chat/completions', { messages: [{ role: 'user', content: 'Hi' }] });
+        expect(r.status).toBe(400);
+        expect(await r.json()).toMatchObject({ error: { message: expect.stringMatching(/no chat template/) } });
+        expect((await post(url, '/v1/completions', { prompt: 'Hi', max_tokens: 1 })).status).toBe(200);
+      }],
+    ] as Array<[string | false, (url: string) => Promise<void>]>) {
+      const other = createServer({ model, chatTemplate });
+      try {
+        await check(await listen(other));
+      } finally {
+        await other.dispose();
+      }
+    }
+    expect(model.disposed).toBe(false);  // a Model given to a server stays the caller's
   });
 
   it('401 for a missing or wrong key (also /metrics), /health stays open', async () => {

@@ -78,6 +78,7 @@ export interface ServerOptions {
 }
 
 const DEFAULT_BODY_LIMIT = 1 << 20;
+const LOOPBACK = '127.0.0.1';
 const DEFAULT_MAX_QUEUE = 16;
 const SERVER_OPTIONS = [
   'model', 'draftModel', 'heads', 'method', 'parallel', 'maxQueue', 'apiKey', 'bodyLimit', 'contextSize', 'batchSize', 'threads',
@@ -208,6 +209,22 @@ export class SpecdecServer extends http.Server {
     this.ready.catch((err: Error) => {
       this.loadError = err;
     });
+  }
+
+  /**
+   * As http.Server's listen(), but a port without a host binds to 127.0.0.1 (Node's default would be
+   * every interface): a server reachable from other machines is asked for by naming the host.
+   */
+  override listen(...args: unknown[]): this {
+    const a = [...args];
+    const isPort = (v: unknown) => typeof v === 'number' || (typeof v === 'string' && /^\d+$/.test(v));
+    if (a.length === 0 || typeof a[0] === 'function') a.unshift(0, LOOPBACK);
+    else if (isPort(a[0]) && typeof a[1] !== 'string') a.splice(1, 0, LOOPBACK);
+    else if (a[0] !== null && typeof a[0] === 'object') {
+      const o = a[0] as Record<string, unknown>;
+      if (o.path === undefined && o.fd === undefined && o.handle === undefined && o._handle === undefined && o.host === undefined) a[0] = { ...o, host: LOOPBACK };
+    }
+    return (super.listen as (...x: unknown[]) => this)(...a);
   }
 
   /** Stops listening, refuses queued requests, aborts running generations, frees the slots and the models the server loaded. */
@@ -394,11 +411,7 @@ export class SpecdecServer extends http.Server {
       req.resume();  // discard what arrives while the answer goes out
       return Promise.reject(new HttpError(413, `the body (${declared} bytes) is larger than the limit of ${limit} bytes`, null, 'body_too_large'));
     }
-    const type = String(req.headers['content-type'] ?? 'application/json');
-    if (!/^application\/json\b|\+json\b/i.test(type)) {
-      req.resume();
-      return Promise.reject(new HttpError(415, `the body must be JSON (Content-Type: application/json), got ${type}`));
-    }
+    // the body is read as JSON whatever its Content-Type (as llama-server does: `curl -d` sends a form type)
     return new Promise((resolve, reject) => {
       const chunks: Buffer[] = [];
       let size = 0;
