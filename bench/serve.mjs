@@ -8,10 +8,11 @@
 // id distinct, and every response's text equal to the others for the same prompt, in both runs (greedy
 // output does not depend on the slot, the neighbours or the method): nothing lost, duplicated or mixed up.
 // Env: BENCH_CLIENTS (4), BENCH_REQUESTS (6), BENCH_TOKENS (64), BENCH_PARALLEL (2), BENCH_METHODS
-// ("autoregressive,draft"), SPECDEC_SHARED. Writes bench/results/serve.json and prints a Markdown table.
+// ("autoregressive,draft,auto"), SPECDEC_SHARED. Writes bench/results/serve.json, prints a Markdown table and puts it
+// in the README between the <!-- bench:serve --> markers.
 import { spawn } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { cpus } from 'node:os';
+import { cpus, loadavg } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -22,7 +23,7 @@ const CLIENTS = Number(process.env.BENCH_CLIENTS ?? 4);
 const REQUESTS = Number(process.env.BENCH_REQUESTS ?? 6);
 const TOKENS = Number(process.env.BENCH_TOKENS ?? 64);
 const PARALLEL = Number(process.env.BENCH_PARALLEL ?? 2);
-const METHODS = (process.env.BENCH_METHODS ?? 'autoregressive,draft').split(',');
+const METHODS = (process.env.BENCH_METHODS ?? 'autoregressive,draft,auto').split(',');
 const target = path.join(shared, 'models', 'code', 'code-target-q8_0.gguf');
 const draft = path.join(shared, 'models', 'code', 'code-draft-f16.gguf');
 const prompts = JSON.parse(readFileSync(path.join(shared, 'eval', 'code-prompts.json'), 'utf8')).prompts.map((p) => p.prompt);
@@ -111,6 +112,7 @@ async function run(url, method) {
     method, requests: results.length, wall, tokens, throughput: tokens / wall,
     latencyP50: pct(results.map((r) => r.latency), 50), latencyP99: pct(results.map((r) => r.latency), 99),
     ttftP50: pct(results.map((r) => r.ttft), 50), ttftP99: pct(results.map((r) => r.ttft), 99),
+    prefillP50: pct(results.map((r) => r.timings.prompt_ms), 50), loadavg: loadavg()[0],
     drafted: results.reduce((a, r) => a + r.timings.draft_n, 0), accepted: results.reduce((a, r) => a + r.timings.draft_n_accepted, 0),
     results,
   };
@@ -150,17 +152,23 @@ try {
 mkdirSync(path.join(here, 'results'), { recursive: true });
 writeFileSync(path.join(here, 'results', 'serve.json'), JSON.stringify(out, null, 1) + '\n');
 const rows = out.runs.map((r) =>
-  `| ${r.round} | ${r.method} | ${r.requests} | ${r.throughput.toFixed(1)} | ${r.latencyP50.toFixed(0)} / ${r.latencyP99.toFixed(0)} | ${r.ttftP50.toFixed(0)} / ${r.ttftP99.toFixed(0)} | ` +
+  `| ${r.round} | ${r.method} | ${r.requests} | ${r.throughput.toFixed(1)} | ${r.latencyP50.toFixed(0)} / ${r.latencyP99.toFixed(0)} | ${r.ttftP50.toFixed(0)} / ${r.ttftP99.toFixed(0)} | ${r.prefillP50.toFixed(0)} | ` +
   `${r.drafted > 0 ? `${r.accepted} / ${r.drafted}` : '-'} | ${r.rssAfterMiB.toFixed(1)} | ${r.allAnswered && r.distinctIds && r.consistent ? 'yes' : 'NO'} |`);
-console.log([
+const table = [
   `${CLIENTS} clients × ${REQUESTS} requests, ${TOKENS} tokens each (greedy, streamed), --parallel ${PARALLEL} (1 thread per slot), ${out.cpus} CPUs (${out.cpu})`,
   '',
-  '| round | method | requests | tokens/s | latency p50 / p99 (ms) | TTFT p50 / p99 (ms) | accepted / drafted | RSS after (MiB) | all answered, once, same text |',
-  '|---|---|---|---|---|---|---|---|---|',
+  '| round | method | requests | tokens/s | latency p50 / p99 (ms) | TTFT p50 / p99 (ms) | prefill p50 (ms) | accepted / drafted | RSS after (MiB) | all answered, once, same text |',
+  '|---|---|---|---|---|---|---|---|---|---|',
   ...rows,
   '',
-  `RSS after a warm-up request: ${out.rssAfterWarmupMiB?.toFixed(1)} MiB. TTFT includes the wait for a slot (${CLIENTS} clients, ${PARALLEL} slots) and the prompt's prefill.`,
-].join('\n'));
+  `RSS after a warm-up request: ${out.rssAfterWarmupMiB?.toFixed(1)} MiB. TTFT includes the wait for a slot (${CLIENTS} clients, ${PARALLEL} slots) and the prompt's prefill (its own column). ` +
+    `Load average (1 min) during the runs: ${out.runs.map((r) => r.loadavg.toFixed(1)).join(', ')} on ${out.cpus} CPUs.`,
+].join('\n');
+console.log(table);
+const readmePath = path.join(root, 'README.md');
+const readme = readFileSync(readmePath, 'utf8');
+const marked = /<!-- bench:serve -->\n[\s\S]*?<!-- \/bench:serve -->/;
+if (!failed && marked.test(readme)) writeFileSync(readmePath, readme.replace(marked, `<!-- bench:serve -->\n${table}\n<!-- /bench:serve -->`));
 if (failed) {
   console.error('FAILED: a request was lost, duplicated or answered differently');
   process.exitCode = 1;

@@ -29,6 +29,7 @@ import { HttpError, toHttpError } from './http-error';
 import { Metrics } from './metrics';
 import { parseRequest, type ParsedRequest } from './request';
 import { Slot, SlotPool } from './slots';
+import { defaultThreads } from '../threads';
 
 export { HttpError } from './http-error';
 export { ChatTemplate, CHATML_TEMPLATE, tokenizeChatPrompt } from './chat-template';
@@ -61,7 +62,7 @@ export interface ServerOptions {
   contextSize?: number;
   /** Per slot: prompt tokens per forward pass (default 512). */
   batchSize?: number;
-  /** Per slot: compute threads (default: the library's default). */
+  /** Per slot: compute threads (default: the model's `threads`, else the library's default divided among the slots, at least 1). */
   threads?: number;
   /** Loading a model from a path. */
   backend?: Backend;
@@ -283,12 +284,15 @@ export class SpecdecServer extends http.Server {
       } else {
         templateError = 'the model has no chat template (tokenizer.chat_template) and the server has none: use /v1/completions';
       }
+      // slots decode at the same time: by default they share the library's thread count (ggml's spinning
+      // barriers collapse when more threads than CPUs spin)
+      const threads = o.threads ?? model.threads ?? Math.max(1, Math.floor(defaultThreads() / this.parallel));
       for (let i = 0; i < this.parallel; i++) {
         signal.throwIfAborted();
         sessions.push(await model.createSession({
           ...(o.contextSize !== undefined ? { contextSize: o.contextSize } : {}),
           ...(o.batchSize !== undefined ? { batchSize: o.batchSize } : {}),
-          ...(o.threads !== undefined ? { threads: o.threads } : {}),
+          threads,
         }));
       }
       signal.throwIfAborted();
