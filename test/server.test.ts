@@ -272,18 +272,18 @@ describeShared('server: the code pair, speculative methods, slots under load', (
     expect(text).toBe((again as unknown as { choices: Array<{ message: { content: string } }> }).choices[0].message.content);
   });
 
-  it('two slots busy and one request queued: the next one gets 429; clients that disconnect free their slots at once, and the slots serve again', async () => {
+  it('two slots busy (streaming and not) and one request queued: the next one gets 429; clients that disconnect free their slots at once, and the slots serve again', async () => {
     const long = { model: 'x', prompt: 'import os\n', max_tokens: 1000, temperature: 0, ignore_eos: true, stream: true } as const;
     const before = await metrics(base);
     const acs = [new AbortController(), new AbortController(), new AbortController()];
     const started: Array<Promise<unknown>> = [];
-    // two streams that hold the slots: wait for their first chunks
-    for (const ac of acs.slice(0, 2)) {
-      const s = await client.completions.create(long, { signal: ac.signal });
-      const it = s[Symbol.asyncIterator]();
-      await it.next();
-      started.push((async () => { try { for (;;) if ((await it.next()).done) break; } catch { /* aborted */ } })());
-    }
+    // a stream and a non-streaming request hold the slots
+    const s0 = await client.completions.create(long, { signal: acs[0].signal });
+    const it = s0[Symbol.asyncIterator]();
+    await it.next();
+    started.push((async () => { try { for (;;) if ((await it.next()).done) break; } catch { /* aborted */ } })());
+    started.push(client.completions.create({ ...long, stream: false }, { signal: acs[1].signal }).catch((e: unknown) => e));
+    await until(async () => (await metrics(base)).get('specdec_slots_busy') === 2, 5000);
     // a third waits in the queue
     const queued = client.completions.create({ ...long, stream: false }, { signal: acs[2].signal }).catch((e: unknown) => e);
     await until(async () => (await metrics(base)).get('specdec_requests_queued') === 1, 5000);
