@@ -35,10 +35,7 @@ export class ChatTemplate {
   private readonly compiled: Template;
   private readonly special: Record<string, string>;
 
-  /**
-   * @throws HttpError-free: a template that does not parse throws a plain Error at construction (the
-   * server reports it when it starts, not per request).
-   */
+  /** Parses the template: one that does not parse throws here (the server then answers chat requests with the reason). */
   constructor(readonly source: ChatTemplateSource, tokenizer: Tokenizer) {
     this.compiled = new Template(source.template);
     const text = (id: number) => (id >= 0 && id < tokenizer.nVocab ? tokenizer.tokenText(id) : '');
