@@ -28,3 +28,5 @@ export function backends(): { cuda: boolean; metal: boolean; devices: { name: st
   const info = b.buildInfo();
   return { cuda: info.cuda, metal: info.metal, devices: b.devices() };
 }
+export { createServer, SpecdecServer, HttpError } from './server';
+export type { ServerOptions, ServerDefaults, ChatMessage } from './server';

@@ -7,6 +7,8 @@
  *                    [--corpus-file F]... [--rsd-tree T] [--cpu-kernels K]
  *                    [--context-size N] [--backend B] [--stop S]... [--json]
  *   specdec info PATH [--json]
+ *   specdec serve --model PATH [--draft-model PATH] [--method M] [--host H] [--port P] [--parallel N] [--api-key K] ...
+ *   specdec train-drafter --model PATH --kind K --corpus PATH --out F.gguf ...
  *   specdec --version | --help        (and `generate --help`, `info -h`)
  *
  * With --json, generate prints exactly one JSON object on stdout:
@@ -20,9 +22,10 @@ import { readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { loadModel, readGguf, SpecdecError, METHODS } from '../index';
 import type { GenerateOptions } from '../session';
-import { KNOWN_TRAIN, TRAIN_USAGE, trainDrafterCommand } from './train';
-
-type Flags = Map<string, string[]>;
+import { ArgsError, COMMANDS, parseCommand, type Flags } from './args';
+import { infoSummary, infoSummaryText } from './info';
+import { SERVE_USAGE, serveCommand } from './serve';
+import { TRAIN_USAGE, trainDrafterCommand } from './train';
 
 const USAGE = `usage:
   specdec generate --model PATH (--prompt TEXT | --prompt-file FILE) [options]
@@ -44,7 +47,7 @@ const USAGE = `usage:
       --json              print one JSON object {promptTokens, tokens, text, stats} and nothing else
       --progress          show the loading progress bar (default: files over 64 MB on a terminal)
   specdec info PATH [--json]
-${TRAIN_USAGE}  specdec --version | --help
+${TRAIN_USAGE}${SERVE_USAGE}  specdec --version | --help
 
 Ctrl-C stops the generation at the next step and prints what was generated (exit code 130).
 `;
@@ -72,44 +75,6 @@ function version(): string {
   // dist/cli/index.js -> package.json
   const pkg = JSON.parse(readFileSync(join(__dirname, '..', '..', 'package.json'), 'utf8')) as { version: string };
   return pkg.version;
-}
-
-const KNOWN_GENERATE = new Set([
-  'model', 'prompt', 'prompt-file', 'max-tokens', 'temperature', 'top-k', 'top-p', 'min-p', 'repeat-penalty', 'seed',
-  'stop', 'threads', 'context-size', 'backend', 'method', 'json', 'progress', 'help', 'draft-model', 'draft-max',
-  'corpus-file', 'rsd-tree', 'cpu-kernels', 'heads',
-]);
-const KNOWN_INFO = new Set(['json', 'help']);
-
-function parse(argv: string[]): { cmd: string; positional: string[]; flags: Flags } {
-  const [cmd = '', ...rest] = argv;
-  const flags: Flags = new Map();
-  const positional: string[] = [];
-  const booleans = new Set(['json', 'help', 'progress', 'version']);
-  for (let i = 0; i < rest.length; i++) {
-    const a = rest[i];
-    if (a === '-h') {
-      flags.set('help', ['true']);
-    } else if (a.startsWith('-') && !a.startsWith('--') && a !== '-') {
-      throw new UsageError(`unknown option ${a} (options are spelled --name)`);
-    } else if (a.startsWith('--')) {
-      const eq = a.indexOf('=');
-      const name = eq > 0 ? a.slice(2, eq) : a.slice(2);
-      const known = cmd === 'generate' ? KNOWN_GENERATE : cmd === 'info' ? KNOWN_INFO : cmd === 'train-drafter' ? KNOWN_TRAIN : undefined;
-      if (known && !known.has(name) && name !== 'version') throw new UsageError(`unknown option --${name}${cmd !== 'generate' ? ` for ${cmd}` : ''}`);
-      let value: string;
-      if (eq > 0) value = a.slice(eq + 1);
-      else if (booleans.has(name)) value = 'true';
-      else {
-        if (i + 1 >= rest.length || (rest[i + 1].startsWith('--') && rest[i + 1].length > 2)) throw new UsageError(`--${name} needs a value`);
-        value = rest[++i];
-      }
-      flags.set(name, [...(flags.get(name) ?? []), value]);
-    } else {
-      positional.push(a);
-    }
-  }
-  return { cmd, positional, flags };
 }
 
 function one(flags: Flags, name: string): string | undefined {
@@ -217,7 +182,6 @@ function progressBar(enabled: boolean): ((f: number) => void) | undefined {
 }
 
 async function generate(positional: string[], flags: Flags): Promise<number> {
-  for (const k of flags.keys()) if (!KNOWN_GENERATE.has(k)) throw new UsageError(`unknown option --${k}`);
   if (positional.length > 0) throw new UsageError(`unexpected argument '${positional[0]}' (the prompt goes in --prompt TEXT)`);
   const modelPath = one(flags, 'model');
   if (!modelPath) throw new UsageError('--model PATH is required');
@@ -315,7 +279,6 @@ async function generate(positional: string[], flags: Flags): Promise<number> {
 }
 
 async function info(positional: string[], flags: Flags): Promise<number> {
-  for (const k of flags.keys()) if (!KNOWN_INFO.has(k)) throw new UsageError(`unknown option --${k} for info`);
   const path = positional[0];
   if (!path) throw new UsageError('specdec info PATH');
   if (positional.length > 1) throw new UsageError(`unexpected argument '${positional[1]}'`);
@@ -329,14 +292,15 @@ async function info(positional: string[], flags: Flags): Promise<number> {
       meta[k] = typeof v === 'bigint' ? v.toString() : v;
     }
   }
-  const types: Record<number, number> = {};
-  for (const t of file.tensors) types[t.type] = (types[t.type] ?? 0) + 1;
-  const summary = { path, version: file.version, fileSize: file.fileSize, tensorCount: file.tensors.length, tensorTypes: types, metadata: meta };
+  const summary = infoSummary(file);
+  const tensorTypes: Record<string, number> = {};
+  for (const w of summary.weightTypes) tensorTypes[w.type] = w.tensors;
   if (one(flags, 'json') === 'true') {
-    out(JSON.stringify(summary) + '\n');
+    out(JSON.stringify({ path, version: file.version, fileSize: file.fileSize, tensorCount: file.tensors.length, summary, tensorTypes, metadata: meta }) + '\n');
     return 0;
   }
-  out(`${path}\n  GGUF v${file.version}, ${file.fileSize} bytes, ${file.tensors.length} tensors\n`);
+  out(infoSummaryText(path, file, summary));
+  out('metadata:\n');
   for (const [k, v] of Object.entries(meta)) out(`  ${k} = ${JSON.stringify(v)}\n`);
   return 0;
 }
@@ -351,8 +315,15 @@ async function main(argv: string[]): Promise<number> {
       out(USAGE);
       return argv.length === 0 ? 1 : 0;
     }
-    const parsed = parse(argv);
-    if (!['generate', 'info', 'train-drafter'].includes(parsed.cmd)) throw new UsageError(`unknown command '${parsed.cmd}'`);
+    const [cmd, ...rest] = argv;
+    if (!(cmd in COMMANDS)) throw new UsageError(`unknown command '${cmd}'`);
+    let parsed;
+    try {
+      parsed = { cmd, ...parseCommand(cmd, rest) };
+    } catch (err) {
+      if (err instanceof ArgsError) throw new UsageError(err.message);
+      throw err;
+    }
     if (parsed.flags.has('help')) {
       out(USAGE);
       return 0;
@@ -361,6 +332,10 @@ async function main(argv: string[]): Promise<number> {
     if (parsed.cmd === 'train-drafter') {
       if (parsed.positional.length > 0) throw new UsageError(`unexpected argument '${parsed.positional[0]}'`);
       return await trainDrafterCommand(parsed.flags, (m) => new UsageError(m), (flag, path) => checkFile(flag, path));
+    }
+    if (parsed.cmd === 'serve') {
+      if (parsed.positional.length > 0) throw new UsageError(`unexpected argument '${parsed.positional[0]}'`);
+      return await serveCommand(parsed.flags, (m) => new UsageError(m), (flag, path) => checkFile(flag, path), (flag, path) => readText(flag, path));
     }
     return parsed.cmd === 'generate' ? await generate(parsed.positional, parsed.flags) : await info(parsed.positional, parsed.flags);
   } catch (err) {
