@@ -18,7 +18,7 @@
  * 2 a usage error (found before any model loads), 130 interrupted by Ctrl-C (the partial output and
  * stats are printed).
  */
-import { readFileSync, statSync } from 'node:fs';
+import { existsSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { loadModel, readGguf, SpecdecError, METHODS } from '../index';
 import type { GenerateOptions } from '../session';
@@ -43,6 +43,8 @@ const USAGE = `usage:
       --corpus-file F     --method rasd: a text file to retrieve drafts from (repeatable)
       --heads F           --method medusa | eagle (required), auto (optional): a head file (train-drafter's, or EAGLE-3)
       --rsd-tree T        --method rsd: gumbel-top-k (default) | beam-search
+      --online            --method draft: Online Speculative Decoding (the draft model learns while it drafts)
+      --online-state F    --online, starting from the state in F when it exists and saving it there afterwards
       --cpu-kernels K     specdec (default) | ggml (llama.cpp's bits on the CPU)
       --json              print one JSON object {promptTokens, tokens, text, stats} and nothing else
       --progress          show the loading progress bar (default: files over 64 MB on a terminal)
@@ -121,6 +123,7 @@ function checkFlags(flags: Flags): void {
   if (flags.has('corpus-file') && method !== 'rasd') throw new UsageError('--corpus-file goes with --method rasd');
   if (flags.has('rsd-tree') && method !== 'rsd') throw new UsageError('--rsd-tree goes with --method rsd');
   if (flags.has('heads') && !['medusa', 'eagle', 'auto'].includes(method)) throw new UsageError('--heads goes with --method medusa, eagle or auto');
+  if ((flags.has('online') || flags.has('online-state')) && method !== 'draft') throw new UsageError('--online and --online-state go with --method draft');
   if (!flags.has('heads') && (method === 'medusa' || method === 'eagle')) throw new UsageError(`--method ${method} needs --heads FILE`);
 }
 
@@ -195,6 +198,8 @@ async function generate(positional: string[], flags: Flags): Promise<number> {
   if (draftPath) checkFile('--draft-model', draftPath);
   const headsPath = one(flags, 'heads');
   if (headsPath) checkFile('--heads', headsPath);
+  const onlineState = one(flags, 'online-state');
+  if (onlineState !== undefined && existsSync(onlineState)) checkFile('--online-state', onlineState);
   const prompt = promptText ?? readText('--prompt-file', promptFile!);
   const corpus = flags.get('corpus-file')?.map((f) => readText('--corpus-file', f));
   const json = one(flags, 'json') === 'true';
@@ -235,8 +240,10 @@ async function generate(positional: string[], flags: Flags): Promise<number> {
       retrieval: corpus ? { corpus } : undefined,
       rsd: one(flags, 'rsd-tree') ? { tree: one(flags, 'rsd-tree') as 'gumbel-top-k' | 'beam-search' } : undefined,
       heads: headsPath ? { file: headsPath } : undefined,
+      online: onlineState !== undefined || one(flags, 'online') === 'true' ? true : undefined,
       signal: ac.signal,
     };
+    if (onlineState !== undefined && existsSync(onlineState)) session.loadOnline(new Uint8Array(readFileSync(onlineState)), draftModel!);
     for (const k of Object.keys(opts) as (keyof GenerateOptions)[]) if (opts[k] === undefined) delete opts[k];
     const run = session.generate(prompt, opts);
     onStdoutClosed = () => ac.abort(new SpecdecError('ERR_ABORTED', 'stdout closed'));
@@ -252,6 +259,12 @@ async function generate(positional: string[], flags: Flags): Promise<number> {
       onStdoutClosed = undefined;
     }
     if (interrupted && !run.stats) return 130;  // before the first step: nothing generated
+    if (onlineState !== undefined) {
+      // through a temporary file: an interrupted write leaves the previous state
+      const tmp = `${onlineState}.tmp-${process.pid}`;
+      writeFileSync(tmp, session.saveOnline());
+      renameSync(tmp, onlineState);
+    }
     await session.dispose();
     if (stdoutClosed) return 0;  // the reader left: nothing more to say
     const stats = run.stats!;

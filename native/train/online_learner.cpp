@@ -85,6 +85,7 @@ void online_learner::init() {
     ggml_set_input(in_tokens);
     in_pos = ggml_new_tensor_1d(cp, GGML_TYPE_I32, T);
     in_mask = ggml_new_tensor_2d(cp, GGML_TYPE_F32, T, T);
+    in_rows = ggml_new_tensor_2d(cp, GGML_TYPE_F32, 1, T);
     r->alloc_weights();
     trainable_llama_load(w, *src);
     {
@@ -98,7 +99,10 @@ void online_learner::init() {
         ggml_backend_tensor_set(in_mask, m.data(), 0, ggml_nbytes(in_mask));
     }
     ggml_context * cc = r->compute(96 * (size_t) hp.n_layer + 64);
-    ggml_tensor * logits = build_llama_train_logits(cc, w, in_tokens, in_pos, in_mask, T, 1);  // [n_vocab, T]
+    // ggml's cross-entropy gradient, softmax - labels, takes every row's labels to sum to 1: rows
+    // without a label (zero) would be pushed away from their own prediction. Their logits are
+    // multiplied by 0 (in_rows), which cuts their gradient.
+    ggml_tensor * logits = ggml_mul(cc, build_llama_train_logits(cc, w, in_tokens, in_pos, in_mask, T, 1), in_rows);  // [n_vocab, T]
     ggml_set_output(logits);
     r->init_opt(in_tokens, logits);
     run = std::move(r);
@@ -146,22 +150,24 @@ void online_learner::observe(const verify_result & r) {
     // target took none of them: a wrong position
     bool proposed = false;
     for (size_t i = 0; i < r.tree->size() && !proposed; ++i) proposed = r.tree->parents[i] == last;
-    if (!proposed) {
-        extend(r);
-        return;
-    }
-    const size_t row = last < 0 ? 0 : 1 + (size_t) last;
-    pending_label l;
-    l.pos = seq.size() - 1 + r.path.size();
-    top_candidates(r.logits + row * (size_t) r.n_vocab, r.n_vocab, (int32_t) std::max<uint32_t>(1, opt.top_k), l.probs);
-    double sum = 0.0;
-    for (const auto & t : l.probs) sum += t.p;
-    for (auto & t : l.probs) t.p = (float) (t.p / sum);
-    pending.push_back(std::move(l));
-    fresh++;
-    {
+    if (proposed) {
+        fresh++;
         std::lock_guard<std::mutex> lock(stats_mutex);
         st.mistakes++;
+    }
+    // the target's distribution at the wrong position, and (all_positions) at the accepted ones
+    // before it: rows 0 (after the root) and 1 + each node of the path
+    const size_t n_rows = r.path.size() + 1;
+    for (size_t j = opt.all_positions ? 0 : n_rows - 1; j < n_rows; ++j) {
+        if (j + 1 == n_rows && !proposed) break;  // the last row's token was not drafted: no draft to learn from there
+        const size_t row = j == 0 ? 0 : 1 + (size_t) r.path[j - 1];
+        pending_label l;
+        l.pos = seq.size() - 1 + j;
+        top_candidates(r.logits + row * (size_t) r.n_vocab, r.n_vocab, (int32_t) std::max<uint32_t>(1, opt.top_k), l.probs);
+        double sum = 0.0;
+        for (const auto & t : l.probs) sum += t.p;
+        for (auto & t : l.probs) t.p = (float) (t.p / sum);
+        pending.push_back(std::move(l));
     }
     extend(r);
 }
@@ -189,10 +195,12 @@ void online_learner::train_on(const window_ex & ex) {
     const int64_t T = opt.window, V = src->hp.n_vocab;
     std::vector<int32_t> toks((size_t) T, 0);  // rows past the window's tokens have no label; causal: they change nothing before them
     std::copy(ex.tokens.begin(), ex.tokens.end(), toks.begin());
-    std::vector<float> lab((size_t) (V * T), 0.0f);
+    std::vector<float> lab((size_t) (V * T), 0.0f), rows((size_t) T, 0.0f);
     for (const auto & l : ex.labels) {
         for (const auto & t : l.probs) lab[(size_t) l.row * V + t.id] = t.p;
+        rows[l.row] = 1.0f;
     }
+    ggml_backend_tensor_set(in_rows, rows.data(), 0, ggml_nbytes(in_rows));
     run->step_with([&](ggml_tensor * in, ggml_tensor * labels) {
         ggml_backend_tensor_set(in, toks.data(), 0, ggml_nbytes(in));
         ggml_backend_tensor_set(labels, lab.data(), 0, ggml_nbytes(labels));

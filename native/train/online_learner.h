@@ -36,6 +36,7 @@ struct online_options {
     uint32_t window = 128;    // tokens per training window (fixed when the learner is made)
     uint32_t buffer = 64;     // windows kept; the oldest goes first
     uint32_t top_k  = 32;     // the target's distribution is kept as its top-k probabilities
+    bool     all_positions = true;  // label the accepted positions of a verification too, not only the wrong one
     int      n_threads = 1;
 };
 
@@ -111,7 +112,7 @@ private:
     std::shared_ptr<model> clone;
     std::unique_ptr<train_run> run;
     trainable_llama w;
-    ggml_tensor * in_tokens = nullptr, * in_pos = nullptr, * in_mask = nullptr;
+    ggml_tensor * in_tokens = nullptr, * in_pos = nullptr, * in_mask = nullptr, * in_rows = nullptr;
     std::vector<uint8_t> to_load;  // a loaded blob, applied at init
 
     std::vector<int32_t> seq;      // the sequence at the last proposal
