@@ -15,7 +15,7 @@
 //     difference, the share of tokens the target produced, the switches and the FLOP-equivalent
 //     decoding compute saved (stats.ead).
 // Env: BENCH_REPS (3), BENCH_TOKENS (128), BENCH_SET, BENCH_THREADS (1), BENCH_THRESHOLDS
-// ("0.5,1,1.5,2,2.5,3"), BENCH_WINDOW (5), BENCH_DWELL ("4"), SPECDEC_SHARED.
+// ("0.5,1,1.5,2,2.5,3"), BENCH_WINDOW ("5"), BENCH_DWELL ("4") (lists: every combination), SPECDEC_SHARED.
 // Writes bench/results/ead-<set>.json and, for the held-out set, the table between <!-- bench:ead -->
 // markers in the README.
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -30,7 +30,7 @@ const N = Number(process.env.BENCH_TOKENS ?? 128);
 const SET = process.env.BENCH_SET ?? 'heldout';
 const THREADS = Number(process.env.BENCH_THREADS ?? 1);
 const THRESHOLDS = (process.env.BENCH_THRESHOLDS ?? '0.5,1,1.5,2,2.5,3').split(',').map(Number);
-const WINDOW = Number(process.env.BENCH_WINDOW ?? 5);
+const WINDOWS = (process.env.BENCH_WINDOW ?? '5').split(',').map(Number);
 const DWELLS = (process.env.BENCH_DWELL ?? '4').split(',').map(Number);
 const median = (xs) => { const s = [...xs].sort((a, b) => a - b); const m = s.length >> 1; return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2; };
 
@@ -45,10 +45,14 @@ const prompts = picked.map((p) => target.tokenize(p.prompt).slice(-400));
 // configurations: the target alone, the small model alone (EAD never switching), EAD per threshold and dwell
 const configs = [
   { name: 'target (autoregressive)', method: 'autoregressive' },
-  { name: 'small model alone (ead, threshold 1000)', method: 'ead', ead: { threshold: 1000, window: WINDOW, minDwell: 1 } },
+  { name: 'small model alone (ead, threshold 1000)', method: 'ead', ead: { threshold: 1000, window: 1, minDwell: 1 } },
 ];
-for (const minDwell of DWELLS) {
-  for (const threshold of THRESHOLDS) configs.push({ name: `ead threshold ${threshold}${DWELLS.length > 1 ? `, dwell ${minDwell}` : ''}`, method: 'ead', ead: { threshold, window: WINDOW, minDwell }, threshold, minDwell });
+for (const window of WINDOWS) {
+  for (const minDwell of DWELLS) {
+    for (const threshold of THRESHOLDS) {
+      configs.push({ name: `ead threshold ${threshold}, window ${window}, dwell ${minDwell}`, method: 'ead', ead: { threshold, window, minDwell } });
+    }
+  }
 }
 
 async function run(c, prompt) {
@@ -138,12 +142,12 @@ const md = [
   ...rows.map((r) => `| ${r.name} | ${r.decodeTokensPerSecond.toFixed(0)} | ${r.speedup.toFixed(2)}× | ${r.nll.toFixed(3)} | ${r === rows[0] ? '–' : `${r.nllRise >= 0 ? '+' : ''}${(100 * r.nllRise).toFixed(1)} %`} | ${pct(r.identical)} | ${pct(r.commonPrefix)} | ${pct(r.largeShare)} | ${r.switchesPerPrompt.toFixed(1)} | ${r.method === 'ead' ? pct(r.computeSaved) : '–'} |`),
   '',
   `${N} tokens per prompt (greedy, EOS ignored), ${prompts.length} ${SET === 'tune' ? 'tuning' : 'held-out'} prompts of eval/code-prompts.json (${SET === 'tune' ? '0-9' : '10-39'}; last 400 tokens), ` +
-    `window ${WINDOW}, ${THREADS} thread${THREADS > 1 ? 's' : ''}, ${REPS} interleaved runs, medians; ${cpus()[0]?.model ?? 'CPU'}, ${new Date().toISOString().slice(0, 10)}.`,
+    `${THREADS} thread${THREADS > 1 ? 's' : ''}, ${REPS} interleaved runs, medians; ${cpus()[0]?.model ?? 'CPU'}, ${new Date().toISOString().slice(0, 10)}.`,
 ].join('\n');
 process.stdout.write(md + '\n');
 mkdirSync(path.join(root, 'bench', 'results'), { recursive: true });
-writeFileSync(path.join(root, 'bench', 'results', `ead-${SET}.json`), JSON.stringify({ date: new Date().toISOString(), set: SET, tokens: N, reps: REPS, threads: THREADS, window: WINDOW, rows }, null, 1) + '\n');
-if (SET === 'heldout' && DWELLS.length === 1) {
+writeFileSync(path.join(root, 'bench', 'results', `ead-${SET}.json`), JSON.stringify({ date: new Date().toISOString(), set: SET, tokens: N, reps: REPS, threads: THREADS, rows }, null, 1) + '\n');
+if (SET === 'heldout') {
   const readme = path.join(root, 'README.md');
   const text = readFileSync(readme, 'utf8');
   const i = text.indexOf('<!-- bench:ead -->');

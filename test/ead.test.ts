@@ -3,9 +3,12 @@
 // produced it (so each catch-up batch left that model's cache right), sampling is reproducible, abort
 // stops it, bad options are typed errors, and stats.lossless tells lossy from lossless methods.
 import { afterAll, beforeAll, expect } from '@jest/globals';
+import { execFile } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
+import { promisify } from 'util';
 import { InvalidOptionError, loadModel, VocabularyMismatchError, type Model, type Session } from '../lib';
+import { cachedRandomModel } from './utils/random-model';
 import { describeShared, itWith } from './utils/shared';
 
 function argmax(row: Float32Array): number {
@@ -136,6 +139,53 @@ describeShared('entropy adaptive decoding (ead)', (dir) => {
     expect(run.tokens.length).toBeLessThan(400);
     const again = await ead({ threshold: 1000 });
     expect(again.tokens.length).toBe(N);
+  });
+
+  test('abort reaches the small model: in its prompt prefill and while it decodes, seen within 250 ms', async () => {
+    const m = await loadModel(stories);
+    const s = await m.createSession({ contextSize: 1024, batchSize: 128, threads: 1 });
+    // ~65 M parameters in F32 with stories260K's vocabulary: its prompt prefill takes about a second
+    const d = await loadModel(await cachedRandomModel({ arch: 'llama', vocabFrom: stories, type: 'f32', nEmbd: 1024, nLayer: 4, nHead: 8, nHeadKv: 8, nFf: 4096, nCtx: 2048, seed: 21 }));
+    const longPrompt = Array.from({ length: 400 }, (_, i) => 3 + ((i * 7919) % 509));
+    const opts = { method: 'ead' as const, draft: { model: d }, ead: { threshold: 1000 }, ignoreEos: true };
+    let t = performance.now();
+    const full = await s.generate(longPrompt, { ...opts, maxTokens: 8 }).result();
+    const total = performance.now() - t;
+    expect(full.stats.prefillMs).toBeGreaterThan(150);
+    const seen: { at: number; ms: number; reason: string; tokens: number }[] = [];
+    for (const at of [0.25 * full.stats.prefillMs, 0.75 * full.stats.prefillMs, total + 100]) {
+      s.truncate(0);
+      const ac = new AbortController();
+      const run = s.generate(longPrompt, { ...opts, maxTokens: 1 << 20, signal: ac.signal });
+      let t0 = 0;
+      const timer = setTimeout(() => { t0 = performance.now(); ac.abort(new Error('aborted')); }, at);
+      await expect(run.result()).rejects.toThrow('aborted');
+      seen.push({ at: Math.round(at), ms: Math.round(performance.now() - t0), reason: run.stats!.stopReason, tokens: run.tokens.length });
+      clearTimeout(timer);
+    }
+    expect(seen.every((x) => x.reason === 'abort' && x.ms < 250)).toBe(true);
+    expect(seen[0].tokens + seen[1].tokens).toBe(0);  // aborted inside prompt processing
+    expect(seen[2].tokens).toBeGreaterThan(0);         // aborted while decoding
+    await d.dispose();
+    await s.dispose();
+    await m.dispose();
+  });
+
+  test('CLI: --method ead with its flags; the run says it is lossy', async () => {
+    const cli = path.join(__dirname, '..', 'dist', 'cli', 'index.js');
+    const run = promisify(execFile);
+    const base = [cli, 'generate', '--model', code, '--prompt', 'def add(a, b):', '--max-tokens', '16', '--threads', '1'];
+    const { stdout } = await run(process.execPath, [...base, '--json', '--method', 'ead', '--draft-model', codeDraft, '--ead-threshold', '1000', '--ead-window', '3', '--ead-min-dwell', '2']);
+    const out = JSON.parse(stdout) as { tokens: number[]; stats: { lossless: boolean; ead: { sources: string } } };
+    ds.truncate(0);
+    expect(out.tokens).toEqual((await ds.generate('def add(a, b):', { maxTokens: 16 }).result()).tokens);
+    expect(out.stats.lossless).toBe(false);
+    expect(out.stats.ead.sources).toBe('S'.repeat(16));
+    const { stderr } = await run(process.execPath, [...base, '--method', 'ead', '--draft-model', codeDraft]);
+    expect(stderr).toMatch(/\[lossy \(ead\): \d+% of tokens from the target, \d+ switches/);
+    await expect(run(process.execPath, [...base, '--ead-threshold', '1'])).rejects.toMatchObject({ stderr: expect.stringMatching(/--ead-threshold goes with --method ead/) });
+    await expect(run(process.execPath, [...base, '--method', 'ead'])).rejects.toMatchObject({ stderr: expect.stringMatching(/--method ead needs --draft-model PATH/) });
+    await expect(run(process.execPath, [...base, '--method', 'ead', '--draft-model', codeDraft, '--ead-window', '0'])).rejects.toMatchObject({ stderr: expect.stringMatching(/--ead-window must be at least 1/) });
   });
 
   test('typed errors for bad options; stats.lossless', async () => {
