@@ -15,7 +15,7 @@
 //     difference, the share of tokens the target produced, the switches and the FLOP-equivalent
 //     decoding compute saved (stats.ead).
 // Env: BENCH_REPS (3), BENCH_TOKENS (128), BENCH_SET, BENCH_THREADS (1), BENCH_THRESHOLDS
-// ("0.5,1,1.5,2,2.5,3"), BENCH_WINDOW ("5"), BENCH_DWELL ("4") (lists: every combination), SPECDEC_SHARED.
+// ("0.3,0.5,0.75,1,1.5,2"), BENCH_WINDOW ("5"), BENCH_DWELL ("1") (lists: every combination), SPECDEC_SHARED.
 // Writes bench/results/ead-<set>.json and, for the held-out set, the table between <!-- bench:ead -->
 // markers in the README.
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -29,9 +29,9 @@ const REPS = Number(process.env.BENCH_REPS ?? 3);
 const N = Number(process.env.BENCH_TOKENS ?? 128);
 const SET = process.env.BENCH_SET ?? 'heldout';
 const THREADS = Number(process.env.BENCH_THREADS ?? 1);
-const THRESHOLDS = (process.env.BENCH_THRESHOLDS ?? '0.5,1,1.5,2,2.5,3').split(',').map(Number);
+const THRESHOLDS = (process.env.BENCH_THRESHOLDS ?? '0.3,0.5,0.75,1,1.5,2').split(',').map(Number);
 const WINDOWS = (process.env.BENCH_WINDOW ?? '5').split(',').map(Number);
-const DWELLS = (process.env.BENCH_DWELL ?? '4').split(',').map(Number);
+const DWELLS = (process.env.BENCH_DWELL ?? '1').split(',').map(Number);
 const median = (xs) => { const s = [...xs].sort((a, b) => a - b); const m = s.length >> 1; return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2; };
 
 const all = JSON.parse(readFileSync(path.join(shared, 'eval', 'code-prompts.json'), 'utf8')).prompts;
@@ -46,6 +46,7 @@ const prompts = picked.map((p) => target.tokenize(p.prompt).slice(-400));
 const configs = [
   { name: 'target (autoregressive)', method: 'autoregressive' },
   { name: 'small model alone (ead, threshold 1000)', method: 'ead', ead: { threshold: 1000, window: 1, minDwell: 1 } },
+  { name: 'draft (lossless, for comparison)', method: 'draft' },
 ];
 for (const window of WINDOWS) {
   for (const minDwell of DWELLS) {
@@ -59,6 +60,7 @@ async function run(c, prompt) {
   session.truncate(0);
   const opts = { maxTokens: N, ignoreEos: true };
   if (c.method === 'ead') Object.assign(opts, { method: 'ead', draft: { model: small }, ead: c.ead });
+  if (c.method === 'draft') Object.assign(opts, { method: 'draft', draft: { model: small } });
   return session.generate(prompt, opts).result();
 }
 

@@ -56,7 +56,7 @@ export const LOSSY_METHODS: readonly string[] = ['ead'];
 const NEEDS_DRAFT_MODEL: readonly string[] = ['draft', 'rsd', 'ead'];
 const USES_DRAFT_MODEL: readonly string[] = ['draft', 'rsd', 'rasd', 'auto', 'ead'];
 /** EAD defaults (README, "Entropy Adaptive Decoding"): chosen by bench/ead.mjs on the code pair. */
-export const EAD_DEFAULTS = { threshold: 1.5, window: 5, minDwell: 4 } as const;
+export const EAD_DEFAULTS = { threshold: 0.5, window: 5, minDwell: 1 } as const;
 /** Methods that use `heads: { file }` ('medusa' and 'eagle' need it, 'auto' uses it when given). */
 const USES_HEADS: readonly string[] = ['medusa', 'eagle', 'auto'];
 
@@ -102,9 +102,9 @@ export interface GenerateOptions {
   draft?: { model: Model };
   /**
    * 'ead': `threshold` in nats on the rolling mean of the active model's next-token entropy (the
-   * target takes over above it, the small model below; default 1.5; -1000 to 1000: a negative one
+   * target takes over above it, the small model below; default 0.5; -1000 to 1000: a negative one
    * always takes the target, a large one never), `window` steps in that mean (default 5, 1 to 1024),
-   * `minDwell` tokens produced between two switches (default 4, at least 1).
+   * `minDwell` tokens produced between two switches (default 1, at least 1). Defaults: README, "Lossy methods".
    */
   ead?: { threshold?: number; window?: number; minDwell?: number };
   /**

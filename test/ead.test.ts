@@ -69,6 +69,8 @@ describeShared('entropy adaptive decoding (ead)', (dir) => {
     expect(always.stats.ead!.switches).toBe(1);  // to the target at the first token, never back
     expect(always.stats.ead!.largeShare).toBe(1);
     expect(always.stats.ead!.largeEvaluated).toBe(N - 1);
+    expect(always.stats.forwardPasses).toBe(1 + N - 1);  // the prompt's pass, then one per token as autoregressive decoding
+    expect(never.stats.forwardPasses).toBe(1);            // the prompt's only
     expect(always.stats.ead!.computeSaved).toBeCloseTo(0, 6);
   });
 

@@ -41,9 +41,9 @@ const USAGE = `usage:
       --corpus-file F     --method rasd: a text file to retrieve drafts from (repeatable)
       --heads F           --method medusa | eagle (required), auto (optional): a head file (train-drafter's, or EAGLE-3)
       --rsd-tree T        --method rsd: gumbel-top-k (default) | beam-search
-      --ead-threshold X   --method ead (lossy): entropy threshold in nats (default 1.5)
+      --ead-threshold X   --method ead (lossy): entropy threshold in nats (default 0.5)
       --ead-window N      --method ead: steps in the rolling entropy mean (default 5)
-      --ead-min-dwell N   --method ead: tokens between two switches (default 4)
+      --ead-min-dwell N   --method ead: tokens between two switches (default 1)
       --cpu-kernels K     specdec (default) | ggml (llama.cpp's bits on the CPU)
       --json              print one JSON object {promptTokens, tokens, text, stats} and nothing else
       --progress          show the loading progress bar (default: files over 64 MB on a terminal)

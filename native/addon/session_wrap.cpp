@@ -48,7 +48,8 @@ Napi::Object stats_object(Napi::Env env, const generation & g) {
     s.Set("generatedTokens", g.stats.n_generated);
     s.Set("prefillMs", g.stats.ms_prefill);
     s.Set("decodeMs", g.stats.ms_decode);
-    s.Set("forwardPasses", g.stats.n_forward);
+    // 'ead': the target's passes while decoding are the decoder's
+    s.Set("forwardPasses", g.stats.n_forward + (g.ead() ? g.ead()->stats.n_pass_large : 0));
     s.Set("draftedTokens", g.stats.n_drafted);
     s.Set("acceptedTokens", g.stats.n_accepted);
     s.Set("verifyPasses", g.stats.n_verify);

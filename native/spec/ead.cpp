@@ -2,6 +2,7 @@
 
 #include "common/error.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 
@@ -54,6 +55,10 @@ const std::vector<float> & ead_decoder::follow(session & x, std::vector<float> &
     // the logits of its last token are those of one-token decoding)
     const std::vector<int32_t> missing(history.begin() + common, history.end());
     x.eval_chain(missing, false, true, lg);
+    if (&x != small_sess.get()) {
+        const size_t chunk = std::min<size_t>(x.n_batch(), MAX_INVARIANT_BATCH);  // eval_chain's invariant chunks
+        stats.n_pass_large += (uint32_t) ((missing.size() + chunk - 1) / chunk);
+    }
     lg_at = history.size();
     n_eval += missing.size();
     ms += ms_since(t0);

@@ -26,13 +26,15 @@
 namespace specdec {
 
 struct ead_options {
-    float    threshold = 1.5f;  // nats; any finite value (negative: always the large model)
-    uint32_t window    = 5;     // steps in the rolling mean, >= 1
-    uint32_t min_dwell = 4;     // tokens between two switches, >= 1
+    // defaults: lib/session.ts EAD_DEFAULTS (chosen by bench/ead.mjs on its tuning prompts)
+    float    threshold = 0.5f;  // nats; any finite value (negative: always the large model)
+    uint32_t window    = 5;     // steps in the rolling mean, >= 1 (the paper's 5)
+    uint32_t min_dwell = 1;     // tokens produced between two switches, >= 1
 };
 
 struct ead_stats {
     uint32_t    n_switches   = 0;
+    uint32_t    n_pass_large = 0;  // the large model's forward passes while decoding
     uint64_t    n_eval_large = 0;  // tokens the large model evaluated while decoding (catch-up included)
     uint64_t    n_eval_small = 0;  // tokens the small model evaluated while decoding (catch-up included)
     uint64_t    n_prompt_small = 0;  // prompt tokens the small model evaluated (prompt processing)
