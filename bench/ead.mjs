@@ -14,6 +14,8 @@
 //   - the share of outputs identical to the target's greedy output, the share of tokens up to the first
 //     difference, the share of tokens the target produced, the switches and the FLOP-equivalent
 //     decoding compute saved (stats.ead).
+// BENCH_TEMPERATURE > 0 (e.g. 0.8) samples instead (one seed per prompt; the NLL rise is then against the
+// target's own samples), and writes its own README table (<!-- bench:ead-sampling --> markers).
 // Env: BENCH_REPS (3), BENCH_TOKENS (128), BENCH_SET, BENCH_THREADS (1), BENCH_THRESHOLDS
 // ("0.3,0.5,0.75,1,1.5,2"), BENCH_WINDOW ("5"), BENCH_DWELL ("1") (lists: every combination), SPECDEC_SHARED.
 // Writes bench/results/ead-<set>.json and, for the held-out set, the table between <!-- bench:ead -->
@@ -29,6 +31,7 @@ const REPS = Number(process.env.BENCH_REPS ?? 3);
 const N = Number(process.env.BENCH_TOKENS ?? 128);
 const SET = process.env.BENCH_SET ?? 'heldout';
 const THREADS = Number(process.env.BENCH_THREADS ?? 1);
+const TEMP = Number(process.env.BENCH_TEMPERATURE ?? 0);
 const THRESHOLDS = (process.env.BENCH_THRESHOLDS ?? '0.3,0.5,0.75,1,1.5,2').split(',').map(Number);
 const WINDOWS = (process.env.BENCH_WINDOW ?? '5').split(',').map(Number);
 const DWELLS = (process.env.BENCH_DWELL ?? '1').split(',').map(Number);
@@ -56,9 +59,10 @@ for (const window of WINDOWS) {
   }
 }
 
-async function run(c, prompt) {
+async function run(c, prompt, p) {
   session.truncate(0);
-  const opts = { maxTokens: N, ignoreEos: true };
+  // sampling: one seed per prompt, so that every repetition gives the same output
+  const opts = { maxTokens: N, ignoreEos: true, temperature: TEMP, seed: 1000 + p };
   if (c.method === 'ead') Object.assign(opts, { method: 'ead', draft: { model: small }, ead: c.ead });
   if (c.method === 'draft') Object.assign(opts, { method: 'draft', draft: { model: small } });
   return session.generate(prompt, opts).result();
@@ -89,11 +93,11 @@ for (let rep = 0; rep < REPS; rep++) {
   const toks = configs.map(() => 0), ms = configs.map(() => 0);
   for (let p = 0; p < prompts.length; p++) {
     for (const ci of order) {
-      const r = await run(configs[ci], prompts[p]);
+      const r = await run(configs[ci], prompts[p], p);
       toks[ci] += r.stats.generatedTokens;
       ms[ci] += r.stats.decodeMs;
       if (rep === 0) outputs[ci][p] = r;
-      else if (r.tokens.join() !== outputs[ci][p].tokens.join()) throw new Error(`${configs[ci].name}: greedy output changed between repetitions on prompt ${p}`);
+      else if (r.tokens.join() !== outputs[ci][p].tokens.join()) throw new Error(`${configs[ci].name}: output changed between repetitions on prompt ${p}`);
     }
   }
   configs.forEach((_, ci) => speed[ci].push((toks[ci] * 1000) / ms[ci]));
@@ -143,18 +147,20 @@ const md = [
   '|---|---|---|---|---|---|---|---|---|---|',
   ...rows.map((r) => `| ${r.name} | ${r.decodeTokensPerSecond.toFixed(0)} | ${r.speedup.toFixed(2)}× | ${r.nll.toFixed(3)} | ${r === rows[0] ? '–' : `${r.nllRise >= 0 ? '+' : ''}${(100 * r.nllRise).toFixed(1)} %`} | ${pct(r.identical)} | ${pct(r.commonPrefix)} | ${pct(r.largeShare)} | ${r.switchesPerPrompt.toFixed(1)} | ${r.method === 'ead' ? pct(r.computeSaved) : '–'} |`),
   '',
-  `${N} tokens per prompt (greedy, EOS ignored), ${prompts.length} ${SET === 'tune' ? 'tuning' : 'held-out'} prompts of eval/code-prompts.json (${SET === 'tune' ? '0-9' : '10-39'}; last 400 tokens), ` +
+  `${N} tokens per prompt (${TEMP > 0 ? `T = ${TEMP}, top-k 40, top-p 0.95, min-p 0.05, one seed per prompt; "identical" and "common prefix" against the target's own sample with that seed` : 'greedy'}, EOS ignored), ${prompts.length} ${SET === 'tune' ? 'tuning' : 'held-out'} prompts of eval/code-prompts.json (${SET === 'tune' ? '0-9' : '10-39'}; last 400 tokens), ` +
     `${THREADS} thread${THREADS > 1 ? 's' : ''}, ${REPS} interleaved runs, medians; ${cpus()[0]?.model ?? 'CPU'}, ${new Date().toISOString().slice(0, 10)}.`,
 ].join('\n');
 process.stdout.write(md + '\n');
 mkdirSync(path.join(root, 'bench', 'results'), { recursive: true });
-writeFileSync(path.join(root, 'bench', 'results', `ead-${SET}.json`), JSON.stringify({ date: new Date().toISOString(), set: SET, tokens: N, reps: REPS, threads: THREADS, rows }, null, 1) + '\n');
+const tag = `${SET}${TEMP > 0 ? `-t${TEMP}` : ''}`;
+writeFileSync(path.join(root, 'bench', 'results', `ead-${tag}.json`), JSON.stringify({ date: new Date().toISOString(), set: SET, tokens: N, reps: REPS, threads: THREADS, temperature: TEMP, rows }, null, 1) + '\n');
 if (SET === 'heldout') {
   const readme = path.join(root, 'README.md');
   const text = readFileSync(readme, 'utf8');
-  const i = text.indexOf('<!-- bench:ead -->');
-  const j = text.indexOf('<!-- /bench:ead -->');
-  if (i >= 0 && j > i) writeFileSync(readme, text.slice(0, i + '<!-- bench:ead -->'.length) + '\n' + md + '\n' + text.slice(j));
+  const open = `<!-- bench:ead${TEMP > 0 ? '-sampling' : ''} -->`, close = `<!-- /bench:ead${TEMP > 0 ? '-sampling' : ''} -->`;
+  const i = text.indexOf(open);
+  const j = text.indexOf(close);
+  if (i >= 0 && j > i) writeFileSync(readme, text.slice(0, i + open.length) + '\n' + md + '\n' + text.slice(j));
 }
 await scorer.dispose();
 await session.dispose();
