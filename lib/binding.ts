@@ -24,10 +24,12 @@ export interface NativeStepResult {
     draftedTokens: number; acceptedTokens: number; verifyPasses: number; treeCompactions: number; draftMs: number; verifyMs: number;
     stopReason: 'none' | 'eos' | 'maxTokens' | 'contextFull' | 'abort';
     ead?: {
-      largeTokens: number; switches: number; largeEvaluated: number; smallEvaluated: number; smallPromptTokens: number;
-      largeMs: number; smallMs: number; computeSaved: number; sources: string;
+      switches: number; largeEvaluated: number; smallEvaluated: number; smallPromptTokens: number;
+      largeMs: number; smallMs: number; computeSaved: number;
     };
   };
+  /** 'ead': one letter per token of this step ('L' the target produced it, 'S' the small model). */
+  eadSources?: string;
 }
 export interface NativeBeginParams {
   prompt: Int32Array; maxTokens: number; eog: Int32Array; temperature: number; topK: number; topP: number;

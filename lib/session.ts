@@ -551,6 +551,8 @@ export class Generation implements AsyncIterable<GenerationChunk> {
   stats: GenerationStats | undefined;
 
   private started = false;
+  /** 'ead': which model produced each token the native loop returned ('L' / 'S'). */
+  private eadSources = '';
 
   /** @internal */
   constructor(
@@ -619,6 +621,7 @@ export class Generation implements AsyncIterable<GenerationChunk> {
         }
         budget = STEP_BUDGET_MS;
         last = r.stats;
+        if (r.eadSources) this.eadSources += r.eadSources;
         const yieldedTokens = this.tokens.length;
         const yieldedText = this.text;
         const chunkTokens: number[] = [];
@@ -743,7 +746,7 @@ export class Generation implements AsyncIterable<GenerationChunk> {
     };
     if (this.method === 'ead') {
       // per returned token: the native loop may have run ahead of a stop string or an abort
-      const sources = (ead?.sources ?? '').slice(0, generated);
+      const sources = this.eadSources.slice(0, generated);
       const largeTokens = sources.split('').filter((c) => c === 'L').length;
       this.stats.ead = {
         largeTokens,

@@ -59,7 +59,6 @@ Napi::Object stats_object(Napi::Env env, const generation & g) {
     s.Set("stopReason", stop_reason_name(g.reason));
     if (const ead_decoder * e = g.ead()) {
         Napi::Object x = Napi::Object::New(env);
-        x.Set("largeTokens", e->large_tokens(g.stats.n_generated));
         x.Set("switches", e->stats.n_switches);
         x.Set("largeEvaluated", (double) e->stats.n_eval_large);
         x.Set("smallEvaluated", (double) e->stats.n_eval_small);
@@ -67,7 +66,6 @@ Napi::Object stats_object(Napi::Env env, const generation & g) {
         x.Set("largeMs", e->stats.ms_large);
         x.Set("smallMs", e->stats.ms_small);
         x.Set("computeSaved", e->compute_saved(g.stats.n_generated));
-        x.Set("sources", e->stats.sources.substr(0, g.stats.n_generated));
         s.Set("ead", x);
     }
     return s;
@@ -132,6 +130,11 @@ private:
         r.Set("tokens", toks);
         r.Set("done", g->done());
         r.Set("stats", stats_object(env, *g));
+        if (const ead_decoder * e = g->ead()) {
+            // which model produced each of this step's tokens (JS appends them: no copy of the whole history per step)
+            const size_t from = g->stats.n_generated >= out.size() ? g->stats.n_generated - out.size() : 0;
+            r.Set("eadSources", from < e->stats.sources.size() ? e->stats.sources.substr(from, out.size()) : std::string());
+        }
         return r;
     }
 

@@ -150,10 +150,4 @@ double ead_decoder::compute_saved(uint32_t n_generated) const {
     return 1.0 - cost / ((double) large_params * (double) (n_generated - 1));
 }
 
-uint32_t ead_decoder::large_tokens(uint32_t n) const {
-    uint32_t c = 0;
-    for (size_t i = 0; i < stats.sources.size() && i < n; ++i) c += stats.sources[i] == 'L';
-    return c;
-}
-
 } // namespace specdec

@@ -69,8 +69,6 @@ public:
     // counts (a forward pass costs ~2 P FLOPs per token). Prompt processing is left out on both sides
     // (the small model's reading of the prompt is the extra cost of EAD there).
     double compute_saved(uint32_t n_generated) const;
-    // Tokens produced by the large model among the first n.
-    uint32_t large_tokens(uint32_t n) const;
 
     ead_stats stats;
 
