@@ -43,11 +43,20 @@ export interface SessionOptions {
  * - 'auto': picks the drafter (retrieval from the context, aded, the draft model and the heads
  *   when given) and the tree size with the best measured tokens per second each step, or plain
  *   decoding when speculation loses.
+ *
+ * Lossy methods (`stats.lossless` false) give up fidelity to the target for speed:
+ * - 'ead': Entropy Adaptive Decoding: the small model (`draft: { model }`) writes while the rolling
+ *   mean entropy of the next-token distribution stays below `ead.threshold`, the target takes over
+ *   above it. The output is not the target's; `stats.ead` says how much of it the target wrote.
  */
-export const METHODS = ['autoregressive', 'lookup', 'draft', 'rsd', 'token-recycling', 'aded', 'rasd', 'medusa', 'eagle', 'auto'] as const;
+export const METHODS = ['autoregressive', 'lookup', 'draft', 'rsd', 'token-recycling', 'aded', 'rasd', 'medusa', 'eagle', 'auto', 'ead'] as const;
+/** Methods whose output is not the target's own (greedy) or distribution (sampling). */
+export const LOSSY_METHODS: readonly string[] = ['ead'];
 /** Methods that need `draft: { model }` ('rasd' and 'auto' use one when given). */
-const NEEDS_DRAFT_MODEL: readonly string[] = ['draft', 'rsd'];
-const USES_DRAFT_MODEL: readonly string[] = ['draft', 'rsd', 'rasd', 'auto'];
+const NEEDS_DRAFT_MODEL: readonly string[] = ['draft', 'rsd', 'ead'];
+const USES_DRAFT_MODEL: readonly string[] = ['draft', 'rsd', 'rasd', 'auto', 'ead'];
+/** EAD defaults (README, "Entropy Adaptive Decoding"): chosen by bench/ead.mjs on the code pair. */
+export const EAD_DEFAULTS = { threshold: 0.5, window: 5, minDwell: 1 } as const;
 /** Methods that use `heads: { file }` ('medusa' and 'eagle' need it, 'auto' uses it when given). */
 const USES_HEADS: readonly string[] = ['medusa', 'eagle', 'auto'];
 
@@ -89,8 +98,15 @@ export interface GenerateOptions {
   draftMax?: number;
   /** Prompt lookup: longest n-gram matched (default 4). */
   lookup?: { maxNgram?: number };
-  /** 'draft', 'rsd' (required), 'rasd', 'auto' (optional): the draft model (same vocabulary as this session's model). */
+  /** 'draft', 'rsd', 'ead' (required), 'rasd', 'auto' (optional): the draft model (same vocabulary as this session's model). */
   draft?: { model: Model };
+  /**
+   * 'ead': `threshold` in nats on the rolling mean of the active model's next-token entropy (the
+   * target takes over above it, the small model below; default 0.5; -1000 to 1000: a negative one
+   * always takes the target, a large one never), `window` steps in that mean (default 5, 1 to 1024),
+   * `minDwell` tokens produced between two switches (default 1, at least 1). Defaults: README, "Lossy methods".
+   */
+  ead?: { threshold?: number; window?: number; minDwell?: number };
   /**
    * 'rsd': how the draft tree is sampled without replacement: 'gumbel-top-k' (default; 2, 2, then 1
    * children per node) or 'beam-search' (Stochastic Beam Search, width 3, 6 levels). Greedy decoding
@@ -124,8 +140,39 @@ export interface GenerateOptions {
 
 export type StopReason = 'eos' | 'maxTokens' | 'stop' | 'contextFull' | 'abort';
 
+/** What Entropy Adaptive Decoding did ('ead' only). */
+export interface EadStats {
+  /** Tokens produced by the large model (the target), and their share of the generated tokens. */
+  largeTokens: number;
+  largeShare: number;
+  /** Hand-overs between the models, both ways. */
+  switches: number;
+  /** Tokens each model evaluated while decoding (its own and, on taking over, the other's since it last ran). */
+  largeEvaluated: number;
+  smallEvaluated: number;
+  /** Prompt tokens the small model evaluated (prompt processing; the target reads the prompt too). */
+  smallPromptTokens: number;
+  /** Time each model computed (prompt processing included for the small one). */
+  largeMs: number;
+  smallMs: number;
+  /**
+   * Decoding compute saved against the target alone, in FLOP-equivalents (a forward pass costs ~2 P
+   * FLOPs per token for P parameters): 1 - (P_target × largeEvaluated + P_small × smallEvaluated) /
+   * (P_target × (generatedTokens - 1)), the target alone evaluating all tokens but the last (the first
+   * follows the prompt). Prompt processing is left out on both sides.
+   */
+  computeSaved: number;
+  /** One letter per generated token: 'L' the large model produced it, 'S' the small one. */
+  sources: string;
+}
+
 export interface GenerationStats {
   method: Method;
+  /**
+   * True when the output is exactly the target's (greedy) or follows its distribution (sampling):
+   * every method but the lossy ones ('ead').
+   */
+  lossless: boolean;
   promptTokens: number;
   /** Prompt tokens found in the KV cache from the previous generation and not evaluated again. */
   promptTokensReused: number;
@@ -151,6 +198,8 @@ export interface GenerationStats {
   threads: number;
   seed: number;
   stopReason: StopReason;
+  /** 'ead' only. */
+  ead?: EadStats;
 }
 
 /** Session.onlineStats: Online Speculative Decoding's counters. */
@@ -177,7 +226,7 @@ export interface GenerationChunk {
 
 const GENERATE_OPTIONS = [
   'maxTokens', 'temperature', 'topK', 'topP', 'minP', 'repeatPenalty', 'frequencyPenalty', 'presencePenalty',
-  'penaltyLastN', 'seed', 'stop', 'signal', 'method', 'special', 'addBos', 'ignoreEos', 'draftMax', 'lookup', 'draft', 'retrieval', 'rsd', 'heads', 'online',
+  'penaltyLastN', 'seed', 'stop', 'signal', 'method', 'special', 'addBos', 'ignoreEos', 'draftMax', 'lookup', 'draft', 'retrieval', 'rsd', 'heads', 'online', 'ead',
 ] as const;
 
 /**
@@ -365,7 +414,16 @@ export class Session {
         throw new InvalidOptionError(`retrieval.corpus[${i}] must be a string or an array of token ids, got ${describe(d)}`);
       });
     }
+    const eadOpts = checkObject(o.ead, 'ead options');
+    rejectUnknown(eadOpts, ['threshold', 'window', 'minDwell'], 'ead');
+    if (o.ead !== undefined && method !== 'ead') throw new InvalidOptionError("option 'ead' is for method 'ead'");
+    const ead = {
+      eadThreshold: optNumber({ 'ead.threshold': eadOpts.threshold }, 'ead.threshold', EAD_DEFAULTS.threshold, -1000, 1000),
+      eadWindow: optNumber({ 'ead.window': eadOpts.window }, 'ead.window', EAD_DEFAULTS.window, 1, 1024, true),
+      eadMinDwell: optNumber({ 'ead.minDwell': eadOpts.minDwell }, 'ead.minDwell', EAD_DEFAULTS.minDwell, 1, 1 << 20, true),
+    };
     const spec = {
+      ...ead,
       method: method as string,
       draftModel,
       corpus,
@@ -554,6 +612,7 @@ interface SamplingParams {
   method: string; draftMax: number; lookupMaxNgram: number; _testBiasedVerifier: boolean; draftModel: unknown; corpus: Int32Array[] | undefined; rsdBeam: boolean;
   headsFile: string | undefined;
   online: { lr: number; every: number; steps: number; window: number; buffer: number } | undefined;
+  eadThreshold: number; eadWindow: number; eadMinDwell: number;
 }
 
 /** One generate() call: an async iterable of chunks; `stats` is set when it ends. */
@@ -568,6 +627,8 @@ export class Generation implements AsyncIterable<GenerationChunk> {
   stats: GenerationStats | undefined;
 
   private started = false;
+  /** 'ead': which model produced each token the native loop returned ('L' / 'S'). */
+  private eadSources = '';
 
   /** @internal */
   constructor(
@@ -636,6 +697,7 @@ export class Generation implements AsyncIterable<GenerationChunk> {
         }
         budget = STEP_BUDGET_MS;
         last = r.stats;
+        if (r.eadSources) this.eadSources += r.eadSources;
         const yieldedTokens = this.tokens.length;
         const yieldedText = this.text;
         const chunkTokens: number[] = [];
@@ -734,8 +796,10 @@ export class Generation implements AsyncIterable<GenerationChunk> {
     const prefillMs = s?.prefillMs ?? 0;
     const decodeMs = s?.decodeMs ?? 0;
     const generated = this.tokens.length;
+    const ead = s?.ead;
     this.stats = {
       method: this.method,
+      lossless: !LOSSY_METHODS.includes(this.method),
       promptTokens,
       promptTokensReused: reused,
       generatedTokens: generated,
@@ -756,5 +820,22 @@ export class Generation implements AsyncIterable<GenerationChunk> {
       seed: this.params.seed,
       stopReason: reason,
     };
+    if (this.method === 'ead') {
+      // per returned token: the native loop may have run ahead of a stop string or an abort
+      const sources = this.eadSources.slice(0, generated);
+      const largeTokens = sources.split('').filter((c) => c === 'L').length;
+      this.stats.ead = {
+        largeTokens,
+        largeShare: generated > 0 ? largeTokens / generated : 0,
+        switches: ead?.switches ?? 0,
+        largeEvaluated: ead?.largeEvaluated ?? 0,
+        smallEvaluated: ead?.smallEvaluated ?? 0,
+        smallPromptTokens: ead?.smallPromptTokens ?? 0,
+        largeMs: ead?.largeMs ?? 0,
+        smallMs: ead?.smallMs ?? 0,
+        computeSaved: ead?.computeSaved ?? 0,
+        sources,
+      };
+    }
   }
 }

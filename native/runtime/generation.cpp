@@ -56,6 +56,7 @@ generation::generation(session & s_, generation_params params) : s(s_), par(std:
 void generation::abort() {
     s.request_abort();
     if (par.draft) par.draft->abort();
+    if (par.ead) par.ead->abort();
 }
 
 void generation::prefill_step(double budget_ms) {
@@ -76,7 +77,8 @@ void generation::prefill_step(double budget_ms) {
             par.draft->pause();
         }
         prefilled = true;
-        pending = chain.sample(logits.data(), (int32_t) s.n_vocab(), history);
+        // EAD: the small model reads the prompt too (prompt processing), then picks who goes first
+        pending = par.ead ? par.ead->start(s, logits, history, chain) : chain.sample(logits.data(), (int32_t) s.n_vocab(), history);
     }
     stats.ms_prefill += ms_since(t0);
 }
@@ -107,13 +109,16 @@ void generation::step(double budget_ms, uint32_t max_new, std::vector<int32_t> &
         const int32_t t = pending;
         pending = -1;
         if (!emit(t, out, n_new)) break;
-        if (s.tokens().size() + 1 > s.n_ctx()) {
+        // EAD: the target's cache may lag behind the history (the small model's tokens)
+        if ((par.ead ? history.size() : s.tokens().size() + 1) > s.n_ctx()) {
             reason = STOP_CONTEXT_FULL;
             break;
         }
         try {
             if (par.draft) {
                 speculate(t);
+            } else if (par.ead) {
+                pending = par.ead->next(s, history, chain);
             } else {
                 one[0] = t;
                 s.eval_chain(one, false, false, logits);
@@ -129,6 +134,7 @@ void generation::step(double budget_ms, uint32_t max_new, std::vector<int32_t> &
         }
         if (n_new >= max_new || ms_since(t0) >= budget_ms) break;
     }
+    if (par.ead) par.ead->pause();  // the small model's threads must not spin between steps
     stats.ms_decode += ms_since(td);
 }
 

@@ -6,6 +6,7 @@
 #include "runtime/session.h"
 #include "sampling/sampler.h"
 #include "spec/drafter.h"
+#include "spec/ead.h"
 #include "spec/verifier.h"
 
 #include <memory>
@@ -29,6 +30,9 @@ struct generation_params {
     // decoding gives (greedy), or follows the same distribution (sampling).
     std::shared_ptr<specdec::drafter> draft;
     uint32_t                    draft_max = 8;
+    // Entropy Adaptive Decoding (lossy): when set, the small and the target model take turns
+    // producing tokens (spec/ead.h); no drafting, no verification.
+    std::shared_ptr<ead_decoder> ead;
     // test only: a deliberately wrong verifier (accepts every draft token, whatever p),
     // the negative control of the distribution test
     bool                        biased_verifier = false;
@@ -61,6 +65,8 @@ public:
     // Stops the step in progress, the drafter's work included (a draft model's prompt prefill,
     // its first Q8_0 weight copy, its proposals): safe from another thread while step() runs.
     void abort();
+    // The EAD decoder of an 'ead' generation, else null.
+    const ead_decoder * ead() const { return par.ead.get(); }
     stop_reason reason = STOP_NONE;
     generation_stats stats;
 

@@ -6,6 +6,7 @@
 #include "runtime/session.h"
 #include "sampling/sampler.h"
 #include "spec/drafter.h"
+#include "spec/ead.h"
 #include "heads/eagle3_heads.h"
 #include "heads/medusa_heads.h"
 #include "spec/drafters/token_recycling.h"
@@ -30,6 +31,7 @@ struct method_options {
     std::shared_ptr<const eagle3_heads> eagle;           // eagle (required), auto (optional)
     std::shared_ptr<drafter> eagle_state;                // the session's EAGLE-3 drafter for those heads (kept across generations)
     std::shared_ptr<online_learner> online;              // draft: Online Speculative Decoding (the session's learner)
+    ead_options ead;                                     // ead: threshold, window, dwell (the small model: draft_model)
     bool        biased_verifier = false;                 // test only
 };
 
@@ -38,6 +40,7 @@ struct method_plan {
     uint32_t draft_max = 0;
     std::vector<uint32_t> taps;      // hidden-state taps the drafter reads from the target (session::set_taps)
     bool taps_all_rows = false;
+    std::shared_ptr<ead_decoder> ead;  // 'ead' (lossy): no drafter, the decoder takes turns with the small model
 };
 
 // Throws specdec::error (ERR_INVALID_OPTION) for an unknown method or missing model.
