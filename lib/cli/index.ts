@@ -4,7 +4,7 @@
  *
  *   specdec generate --model PATH (--prompt TEXT | --prompt-file F) [--max-tokens N] [--temperature T]
  *                    [--seed S] [--threads N] [--method M] [--draft-model PATH] [--draft-max N]
- *                    [--corpus-file F]... [--rsd-tree T] [--cpu-kernels K]
+ *                    [--corpus-file F]... [--rsd-tree T] [--verify V] [--cpu-kernels K]
  *                    [--context-size N] [--backend B] [--stop S]... [--json]
  *   specdec info PATH [--json]
  *   specdec --version | --help        (and `generate --help`, `info -h`)
@@ -18,7 +18,7 @@
  */
 import { readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { loadModel, readGguf, SpecdecError, METHODS } from '../index';
+import { loadModel, readGguf, SpecdecError, METHODS, VERIFY_MODES } from '../index';
 import type { GenerateOptions } from '../session';
 import { KNOWN_TRAIN, TRAIN_USAGE, trainDrafterCommand } from './train';
 
@@ -40,6 +40,7 @@ const USAGE = `usage:
       --corpus-file F     --method rasd: a text file to retrieve drafts from (repeatable)
       --heads F           --method medusa | eagle (required), auto (optional): a head file (train-drafter's, or EAGLE-3)
       --rsd-tree T        --method rsd: gumbel-top-k (default) | beam-search
+      --verify V          speculative sampling: match (default; seed-exact, the autoregressive sample) | rejection
       --cpu-kernels K     specdec (default) | ggml (llama.cpp's bits on the CPU)
       --json              print one JSON object {promptTokens, tokens, text, stats} and nothing else
       --progress          show the loading progress bar (default: files over 64 MB on a terminal)
@@ -77,7 +78,7 @@ function version(): string {
 const KNOWN_GENERATE = new Set([
   'model', 'prompt', 'prompt-file', 'max-tokens', 'temperature', 'top-k', 'top-p', 'min-p', 'repeat-penalty', 'seed',
   'stop', 'threads', 'context-size', 'backend', 'method', 'json', 'progress', 'help', 'draft-model', 'draft-max',
-  'corpus-file', 'rsd-tree', 'cpu-kernels', 'heads',
+  'corpus-file', 'rsd-tree', 'cpu-kernels', 'heads', 'verify',
 ]);
 const KNOWN_INFO = new Set(['json', 'help']);
 
@@ -134,6 +135,7 @@ const NUMERIC: Record<string, [number, number, boolean, boolean?]> = {
 };
 const CHOICES: Record<string, readonly string[]> = {
   'method': METHODS, 'backend': ['auto', 'cpu', 'cuda', 'metal'], 'cpu-kernels': ['specdec', 'ggml'], 'rsd-tree': ['gumbel-top-k', 'beam-search'],
+  'verify': VERIFY_MODES,
 };
 
 function checkFlags(flags: Flags): void {
@@ -187,7 +189,7 @@ const API_TO_FLAG: Array<[RegExp, string]> = [
   ...(Object.entries({
     maxTokens: 'max-tokens', temperature: 'temperature', topK: 'top-k', topP: 'top-p', minP: 'min-p', repeatPenalty: 'repeat-penalty',
     seed: 'seed', stop: 'stop', draftMax: 'draft-max', contextSize: 'context-size', threads: 'threads', backend: 'backend',
-    cpuKernels: 'cpu-kernels', rsd: 'rsd-tree', retrieval: 'corpus-file',
+    cpuKernels: 'cpu-kernels', rsd: 'rsd-tree', retrieval: 'corpus-file', verify: 'verify',
   }).map(([api, flag]): [RegExp, string] =>
     // camelCase names are API identifiers wherever they appear; plain words only as `option 'x'`
     [new RegExp(/[A-Z]/.test(api) ? `option '${api}'|\\b${api}\\b` : `option '${api}'`, 'g'), `--${flag}`])),
@@ -267,6 +269,7 @@ async function generate(positional: string[], flags: Flags): Promise<number> {
       stop: flags.get('stop'),
       method: one(flags, 'method') as GenerateOptions['method'],
       draftMax: num(flags, 'draft-max'),
+      verify: one(flags, 'verify') as GenerateOptions['verify'],
       draft: draftModel ? { model: draftModel } : undefined,
       retrieval: corpus ? { corpus } : undefined,
       rsd: one(flags, 'rsd-tree') ? { tree: one(flags, 'rsd-tree') as 'gumbel-top-k' | 'beam-search' } : undefined,

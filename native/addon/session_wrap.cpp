@@ -311,6 +311,10 @@ Napi::Value session_wrap::begin(const Napi::CallbackInfo & info) {
         sp.presence_penalty  = (float) get_f64(o, "presencePenalty", 0.0);
         sp.penalty_last_n    = (int32_t) get_f64(o, "penaltyLastN", 64);
         sp.seed              = (uint64_t) get_f64(o, "seed", 0);
+        // lib/session.ts validated it: 'match' (default) or 'rejection'
+        const bool rejection = o.Has("verify") && o.Get("verify").IsString() && o.Get("verify").As<Napi::String>().Utf8Value() == "rejection";
+        p.verify = rejection ? VERIFY_REJECTION : VERIFY_MATCH;
+        sp.coupled_drafts    = !rejection;
         method_options mo;
         if (o.Has("method") && o.Get("method").IsString()) mo.method = o.Get("method").As<Napi::String>().Utf8Value();
         mo.draft_max = get_u32(o, "draftMax", 0);

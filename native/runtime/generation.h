@@ -29,6 +29,9 @@ struct generation_params {
     // decoding gives (greedy), or follows the same distribution (sampling).
     std::shared_ptr<specdec::drafter> draft;
     uint32_t                    draft_max = 8;
+    // how a draft is accepted when sampling: 'match' (seed-exact: the output is the autoregressive
+    // sample for the seed) or 'rejection' (recursive rejection sampling: the same distribution)
+    verify_mode                 verify = VERIFY_MATCH;
     // test only: a deliberately wrong verifier (accepts every draft token, whatever p),
     // the negative control of the distribution test
     bool                        biased_verifier = false;

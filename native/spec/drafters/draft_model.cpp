@@ -6,7 +6,8 @@ draft_model_drafter::draft_model_drafter(std::shared_ptr<const model> draft, con
                                          const sampling_params & sampling, const draft_model_options & options)
     : mdl(std::move(draft)), par(params), chain([&] {
           sampling_params sp = sampling;
-          sp.seed = sampling.seed ^ 0x9E3779B97F4A7C15ull;  // its own random stream
+          // its own random stream, or (seed-exact verification) the target's keyed one
+          if (!sampling.coupled_drafts) sp.seed = sampling.seed ^ 0x9E3779B97F4A7C15ull;
           return sp;
       }()), opt(options) {
     par.abort_also = &aborted;
@@ -61,7 +62,8 @@ void draft_model_drafter::propose(const std::vector<int32_t> & history, uint32_t
             parent = node;
         } else {
             chain.distribution(logits.data(), n_vocab, ctx, dist);
-            x = chain.sample_from(dist);
+            // coupled: the keyed draw at this token's position, which the target repeats on its own p
+            x = chain.params().coupled_drafts ? chain.draw(dist, (uint64_t) ctx.size()) : chain.sample_from(dist);
             out.dists.push_back(dist);
             parent = out.add(x, parent, (int32_t) out.dists.size() - 1);
         }
