@@ -48,6 +48,7 @@ private:
     Napi::Value load_recycling(const Napi::CallbackInfo & info);
     Napi::Value aded_size(const Napi::CallbackInfo & info);  // test hook
     Napi::Value memory(const Napi::CallbackInfo & info);     // test hook
+    Napi::Value eval_tree(const Napi::CallbackInfo & info);  // test hook
 
     // The session's Token Recycling matrix (made on first use; it learns across generations).
     std::shared_ptr<adjacency_matrix> recycling(const session & s) {

@@ -195,7 +195,7 @@ ggml_cgraph * build_llama_graph(ggml_context * ctx0, const model & m, const kv_c
     const float   kq_scale    = hp.f_attn_scale != 0.0f ? hp.f_attn_scale : 1.0f / sqrtf((float) n_embd_head);
     mm_builder    build_mm { ctx0, m, shape.invariant, shape.draft_weights, {} };
 
-    ggml_cgraph * gf = ggml_new_graph_custom(ctx0, llama_graph_max_nodes(m), false);
+    ggml_cgraph * gf = ggml_new_graph_custom(ctx0, llama_graph_max_nodes(m, shape.n_gather > 0), false);
 
     in.tokens = ggml_new_tensor_1d(ctx0, GGML_TYPE_I32, n_tokens);
     ggml_set_name(in.tokens, "inp_tokens");
