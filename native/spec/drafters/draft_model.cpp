@@ -1,5 +1,7 @@
 #include "spec/drafters/draft_model.h"
 
+#include <cmath>
+
 namespace specdec {
 
 draft_model_drafter::draft_model_drafter(std::shared_ptr<const model> draft, const session_params & params,
@@ -60,10 +62,32 @@ void draft_model_drafter::propose(const std::vector<int32_t> & history, uint32_t
                 out.add(alt, parent);  // the runner-up, as a leaf
             }
             parent = node;
+        } else if (chain.params().coupled_drafts) {
+            // seed-exact verification: the target's keyed draw at this position repeated on q (the best
+            // perturbed log q), and the runner-up as a sibling leaf where the two are close
+            chain.distribution(logits.data(), n_vocab, ctx, dist);
+            const uint64_t pos = (uint64_t) ctx.size();
+            int32_t x2 = -1;
+            double k1 = -INFINITY, k2 = -INFINITY;
+            x = dist[0].id;
+            for (const auto & c : dist) {
+                if (!(c.p > 0.0f)) continue;
+                const double key = std::log((double) c.p) + keyed_gumbel(chain.params().seed, pos, c.id);
+                if (key > k1) {
+                    if (k1 > -INFINITY) { k2 = k1; x2 = x; }
+                    k1 = key;
+                    x = c.id;
+                } else if (key > k2) {
+                    k2 = key;
+                    x2 = c.id;
+                }
+            }
+            const int32_t node = out.add(x, parent);
+            if (x2 >= 0 && k1 - k2 < opt.coupled_branch_margin && out.size() < budget) out.add(x2, parent);
+            parent = node;
         } else {
             chain.distribution(logits.data(), n_vocab, ctx, dist);
-            // coupled: the keyed draw at this token's position, which the target repeats on its own p
-            x = chain.params().coupled_drafts ? chain.draw(dist, (uint64_t) ctx.size()) : chain.sample_from(dist);
+            x = chain.sample_from(dist);
             out.dists.push_back(dist);
             parent = out.add(x, parent, (int32_t) out.dists.size() - 1);
         }
