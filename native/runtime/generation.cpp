@@ -41,7 +41,8 @@ generation::generation(session & s_, generation_params params) : s(s_), par(std:
 
     // reuse what the cache holds of a fresh prefill of this prompt (whole chunks, or the whole
     // prompt with its logits): the prompt's rows then have the bits a fresh session computes
-    const uint32_t common = s.fresh_prefix(par.prompt, logits);
+    // (a drafter that reads the target's hidden states, medusa and eagle, gets the last chunk's rows)
+    const uint32_t common = s.fresh_prefix(par.prompt, logits, par.draft && !s.taps().empty());
     s.truncate(common);
     n_prefilled = common;
     stats.n_prompt_reused = common;

@@ -181,11 +181,11 @@ void session::truncate(uint32_t n) {
     }
 }
 
-uint32_t session::fresh_prefix(const std::vector<int32_t> & prompt, std::vector<float> & logits) const {
+uint32_t session::fresh_prefix(const std::vector<int32_t> & prompt, std::vector<float> & logits, bool rows_wanted) const {
     logits.clear();
     size_t common = 0;
     while (common < committed.size() && common < prompt.size() && committed[common] == prompt[common]) common++;
-    if (!prompt.empty() && common == prompt.size() && fresh_n == prompt.size() && !fresh_logits.empty()) {
+    if (!rows_wanted && !prompt.empty() && common == prompt.size() && fresh_n == prompt.size() && !fresh_logits.empty()) {
         logits = fresh_logits;
         return fresh_n;
     }

@@ -71,7 +71,9 @@ public:
     // many cells to keep so that prefilling the rest in chunks of n_batch gives a fresh prefill's
     // bits: the whole prompt when the cache holds its fresh prefill (then `logits` gets that
     // prefill's last row), else the held fresh prefill's full chunks that the prompt shares.
-    uint32_t fresh_prefix(const std::vector<int32_t> & prompt, std::vector<float> & logits) const;
+    // `rows_wanted`: the prompt's last chunk is evaluated in any case (a drafter reads its hidden-state
+    // rows, set_taps), with the same bits.
+    uint32_t fresh_prefix(const std::vector<int32_t> & prompt, std::vector<float> & logits, bool rows_wanted = false) const;
 
     // Evaluates `tokens` as a tree hanging off the committed sequence: parents[i] is the
     // index of token i's parent in this batch, or -1 for a child of the last committed
