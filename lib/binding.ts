@@ -67,6 +67,8 @@ export interface NativeSession {
   _adedSize(maxTrigrams?: number): { trigrams: number; bigrams: number; maxTrigrams: number };
   /** Test hook: what the session holds, in bytes. */
   _memory(): { kvBytes: number; computeBytes: number; graphBytes: number };
+  /** Test hook: the logits of every row of a verification pass of a tree (nothing committed). */
+  _evalTree(tokens: Int32Array, parents: Int32Array): Float32Array;
 }
 export interface NativeBinding {
   LoadTask: new (path: string, backend: string, cpuKernels: string) => { start(onProgress?: (f: number) => void): Promise<NativeModel>; cancel(): void };

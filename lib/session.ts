@@ -66,6 +66,9 @@ function positivePenalty(v: number): number {
   return v;
 }
 export type Method = (typeof METHODS)[number];
+/** How speculative sampling accepts drafts (GenerateOptions.verify). */
+export const VERIFY_MODES = ['match', 'rejection'] as const;
+export type VerifyMode = (typeof VERIFY_MODES)[number];
 
 export interface GenerateOptions {
   /** Most tokens to generate (default 256). */
@@ -96,6 +99,14 @@ export interface GenerateOptions {
   method?: Method;
   /** Speculative methods: most draft tokens (tree nodes) verified per forward pass (default 8). */
   draftMax?: number;
+  /**
+   * Speculative methods, when sampling: how drafts are accepted. 'match' (default): seed-exact, the
+   * target draws its own token at each position from a random stream keyed by (seed, position) and
+   * the draft nodes equal to its draws are accepted, so the output is exactly the autoregressive
+   * sample for the seed whatever the method. 'rejection': recursive rejection sampling, which
+   * follows the same distribution (but not the same sample). Greedy decoding is the same either way.
+   */
+  verify?: 'match' | 'rejection';
   /** Prompt lookup: longest n-gram matched (default 4). */
   lookup?: { maxNgram?: number };
   /** 'draft', 'rsd', 'ead' (required), 'rasd', 'auto' (optional): the draft model (same vocabulary as this session's model). */
@@ -197,6 +208,8 @@ export interface GenerationStats {
   verifyMs: number;
   threads: number;
   seed: number;
+  /** How drafts were accepted when sampling (GenerateOptions.verify). */
+  verify: VerifyMode;
   stopReason: StopReason;
   /** 'ead' only. */
   ead?: EadStats;
@@ -226,7 +239,7 @@ export interface GenerationChunk {
 
 const GENERATE_OPTIONS = [
   'maxTokens', 'temperature', 'topK', 'topP', 'minP', 'repeatPenalty', 'frequencyPenalty', 'presencePenalty',
-  'penaltyLastN', 'seed', 'stop', 'signal', 'method', 'special', 'addBos', 'ignoreEos', 'draftMax', 'lookup', 'draft', 'retrieval', 'rsd', 'heads', 'online', 'ead',
+  'penaltyLastN', 'seed', 'stop', 'signal', 'method', 'special', 'addBos', 'ignoreEos', 'draftMax', 'verify', 'lookup', 'draft', 'retrieval', 'rsd', 'heads', 'online', 'ead',
 ] as const;
 
 /**
@@ -431,6 +444,7 @@ export class Session {
       headsFile,
       online,
       draftMax: o.draftMax === undefined ? 0 : optNumber(o, 'draftMax', 8, 1, 255, true),
+      verify: optEnum(o, 'verify', VERIFY_MODES, 'match'),
       lookupMaxNgram: optNumber(lookup, 'maxNgram', 4, 1, 64, true),
       // test only: the negative control of the distribution test (a wrong verifier)
       _testBiasedVerifier: (o as Record<PropertyKey, unknown>)[TEST_BIASED_VERIFIER] === true,
@@ -609,7 +623,7 @@ export class Session {
 interface SamplingParams {
   maxTokens: number; temperature: number; topK: number; topP: number; minP: number; repeatPenalty: number;
   frequencyPenalty: number; presencePenalty: number; penaltyLastN: number; seed: number;
-  method: string; draftMax: number; lookupMaxNgram: number; _testBiasedVerifier: boolean; draftModel: unknown; corpus: Int32Array[] | undefined; rsdBeam: boolean;
+  method: string; draftMax: number; verify: VerifyMode; lookupMaxNgram: number; _testBiasedVerifier: boolean; draftModel: unknown; corpus: Int32Array[] | undefined; rsdBeam: boolean;
   headsFile: string | undefined;
   online: { lr: number; every: number; steps: number; window: number; buffer: number } | undefined;
   eadThreshold: number; eadWindow: number; eadMinDwell: number;
@@ -818,6 +832,7 @@ export class Generation implements AsyncIterable<GenerationChunk> {
       verifyMs: s?.verifyMs ?? 0,
       threads: this.session.disposed ? 0 : this.session.info.threads,
       seed: this.params.seed,
+      verify: this.params.verify,
       stopReason: reason,
     };
     if (this.method === 'ead') {

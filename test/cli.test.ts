@@ -158,6 +158,7 @@ describeShared('CLI', (dir) => {
         [['--method', 'draft'], /^specdec: --method draft needs --draft-model PATH/],
         [['--rsd-tree', 'beam-search'], /^specdec: --rsd-tree goes with --method rsd/],
         [['--backend', 'tpu'], /^specdec: --backend must be one of/],
+        [['--verify', 'exact'], /^specdec: --verify must be one of match, rejection/],
       ] as Array<[string[], RegExp]>) {
         const r = await runCli(['generate', '--model', notModel, '--prompt', 'x', ...flags]);
         expect({ flags, code: r.code, stderr: r.stderr }).toEqual({ flags, code: 2, stderr: expect.stringMatching(re) });

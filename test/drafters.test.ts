@@ -315,7 +315,7 @@ describeShared('learned drafters', (dir) => {
     const counts = new Map<string, number>();
     let accepted = 0;
     for (let i = 0; i < n; i++) {
-      const r = await s.generate(prompt, { maxTokens: 3, temperature: 0.8, topK: 0, topP: 1, minP: 0, seed: seed0 + i, ...o }).result();
+      const r = await s.generate(prompt, { maxTokens: 3, temperature: 0.8, topK: 0, topP: 1, minP: 0, seed: seed0 + i, verify: 'rejection', ...o }).result();
       const key = r.tokens.join(',');
       counts.set(key, (counts.get(key) ?? 0) + 1);
       accepted += r.stats.acceptedTokens;
@@ -346,6 +346,23 @@ describeShared('learned drafters', (dir) => {
     const [stat2, dof2] = chiSquare(ar.counts, biased.counts, N, N);
     expect(stat2).toBeGreaterThan(chiCritical(dof2));
   }, 900_000);
+
+  it('medusa and eagle at T = 0.8 with verify \'match\' give exactly the autoregressive sample for the seed, many generations in one session', async () => {
+    const prompt = model.tokenize('Once upon a time, there was a little girl. Once upon a time, there was a little');
+    const o: GenerateOptions = { maxTokens: 48, temperature: 0.8, topK: 40, topP: 0.95, minP: 0.05, repeatPenalty: 1.1 };
+    const s = await model.createSession({ contextSize: 256 });
+    for (const [method, file] of [['medusa', headsFile], ['eagle', eagleFile]] as const) {
+      let accepted = 0;
+      for (let seed = 1; seed <= 6; seed++) {
+        const ar = await s.generate(prompt, { ...o, seed }).result();
+        const r = await s.generate(prompt, { ...o, seed, method, heads: { file }, draftMax: 16, verify: 'match' }).result();
+        expect({ method, seed, tokens: r.tokens }).toEqual({ method, seed, tokens: ar.tokens });
+        accepted += r.stats.acceptedTokens;
+      }
+      expect({ method, accepted: accepted > 0 }).toEqual({ method, accepted: true });
+    }
+    await s.dispose();
+  }, 60_000);
 
   it('bad head files give typed errors: missing, not GGUF, truncated, another architecture, another target', async () => {
     const s = await model.createSession({ contextSize: 128 });

@@ -57,11 +57,13 @@ describeShared('the session sequence after a generation', (dir) => {
             expect(rs.stats.stopReason).toBe('stop');
             expectSequence(s, run, { method, prompt, stop });
           }
-          // the cache is the sequence: continuing from prompt + tokens gives the rest of the output
+          // continuing from prompt + tokens gives the rest of the output. The continuation is prefilled
+          // afresh (prefix reuse keeps only what a fresh prefill computes bit for bit: the prompt's
+          // whole batch chunks, none at these lengths), so this holds away from near-ties
           const head = s.generate(prompt, { maxTokens: 12, method });
           await head.result();
           const cont = await s.generate([...head.promptTokens, ...head.tokens], { maxTokens: 12, method }).result();
-          expect(cont.stats.promptTokensReused).toBe(head.promptTokens.length + head.tokens.length - 1);
+          expect(cont.stats.promptTokensReused).toBe(0);
           expect([...head.tokens, ...cont.tokens]).toEqual(r.tokens.slice(0, 24));
         }
         expect(eos).toBe(0);

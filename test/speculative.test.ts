@@ -111,7 +111,8 @@ describeShared('speculative decoding: prompt lookup and draft model', (dir) => {
     const s = await m.createSession({ contextSize: 256 });
     const counts = new Map<string, number>();
     for (let i = 0; i < n; i++) {
-      const r = await s.generate(prompt, { maxTokens: 3, temperature: 1.0, topK: 0, topP: 1, minP: 0, seed: seed0 + i, ...opts } as never).result();
+      // recursive rejection sampling (verify: 'match' is the autoregressive sample itself: test/seed.test.ts)
+      const r = await s.generate(prompt, { maxTokens: 3, temperature: 1.0, topK: 0, topP: 1, minP: 0, seed: seed0 + i, verify: 'rejection', ...opts } as never).result();
       const key = r.tokens.join(',');
       counts.set(key, (counts.get(key) ?? 0) + 1);
     }

@@ -4,7 +4,7 @@
  *
  *   specdec generate --model PATH (--prompt TEXT | --prompt-file F) [--max-tokens N] [--temperature T]
  *                    [--seed S] [--threads N] [--method M] [--draft-model PATH] [--draft-max N]
- *                    [--corpus-file F]... [--rsd-tree T] [--cpu-kernels K]
+ *                    [--corpus-file F]... [--rsd-tree T] [--verify V] [--cpu-kernels K]
  *                    [--ead-threshold X] [--ead-window N] [--ead-min-dwell N]
  *                    [--context-size N] [--backend B] [--stop S]... [--json]
  *   specdec info PATH [--json]
@@ -21,7 +21,7 @@
  */
 import { existsSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { loadModel, readGguf, SpecdecError, METHODS } from '../index';
+import { loadModel, readGguf, SpecdecError, METHODS, VERIFY_MODES } from '../index';
 import type { GenerateOptions } from '../session';
 import { ArgsError, COMMANDS, parseCommand, type Flags } from './args';
 import { infoSummary, infoSummaryText } from './info';
@@ -44,6 +44,7 @@ const USAGE = `usage:
       --corpus-file F     --method rasd: a text file to retrieve drafts from (repeatable)
       --heads F           --method medusa | eagle (required), auto (optional): a head file (train-drafter's, or EAGLE-3)
       --rsd-tree T        --method rsd: gumbel-top-k (default) | beam-search
+      --verify V          speculative sampling: match (default; seed-exact, the autoregressive sample) | rejection
       --online            --method draft: Online Speculative Decoding (the draft model learns while it drafts)
       --online-state F    --online, starting from the state in F when it exists and saving it there afterwards
       --ead-threshold X   --method ead (lossy): entropy threshold in nats (default 0.5)
@@ -106,6 +107,7 @@ const NUMERIC: Record<string, [number, number, boolean, boolean?]> = {
 };
 const CHOICES: Record<string, readonly string[]> = {
   'method': METHODS, 'backend': ['auto', 'cpu', 'cuda', 'metal'], 'cpu-kernels': ['specdec', 'ggml'], 'rsd-tree': ['gumbel-top-k', 'beam-search'],
+  'verify': VERIFY_MODES,
 };
 
 function checkFlags(flags: Flags): void {
@@ -161,7 +163,7 @@ const API_TO_FLAG: Array<[RegExp, string]> = [
   ...(Object.entries({
     maxTokens: 'max-tokens', temperature: 'temperature', topK: 'top-k', topP: 'top-p', minP: 'min-p', repeatPenalty: 'repeat-penalty',
     seed: 'seed', stop: 'stop', draftMax: 'draft-max', contextSize: 'context-size', threads: 'threads', backend: 'backend',
-    cpuKernels: 'cpu-kernels', rsd: 'rsd-tree', retrieval: 'corpus-file',
+    cpuKernels: 'cpu-kernels', rsd: 'rsd-tree', retrieval: 'corpus-file', verify: 'verify',
     'ead.threshold': 'ead-threshold', 'ead.window': 'ead-window', 'ead.minDwell': 'ead-min-dwell',
   }).map(([api, flag]): [RegExp, string] =>
     // camelCase names are API identifiers wherever they appear; plain words only as `option 'x'`
@@ -243,6 +245,7 @@ async function generate(positional: string[], flags: Flags): Promise<number> {
       stop: flags.get('stop'),
       method: one(flags, 'method') as GenerateOptions['method'],
       draftMax: num(flags, 'draft-max'),
+      verify: one(flags, 'verify') as GenerateOptions['verify'],
       draft: draftModel ? { model: draftModel } : undefined,
       retrieval: corpus ? { corpus } : undefined,
       rsd: one(flags, 'rsd-tree') ? { tree: one(flags, 'rsd-tree') as 'gumbel-top-k' | 'beam-search' } : undefined,

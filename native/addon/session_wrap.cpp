@@ -288,6 +288,7 @@ Napi::Function session_wrap::init(Napi::Env env) {
         InstanceMethod("_onlineForward", &session_wrap::online_forward),
         InstanceMethod("_adedSize", &session_wrap::aded_size),
         InstanceMethod("_memory", &session_wrap::memory),
+        InstanceMethod("_evalTree", &session_wrap::eval_tree),
     });
     constructor = Napi::Persistent(f);
     constructor.SuppressDestruct();
@@ -333,6 +334,10 @@ Napi::Value session_wrap::begin(const Napi::CallbackInfo & info) {
         sp.presence_penalty  = (float) get_f64(o, "presencePenalty", 0.0);
         sp.penalty_last_n    = (int32_t) get_f64(o, "penaltyLastN", 64);
         sp.seed              = (uint64_t) get_f64(o, "seed", 0);
+        // lib/session.ts validated it: 'match' (default) or 'rejection'
+        const bool rejection = o.Has("verify") && o.Get("verify").IsString() && o.Get("verify").As<Napi::String>().Utf8Value() == "rejection";
+        p.verify = rejection ? VERIFY_REJECTION : VERIFY_MATCH;
+        sp.coupled_drafts    = !rejection;
         method_options mo;
         if (o.Has("method") && o.Get("method").IsString()) mo.method = o.Get("method").As<Napi::String>().Utf8Value();
         mo.draft_max = get_u32(o, "draftMax", 0);
@@ -678,6 +683,37 @@ Napi::Value session_wrap::memory(const Napi::CallbackInfo & info) {
     o.Set("computeBytes", (double) mem.compute);
     o.Set("graphBytes", (double) mem.graph);
     return o;
+}
+
+// _evalTree(tokens, parents) -> Float32Array [tokens.length][n_vocab]: the logits of every row of a
+// verification pass of this tree after the committed sequence (nothing committed; synchronous; test
+// hook for tree rows against one-token decoding)
+Napi::Value session_wrap::eval_tree(const Napi::CallbackInfo & info) {
+    Napi::Env env = info.Env();
+    if (!check(env)) return env.Undefined();
+    if (busy.load()) {
+        Napi::Error::New(env, "[ERR_BUSY] the session is busy").ThrowAsJavaScriptException();
+        return env.Undefined();
+    }
+    try {
+        const std::vector<int32_t> toks = to_tokens(info[0]);
+        const std::vector<int32_t> parents = to_tokens(info[1]);
+        if (toks.empty() || parents.size() != toks.size()) throw error("ERR_INVALID_OPTION", "a tree needs tokens and as many parents");
+        for (size_t i = 0; i < parents.size(); ++i) {
+            if (parents[i] < -1 || parents[i] >= (int32_t) i) throw error("ERR_INVALID_OPTION", "tree parents must precede their children");
+        }
+        std::vector<uint32_t> outputs(toks.size());
+        for (size_t i = 0; i < toks.size(); ++i) outputs[i] = (uint32_t) i;
+        std::vector<float> logits;
+        sess->clear_abort();
+        sess->eval_tree(toks, parents, outputs, logits);
+        Napi::Float32Array out = Napi::Float32Array::New(env, logits.size());
+        std::copy(logits.begin(), logits.end(), out.Data());
+        return out;
+    } catch (const std::exception & e) {
+        throw_js(env, e);
+    }
+    return env.Undefined();
 }
 
 Napi::Value session_wrap::dispose(const Napi::CallbackInfo & info) {

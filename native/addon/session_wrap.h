@@ -52,6 +52,7 @@ private:
     Napi::Value online_forward(const Napi::CallbackInfo & info);  // test hook
     Napi::Value aded_size(const Napi::CallbackInfo & info);  // test hook
     Napi::Value memory(const Napi::CallbackInfo & info);     // test hook
+    Napi::Value eval_tree(const Napi::CallbackInfo & info);  // test hook
 
     // The session's Token Recycling matrix (made on first use; it learns across generations).
     std::shared_ptr<adjacency_matrix> recycling(const session & s) {

@@ -17,9 +17,32 @@ namespace specdec {
 static constexpr uint32_t FA_SPLIT_KV_MIN = 512;
 static constexpr uint32_t FA_TILED_MIN_ROWS = 64;
 
-size_t llama_graph_max_nodes(const model & m) {
+size_t llama_graph_max_nodes(const model & m, bool gathered_rows) {
     // worst case: invariant attention with its views, one flash-attention node and one concat per row
-    return 64 + (64 + 10 * MAX_INVARIANT_BATCH) * m.hp.n_layer;
+    // (a gathered row: its K and V copies besides)
+    return 64 + (64 + (gathered_rows ? 14 : 10) * MAX_INVARIANT_BATCH) * m.hp.n_layer;
+}
+
+void plan_invariant_rows(graph_shape & shape, uint32_t n_past, const std::vector<int32_t> & depth, uint32_t kv_size,
+                         bool ggml_cpu_attention) {
+    const uint32_t n = shape.n_tokens;
+    shape.row_n_kv.assign(n, 0);
+    shape.row_gather.assign(n, -1);
+    shape.n_gather = 0;
+    shape.gather_n_kv = 0;
+    for (uint32_t i = 0; i < n; ++i) {
+        const uint32_t decode_view = decode_n_kv(n_past + (uint32_t) depth[i] + 1, kv_size);
+        // a tree node stored past its decode view (a later sibling) needs a longer view to see itself
+        const uint32_t own_view = decode_n_kv(n_past + i + 1, kv_size);
+        const bool in_place = (uint32_t) depth[i] == i;  // on the first branch: its ancestors are in their decode cells
+        if (ggml_cpu_attention && !in_place && std::max(decode_view, own_view) >= FA_SPLIT_KV_MIN) {
+            shape.row_n_kv[i] = decode_view;
+            shape.row_gather[i] = (int32_t) shape.n_gather++;
+            shape.gather_n_kv = std::max(shape.gather_n_kv, decode_view);
+        } else {
+            shape.row_n_kv[i] = std::max(decode_view, own_view);
+        }
+    }
 }
 
 uint32_t decode_n_kv(uint32_t n_total, uint32_t kv_size) {
@@ -31,19 +54,48 @@ uint32_t decode_n_kv(uint32_t n_total, uint32_t kv_size) {
 // Attention of a batch whose rows must each match a one-token decode bit for bit.
 //   q: [head_dim, n_tokens, n_head] (permuted view), mask: [n_kv, n_tokens]
 //   returns [head_dim, n_head, n_tokens]
-static ggml_tensor * build_attn_invariant(ggml_context * ctx0, const kv_cache & kv, int il,
-                                          ggml_tensor * q, ggml_tensor * mask, const graph_shape & shape, float kq_scale) {
+// One gathered row's K or V: the cache rows of the cells `idx` lists, copied (F16 -> F32 -> F16, exact)
+// into a view laid out as the row's one-token decode sees it.
+//   stored: the layer's cache after this batch's rows were written ([n_embd_gqa, n_cells]),
+//   returns [head_dim, n_kv, n_head_kv] (permuted, as kv_cache views are)
+static ggml_tensor * gather_cells(ggml_context * ctx0, ggml_tensor * stored, ggml_tensor * idx, int64_t head_dim, int64_t n_head_kv) {
+    ggml_tensor * rows = ggml_get_rows(ctx0, stored, idx);  // [n_embd_gqa, n_kv] f32
+    ggml_tensor * f16  = ggml_new_tensor_3d(ctx0, GGML_TYPE_F16, head_dim, n_head_kv, idx->ne[0]);
+    return ggml_permute(ctx0, ggml_cpy(ctx0, rows, f16), 0, 2, 1, 3);
+}
+
+static ggml_tensor * build_attn_invariant(ggml_context * ctx0, const model & m, const kv_cache & kv, int il,
+                                          ggml_tensor * q, ggml_tensor * mask, const graph_shape & shape, float kq_scale,
+                                          ggml_tensor * k_stored, ggml_tensor * v_stored, const graph_inputs & in) {
     const int64_t n_tokens = shape.n_tokens;
     std::vector<ggml_tensor *> parts;
     int64_t i = 0;
     while (i < n_tokens) {
+        const int32_t g = shape.row_gather.empty() ? -1 : shape.row_gather[i];
+        if (g >= 0) {
+            // the row over its cells as its one-token decode lays them out, same view length
+            const uint32_t n_kv = shape.row_n_kv[i];
+            ggml_tensor * idx = ggml_view_1d(ctx0, in.gather_idx, n_kv, (size_t) g * in.gather_idx->nb[1]);
+            ggml_tensor * m_row = ggml_view_2d(ctx0, in.gather_mask, n_kv, 1, in.gather_mask->nb[1], (size_t) g * in.gather_mask->nb[1]);
+            ggml_tensor * q_row = ggml_view_3d(ctx0, q, q->ne[0], 1, q->ne[2], q->nb[1], q->nb[2], i * q->nb[1]);
+            ggml_tensor * k = gather_cells(ctx0, k_stored, idx, m.hp.n_embd_head_k, m.hp.n_head_kv);
+            ggml_tensor * v = gather_cells(ctx0, v_stored, idx, m.hp.n_embd_head_v, m.hp.n_head_kv);
+            ggml_tensor * cur = ggml_flash_attn_ext(ctx0, q_row, k, v, m_row, kq_scale, 0.0f, 0.0f);  // [head_dim, n_head, 1]
+            ggml_flash_attn_ext_set_prec(cur, GGML_PREC_F32);
+            parts.push_back(cur);
+            i += 1;
+            continue;
+        }
         const uint32_t nkv_i = shape.row_n_kv[i];
         int64_t n_rows = 1;
         uint32_t n_kv = nkv_i;
+        auto groupable = [&](int64_t r) {
+            return shape.row_n_kv[r] < FA_SPLIT_KV_MIN && (shape.row_gather.empty() || shape.row_gather[r] < 0);
+        };
         if (nkv_i < FA_SPLIT_KV_MIN) {
             // rows decoded by the row-by-row kernel: group them (any KV length gives the
             // same result, masked cells are skipped), below the tiled kernel's threshold
-            while (i + n_rows < n_tokens && n_rows < FA_TILED_MIN_ROWS - 1 && shape.row_n_kv[i + n_rows] < FA_SPLIT_KV_MIN) {
+            while (i + n_rows < n_tokens && n_rows < FA_TILED_MIN_ROWS - 1 && groupable(i + n_rows)) {
                 n_rows++;
             }
             if (n_rows > 1) {
@@ -143,7 +195,7 @@ ggml_cgraph * build_llama_graph(ggml_context * ctx0, const model & m, const kv_c
     const float   kq_scale    = hp.f_attn_scale != 0.0f ? hp.f_attn_scale : 1.0f / sqrtf((float) n_embd_head);
     mm_builder    build_mm { ctx0, m, shape.invariant, shape.draft_weights, {} };
 
-    ggml_cgraph * gf = ggml_new_graph_custom(ctx0, llama_graph_max_nodes(m), false);
+    ggml_cgraph * gf = ggml_new_graph_custom(ctx0, llama_graph_max_nodes(m, shape.n_gather > 0), false);
 
     in.tokens = ggml_new_tensor_1d(ctx0, GGML_TYPE_I32, n_tokens);
     ggml_set_name(in.tokens, "inp_tokens");
@@ -157,6 +209,15 @@ ggml_cgraph * build_llama_graph(ggml_context * ctx0, const model & m, const kv_c
     in.mask = ggml_new_tensor_2d(ctx0, GGML_TYPE_F16, shape.n_kv, n_tokens);
     ggml_set_name(in.mask, "inp_kq_mask");
     ggml_set_input(in.mask);
+    in.gather_idx = in.gather_mask = nullptr;
+    if (shape.invariant && shape.n_gather > 0) {
+        in.gather_idx = ggml_new_tensor_2d(ctx0, GGML_TYPE_I32, shape.gather_n_kv, shape.n_gather);
+        ggml_set_name(in.gather_idx, "inp_gather_idx");
+        ggml_set_input(in.gather_idx);
+        in.gather_mask = ggml_new_tensor_2d(ctx0, GGML_TYPE_F16, shape.gather_n_kv, shape.n_gather);
+        ggml_set_name(in.gather_mask, "inp_gather_mask");
+        ggml_set_input(in.gather_mask);
+    }
     in.out_ids = nullptr;
     if (shape.n_outputs != n_tokens) {
         in.out_ids = ggml_new_tensor_1d(ctx0, GGML_TYPE_I32, shape.n_outputs);
@@ -224,7 +285,7 @@ ggml_cgraph * build_llama_graph(ggml_context * ctx0, const model & m, const kv_c
                 // specdec's attention: each row over exactly its allowed cells (decode and verification)
                 cur = kernels::op_attention(ctx0, &m.attn, Qcur, k_stored, v_stored, in.mask);  // [n_embd_q, n_tokens]
             } else if (shape.invariant && n_tokens > 1) {
-                cur = build_attn_invariant(ctx0, kv, il, q, in.mask, shape, kq_scale);  // [head_dim, n_head, n_tokens]
+                cur = build_attn_invariant(ctx0, m, kv, il, q, in.mask, shape, kq_scale, k_stored, v_stored, in);  // [head_dim, n_head, n_tokens]
             } else {
                 ggml_tensor * k = ggml_permute(ctx0, kv.view_k(ctx0, il, shape.n_kv), 0, 2, 1, 3);  // [head_dim, n_kv, n_head_kv]
                 ggml_tensor * v = ggml_permute(ctx0, kv.view_v(ctx0, il, shape.n_kv), 0, 2, 1, 3);  // [head_dim, n_kv, n_head_kv]

@@ -24,6 +24,13 @@ struct graph_shape {
     // prefill, which follows llama.cpp's batched kernels.
     bool                  invariant = false;
     std::vector<uint32_t> row_n_kv;  // [n_tokens] when invariant
+    // ggml's attention (not specdec's): rows attended over a gathered copy of their cells, laid out
+    // as a one-token decode of that token lays them out (the context, then its ancestors in the
+    // cells after it, over the same view length row_n_kv[i]). plan_invariant_rows sets them.
+    // row_gather[i] >= 0: the row's column in graph_inputs::gather_idx / gather_mask.
+    std::vector<int32_t>  row_gather;
+    uint32_t              n_gather    = 0;  // gathered rows
+    uint32_t              gather_n_kv = 0;  // the longest gathered view (the inputs' column length)
     // Attention of decoding and verification on specdec's kernel (kernels/attention.h).
     bool                  own_attention = false;
     // A draft session: one-token and batch-invariant products also take the model's Q8_0 draft copies.
@@ -41,6 +48,17 @@ struct graph_shape {
 // (llama.cpp pads to 256 so that graph shapes repeat).
 uint32_t decode_n_kv(uint32_t n_total, uint32_t kv_size);
 
+// Sets row_n_kv (and, on ggml's CPU attention, row_gather, n_gather, gather_n_kv) of an invariant
+// shape for a tree whose row i sits in cell n_past + i at depth depth[i] (position n_past + depth[i]).
+// A one-token decode of row i's token sees the view decode_n_kv(n_past + depth[i] + 1) with its
+// ancestors in the cells right after the context. ggml's row-by-row kernel (views < 512 cells) skips
+// masked cells, so a longer view or ancestors in later cells change no bit; its split kernel (one
+// row over >= 512 cells, the range cut in one chunk per thread) does change them: such a row, when
+// its ancestors are not in their decode cells (a node off the first branch) or its own cell lies
+// past its decode view, is gathered.
+void plan_invariant_rows(graph_shape & shape, uint32_t n_past, const std::vector<int32_t> & depth, uint32_t kv_size,
+                         bool ggml_cpu_attention);
+
 struct graph_inputs {
     ggml_tensor * tokens  = nullptr;  // [n_tokens] i32
     ggml_tensor * pos     = nullptr;  // [n_tokens] i32: RoPE positions
@@ -49,12 +67,15 @@ struct graph_inputs {
     ggml_tensor * out_ids = nullptr;  // [n_outputs] i32: which tokens produce logits (null: all)
     ggml_tensor * logits  = nullptr;  // [n_vocab, n_outputs] f32
     std::vector<ggml_tensor *> taps;  // per graph_shape::taps: [n_embd, n_outputs] f32 ([n_embd, n_tokens] with tap_all_rows)
+    ggml_tensor * gather_idx  = nullptr;  // [gather_n_kv, n_gather] i32: per gathered row, the cell of each view cell
+    ggml_tensor * gather_mask = nullptr;  // [gather_n_kv, n_gather] f16: its mask in that layout
 };
 
 ggml_cgraph * build_llama_graph(ggml_context * ctx0, const model & m, const kv_cache & kv,
                                 const graph_shape & shape, graph_inputs & in);
 
-// Upper bound of graph nodes for the given model (for ggml_new_graph_custom and the compute context).
-size_t llama_graph_max_nodes(const model & m);
+// Upper bound of graph nodes for the given model (for ggml_new_graph_custom and the compute context);
+// `gathered_rows`: invariant graphs may gather rows (ggml's CPU attention), which takes more nodes.
+size_t llama_graph_max_nodes(const model & m, bool gathered_rows = false);
 
 } // namespace specdec

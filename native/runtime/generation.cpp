@@ -39,14 +39,13 @@ generation::generation(session & s_, generation_params params) : s(s_), par(std:
     // decode plainly (the drafter never runs, a draft model never reads the prompt)
     if (s.n_batch() < 2) par.draft = nullptr;
 
-    // reuse the longest common prefix of what the cache holds (at least one token is re-evaluated for logits)
-    const auto & held = s.tokens();
-    size_t common = 0;
-    while (common < held.size() && common < par.prompt.size() && held[common] == par.prompt[common]) common++;
-    if (common == par.prompt.size()) common--;
-    s.truncate((uint32_t) common);
+    // reuse what the cache holds of a fresh prefill of this prompt (whole chunks, or the whole
+    // prompt with its logits): the prompt's rows then have the bits a fresh session computes
+    // (a drafter that reads the target's hidden states, medusa and eagle, gets the last chunk's rows)
+    const uint32_t common = s.fresh_prefix(par.prompt, logits, par.draft && !s.taps().empty());
+    s.truncate(common);
     n_prefilled = common;
-    stats.n_prompt_reused = (uint32_t) common;
+    stats.n_prompt_reused = common;
     history = par.prompt;
     if (par.max_tokens == 0) {
         reason = STOP_MAX_TOKENS;
@@ -194,7 +193,9 @@ void generation::speculate(int32_t t) {
     stats.n_verify++;
     stats.n_drafted += (uint32_t) n;
 
-    const acceptance acc = verifier.accept(tree, logits.data(), (int32_t) s.n_vocab(), this->chain, history, par.biased_verifier);
+    const acceptance acc = par.verify == VERIFY_MATCH && !par.biased_verifier
+        ? verifier.accept_match(tree, logits.data(), (int32_t) s.n_vocab(), this->chain, history)
+        : verifier.accept(tree, logits.data(), (int32_t) s.n_vocab(), this->chain, history, par.biased_verifier);
     bool prefix = chain;
     for (size_t i = 0; prefix && i < acc.path.size(); ++i) prefix = acc.path[i] == i;
     verify_result vr;

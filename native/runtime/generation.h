@@ -33,6 +33,9 @@ struct generation_params {
     // Entropy Adaptive Decoding (lossy): when set, the small and the target model take turns
     // producing tokens (spec/ead.h); no drafting, no verification.
     std::shared_ptr<ead_decoder> ead;
+    // how a draft is accepted when sampling: 'match' (seed-exact: the output is the autoregressive
+    // sample for the seed) or 'rejection' (recursive rejection sampling: the same distribution)
+    verify_mode                 verify = VERIFY_MATCH;
     // test only: a deliberately wrong verifier (accepts every draft token, whatever p),
     // the negative control of the distribution test
     bool                        biased_verifier = false;

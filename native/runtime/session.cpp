@@ -35,7 +35,10 @@ session::session(std::shared_ptr<const model> model_, const session_params & par
     }
     backends.push_back(backend_cpu);
 
-    const size_t max_nodes = llama_graph_max_nodes(*m);
+    // ggml's attention on the CPU (no specdec attention kernel for this session): verification rows may be gathered
+    own_attn = m->kind == BACKEND_CPU && (par.own_attention < 0 ? m->specdec_attention : par.own_attention > 0);
+    gather_rows = m->kind == BACKEND_CPU && !(own_attn && m->attn_available);
+    const size_t max_nodes = llama_graph_max_nodes(*m, gather_rows);
     sched = ggml_backend_sched_new(backends.data(), nullptr, (int) backends.size(), max_nodes, false, true);
     graph_buf.resize(ggml_tensor_overhead() * max_nodes * 2 + ggml_graph_overhead_custom(max_nodes, false));
 
@@ -51,10 +54,22 @@ session::session(std::shared_ptr<const model> model_, const session_params & par
         // and from the worst batch-invariant graph (one attention node per row)
         const uint32_t n = std::min(par.n_batch, MAX_INVARIANT_BATCH);
         graph_shape inv { n, kv.size(), n, true, std::vector<uint32_t>(n, kv.size()) };
+        inv.own_attention = own_attn;
         ctx0 = ggml_init(ip);
         gf = build_llama_graph(ctx0, *m, kv, inv, in);
         ok = ggml_backend_sched_reserve(sched, gf);
         ggml_free(ctx0);
+        if (ok && gather_rows && kv.size() >= 512) {
+            // and with every row gathered over the whole cache (their copies)
+            inv.n_gather = n;
+            inv.gather_n_kv = kv.size();
+            inv.row_gather.resize(n);
+            for (uint32_t i = 0; i < n; ++i) inv.row_gather[i] = (int32_t) i;
+            ctx0 = ggml_init(ip);
+            gf = build_llama_graph(ctx0, *m, kv, inv, in);
+            ok = ggml_backend_sched_reserve(sched, gf);
+            ggml_free(ctx0);
+        }
     }
     if (!ok) {
         ggml_backend_sched_free(sched);
@@ -159,6 +174,24 @@ void session::truncate(uint32_t n) {
         committed.resize(n);
     }
     kv.truncate((uint32_t) committed.size());
+    if (n < fresh_n) {
+        // what is left of a chunk is not what a fresh prefill of the shorter prompt computes
+        fresh_n = n / par.n_batch * par.n_batch;
+        fresh_logits.clear();
+    }
+}
+
+uint32_t session::fresh_prefix(const std::vector<int32_t> & prompt, std::vector<float> & logits, bool rows_wanted) const {
+    logits.clear();
+    size_t common = 0;
+    while (common < committed.size() && common < prompt.size() && committed[common] == prompt[common]) common++;
+    if (!rows_wanted && !prompt.empty() && common == prompt.size() && fresh_n == prompt.size() && !fresh_logits.empty()) {
+        logits = fresh_logits;
+        return fresh_n;
+    }
+    // at least one token is evaluated, for the logits
+    const size_t limit = std::min({ common, (size_t) fresh_n, prompt.empty() ? 0 : prompt.size() - 1 });
+    return (uint32_t) (limit / par.n_batch * par.n_batch);
 }
 
 void session::compute(const std::vector<int32_t> & tokens, const std::vector<int32_t> & parents,
@@ -191,18 +224,13 @@ void session::compute(const std::vector<int32_t> & tokens, const std::vector<int
     }
 
     graph_shape shape { n_tokens, decode_n_kv(n_past + n_tokens, kv.size()), (uint32_t) outputs.size() };
-    shape.own_attention = m->kind == BACKEND_CPU && (par.own_attention < 0 ? m->specdec_attention : par.own_attention > 0);
+    shape.own_attention = own_attn;
     shape.draft_weights = par.draft_weights && m->kind == BACKEND_CPU;
     shape.taps = taps_;
     shape.tap_all_rows = taps_all_;
     if (invariant) {
         shape.invariant = true;
-        shape.row_n_kv.resize(n_tokens);
-        for (uint32_t i = 0; i < n_tokens; ++i) {
-            // the KV length a one-token decode of this token would see; a tree node stored
-            // past that length (a later sibling) needs the longer view to see itself
-            shape.row_n_kv[i] = std::max(decode_n_kv(n_past + depth[i] + 1, kv.size()), decode_n_kv(n_past + i + 1, kv.size()));
-        }
+        plan_invariant_rows(shape, n_past, depth, kv.size(), gather_rows);
     }
     bool identity_outputs = outputs.size() == n_tokens;
     for (uint32_t i = 0; identity_outputs && i < n_tokens; ++i) identity_outputs = outputs[i] == i;
@@ -265,6 +293,31 @@ void session::compute(const std::vector<int32_t> & tokens, const std::vector<int
         for (int32_t a = (int32_t) i; a >= 0; a = parents[a]) row[n_past + a] = zero;
     }
     ggml_backend_tensor_set(in.mask, mask.data(), 0, mask.size() * sizeof(ggml_fp16_t));
+    if (in.gather_idx) {
+        // a gathered row's view: the context, then its ancestors (root first) in the cells after it,
+        // then cells it does not see (masked), as its one-token decode lays them out
+        const uint32_t n_g = shape.gather_n_kv;
+        std::vector<int32_t> gidx((size_t) n_g * shape.n_gather, 0);
+        std::vector<ggml_fp16_t> gmask((size_t) n_g * shape.n_gather, ninf);
+        std::vector<int32_t> path;
+        for (uint32_t i = 0; i < n_tokens; ++i) {
+            const int32_t g = shape.row_gather[i];
+            if (g < 0) continue;
+            int32_t * idx = gidx.data() + (size_t) g * n_g;
+            ggml_fp16_t * row = gmask.data() + (size_t) g * n_g;
+            path.clear();
+            for (int32_t a = (int32_t) i; a >= 0; a = parents[a]) path.push_back(a);
+            std::reverse(path.begin(), path.end());
+            for (uint32_t j = 0; j < n_g; ++j) idx[j] = (int32_t) std::min(j, kv.size() - 1);
+            for (uint32_t j = 0; j < n_past; ++j) row[j] = zero;
+            for (size_t d = 0; d < path.size(); ++d) {
+                idx[n_past + d] = (int32_t) (n_past + (uint32_t) path[d]);
+                row[n_past + d] = zero;
+            }
+        }
+        ggml_backend_tensor_set(in.gather_idx, gidx.data(), 0, gidx.size() * sizeof(int32_t));
+        ggml_backend_tensor_set(in.gather_mask, gmask.data(), 0, gmask.size() * sizeof(ggml_fp16_t));
+    }
     if (in.out_ids) {
         std::vector<int32_t> out_ids(outputs.begin(), outputs.end());
         for (int32_t o : out_ids) {
@@ -336,7 +389,14 @@ void session::eval_chain(const std::vector<int32_t> & tokens, bool all_logits, b
             outputs.push_back((uint32_t) n - 1);  // a graph needs one output; discarded
         }
         compute(chunk, parents, outputs, invariant, chunk_logits);
+        // a batched chunk that starts a fresh prefill's next chunk extends it (a chunk after a shorter
+        // one is not: a fresh prefill of the longer prompt would have chunked it otherwise)
+        const bool fresh = !invariant && committed.size() == fresh_n && fresh_n % par.n_batch == 0;
         commit_chain(chunk, (uint32_t) n);
+        if (fresh) {
+            fresh_n = (uint32_t) committed.size();
+            fresh_logits.assign(chunk_logits.end() - n_vocab, chunk_logits.end());
+        }
         if (all_logits) {
             logits.insert(logits.end(), chunk_logits.begin(), chunk_logits.end());
         } else if (start + n == tokens.size()) {

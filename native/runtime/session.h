@@ -64,6 +64,17 @@ public:
     // Drop everything at or after position n.
     void truncate(uint32_t n);
 
+    // Prefix reuse that changes no bit. A prompt prefill evaluates chunks of n_batch tokens from
+    // cell 0 with batched kernels, whose rows differ in the last bits from one-token decoding (and
+    // from other chunkings). The session remembers how many leading cells hold exactly what a fresh
+    // prefill of those tokens computes, and the logits of its last row. For `prompt`, returns how
+    // many cells to keep so that prefilling the rest in chunks of n_batch gives a fresh prefill's
+    // bits: the whole prompt when the cache holds its fresh prefill (then `logits` gets that
+    // prefill's last row), else the held fresh prefill's full chunks that the prompt shares.
+    // `rows_wanted`: the prompt's last chunk is evaluated in any case (a drafter reads its hidden-state
+    // rows, set_taps), with the same bits.
+    uint32_t fresh_prefix(const std::vector<int32_t> & prompt, std::vector<float> & logits, bool rows_wanted = false) const;
+
     // Evaluates `tokens` as a tree hanging off the committed sequence: parents[i] is the
     // index of token i's parent in this batch, or -1 for a child of the last committed
     // token. Token i gets position n_past + depth(i) and attends to the committed cells,
@@ -121,6 +132,8 @@ private:
     session_params par;
     kv_cache kv;
     std::vector<int32_t> committed;
+    uint32_t             fresh_n = 0;       // cells [0, fresh_n) hold a fresh prefill of committed[0, fresh_n)
+    std::vector<float>   fresh_logits;      // the logits of its last row (empty: not kept)
 
     ggml_backend_t backend_cpu = nullptr;
     ggml_threadpool * threadpool = nullptr;  // persistent compute threads of this session
@@ -139,6 +152,8 @@ private:
     } decode;
     void drop_decode_graph();
     std::atomic<bool> abort_flag { false };
+    bool own_attn    = false;  // decoding and verification on specdec's attention kernel
+    bool gather_rows = false;  // ggml's CPU attention: verification rows may be gathered (plan_invariant_rows)
 
     std::vector<uint32_t> taps_;
     bool                  taps_all_ = false;

@@ -33,7 +33,37 @@ inline float weight_f(float l, float mx, float temp) {
     return infinite_max_weight(l, mx, w) ? w : expf((l - mx) / temp);
 }
 
+inline uint64_t splitmix64(uint64_t z) {
+    z += 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
 } // namespace
+
+double keyed_uniform(uint64_t seed, uint64_t position, uint64_t index) {
+    const uint64_t bits = splitmix64(splitmix64(splitmix64(seed) ^ position) ^ index);
+    return ((double) (bits >> 11) + 0.5) * 0x1.0p-53;  // in (0, 1): never 0, never 1
+}
+
+double keyed_gumbel(uint64_t seed, uint64_t position, int32_t token) {
+    return -std::log(-std::log(keyed_uniform(seed, position, (uint64_t) (uint32_t) token)));
+}
+
+int32_t keyed_draw(const std::vector<token_prob> & dist, uint64_t seed, uint64_t position) {
+    int32_t best = dist.empty() ? -1 : dist[0].id;
+    double best_key = -INFINITY;
+    for (const auto & c : dist) {
+        if (!(c.p > 0.0f)) continue;
+        const double key = std::log((double) c.p) + keyed_gumbel(seed, position, c.id);
+        if (key > best_key) {
+            best_key = key;
+            best = c.id;
+        }
+    }
+    return best;
+}
 
 sampler_chain::sampler_chain(const sampling_params & params) : par(params), rng(params.seed) {}
 
@@ -170,10 +200,14 @@ double sampler_chain::uniform() {
     return std::uniform_real_distribution<double>(0.0, 1.0)(rng);
 }
 
+int32_t sampler_chain::draw(const std::vector<token_prob> & dist, uint64_t position) const {
+    return greedy() || dist.size() == 1 ? dist[0].id : keyed_draw(dist, par.seed, position);
+}
+
 int32_t sampler_chain::sample(const float * logits, int32_t n_vocab, const std::vector<int32_t> & history) {
     std::vector<token_prob> dist;
     distribution(logits, n_vocab, history, dist);
-    return greedy() ? dist[0].id : sample_from(dist);
+    return draw(dist, (uint64_t) history.size());
 }
 
 } // namespace specdec

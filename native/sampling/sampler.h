@@ -22,6 +22,9 @@ struct sampling_params {
     float    presence_penalty  = 0.0f;
     int32_t  penalty_last_n    = 64;    // how many recent tokens the penalties look at
     uint64_t seed              = 0;
+    // Seed-exact verification ('match'): drafters that sample draw from the target's keyed stream
+    // (keyed_gumbel) instead of a stream of their own, so that their draws agree with the target's.
+    bool     coupled_drafts    = false;
 };
 
 struct token_prob {
@@ -29,6 +32,17 @@ struct token_prob {
     float   logit;
     float   p;
 };
+
+// The counter-based random stream of sampling: a uniform in (0, 1) that is a function of (seed,
+// position, index) alone (splitmix64 finalizers chained over the three), so that a token's draw does
+// not depend on how many numbers were drawn before it, or by whom.
+double keyed_uniform(uint64_t seed, uint64_t position, uint64_t index);
+// Gumbel noise for token `token` at `position`: -log(-log(keyed_uniform(seed, position, token))).
+double keyed_gumbel(uint64_t seed, uint64_t position, int32_t token);
+// The Gumbel-max draw from `dist` at `position`: argmax over its tokens of log p + keyed_gumbel. An
+// exact sample from dist; two distributions drawn with the same (seed, position) agree on their
+// token as often as a coupling through shared noise allows (what seed-exact verification accepts).
+int32_t keyed_draw(const std::vector<token_prob> & dist, uint64_t seed, uint64_t position);
 
 // The k most likely tokens of raw logits, sorted by logit. p is their softmax at temperature 1,
 // normalized over the whole vocabulary, or (`among_k`, much cheaper) over the k alone, which
@@ -47,12 +61,15 @@ public:
     void distribution(const float * logits, int32_t n_vocab, const std::vector<int32_t> & history,
                       std::vector<token_prob> & out) const;
 
-    // Samples the next token (greedy or from the distribution) and advances the RNG.
+    // Samples the next token: greedy, or keyed_draw at position history.size() (the token's index
+    // in the sequence), so the same seed gives the same token whatever was drawn before.
     int32_t sample(const float * logits, int32_t n_vocab, const std::vector<int32_t> & history);
+    // The keyed draw from a prepared distribution at `position` (greedy: its first token).
+    int32_t draw(const std::vector<token_prob> & dist, uint64_t position) const;
 
-    // Samples from a prepared distribution with this chain's RNG.
+    // Samples from a prepared distribution with this chain's sequential RNG (rejection sampling).
     int32_t sample_from(const std::vector<token_prob> & dist);
-    // A uniform number in [0, 1) from this chain's RNG (for rejection sampling).
+    // A uniform number in [0, 1) from this chain's sequential RNG (for rejection sampling).
     double uniform();
 
     const sampling_params & params() const { return par; }

@@ -4,6 +4,30 @@
 
 namespace specdec {
 
+acceptance tree_verifier::accept_match(const draft_tree & tree, const float * logits, int32_t n_vocab,
+                                       const sampler_chain & chain, const std::vector<int32_t> & history) {
+    acceptance out;
+    const size_t n = tree.size();
+    children.assign(n + 1, {});  // children[0]: the root's; children[1 + i]: node i's
+    for (size_t i = 0; i < n; ++i) children[(size_t) (tree.parents[i] + 1)].push_back((uint32_t) i);
+    ctx = history;
+    size_t row = 0;  // logits row of the current node (0: the root)
+    for (;;) {
+        // the target's own token at this position, drawn as autoregressive decoding draws it
+        chain.distribution(logits + row * (size_t) n_vocab, n_vocab, ctx, dist);
+        const int32_t x = chain.draw(dist, (uint64_t) ctx.size());
+        const auto & kids = children[row];
+        auto it = std::find_if(kids.begin(), kids.end(), [&](uint32_t k) { return tree.tokens[k] == x; });
+        if (it == kids.end()) {
+            out.next = x;
+            return out;
+        }
+        out.path.push_back(*it);
+        ctx.push_back(x);
+        row = 1 + *it;
+    }
+}
+
 acceptance tree_verifier::accept(const draft_tree & tree, const float * logits, int32_t n_vocab, sampler_chain & chain,
                                  const std::vector<int32_t> & history, bool biased) {
     acceptance out;

@@ -8,6 +8,13 @@
 // p <- normalize(max(0, p - q_j)). q_j is the child's draft distribution (one-hot for a
 // deterministic proposal; for draws without replacement, q with the earlier siblings removed and
 // renormalized). When every child is rejected the next token is drawn from what is left of p.
+//
+// Seed-exact ('match'): at each node the target draws its own token from p with the keyed stream
+// at that node's position (sampler_chain::draw, as autoregressive sampling does), and the child
+// holding that token, if any, is accepted. The output is then the autoregressive sample for the seed,
+// bit for bit, whatever the drafter. A deterministic proposal is accepted with probability p(x), as
+// by rejection sampling; a sampled one with the probability that the drafter's coupled draw
+// (sampling_params::coupled_drafts) equals the target's.
 #pragma once
 
 #include "sampling/sampler.h"
@@ -16,6 +23,8 @@
 #include <vector>
 
 namespace specdec {
+
+enum verify_mode { VERIFY_MATCH, VERIFY_REJECTION };
 
 struct acceptance {
     std::vector<uint32_t> path;  // accepted nodes, root-first
@@ -28,6 +37,9 @@ public:
     // biased: a deliberately wrong verifier that accepts the first child whatever p says (test only).
     acceptance accept(const draft_tree & tree, const float * logits, int32_t n_vocab, sampler_chain & chain,
                       const std::vector<int32_t> & history, bool biased = false);
+    // Seed-exact acceptance (see above).
+    acceptance accept_match(const draft_tree & tree, const float * logits, int32_t n_vocab, const sampler_chain & chain,
+                            const std::vector<int32_t> & history);
 
 private:
     std::vector<std::vector<uint32_t>> children;

@@ -1,5 +1,7 @@
 #include "spec/drafters/draft_model.h"
 
+#include <cmath>
+
 namespace specdec {
 
 draft_model_drafter::draft_model_drafter(std::shared_ptr<const model> draft, const session_params & params,
@@ -7,7 +9,8 @@ draft_model_drafter::draft_model_drafter(std::shared_ptr<const model> draft, con
                                          std::shared_ptr<online_learner> learner_)
     : learner(std::move(learner_)), mdl(std::move(draft)), par(params), chain([&] {
           sampling_params sp = sampling;
-          sp.seed = sampling.seed ^ 0x9E3779B97F4A7C15ull;  // its own random stream
+          // its own random stream, or (seed-exact verification) the target's keyed one
+          if (!sampling.coupled_drafts) sp.seed = sampling.seed ^ 0x9E3779B97F4A7C15ull;
           return sp;
       }()), opt(options) {
     par.abort_also = &aborted;
@@ -69,6 +72,29 @@ void draft_model_drafter::propose(const std::vector<int32_t> & history, uint32_t
                 const int32_t alt = top[0].id == x ? top[1].id : top[0].id;
                 out.add(alt, parent);  // the runner-up, as a leaf
             }
+            parent = node;
+        } else if (chain.params().coupled_drafts) {
+            // seed-exact verification: the target's keyed draw at this position repeated on q (the best
+            // perturbed log q), and the runner-up as a sibling leaf where the two are close
+            chain.distribution(logits.data(), n_vocab, ctx, dist);
+            const uint64_t pos = (uint64_t) ctx.size();
+            int32_t x2 = -1;
+            double k1 = -INFINITY, k2 = -INFINITY;
+            x = dist[0].id;
+            for (const auto & c : dist) {
+                if (!(c.p > 0.0f)) continue;
+                const double key = std::log((double) c.p) + keyed_gumbel(chain.params().seed, pos, c.id);
+                if (key > k1) {
+                    if (k1 > -INFINITY) { k2 = k1; x2 = x; }
+                    k1 = key;
+                    x = c.id;
+                } else if (key > k2) {
+                    k2 = key;
+                    x2 = c.id;
+                }
+            }
+            const int32_t node = out.add(x, parent);
+            if (x2 >= 0 && k1 - k2 < opt.coupled_branch_margin && out.size() < budget) out.add(x2, parent);
             parent = node;
         } else {
             chain.distribution(logits.data(), n_vocab, ctx, dist);

@@ -27,6 +27,9 @@ static constexpr size_t DRAFT_CATCH_UP = 128;
 struct draft_model_options {
     float branch_below = 0.5f;   // greedy: add the runner-up as a sibling below this top-1 probability (0: chains)
     float stop_below   = 0.05f;  // greedy: stop drafting below this top-1 probability
+    // seed-exact sampling (coupled drafts): add the runner-up of the perturbed log q as a sibling leaf
+    // when it is within this margin of the best (the target's p then often picks it)
+    float coupled_branch_margin = 1.0f;
 };
 
 class draft_model_drafter : public drafter {

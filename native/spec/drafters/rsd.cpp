@@ -21,6 +21,15 @@ static void node_context(const std::vector<int32_t> & history, const draft_tree 
     std::reverse(ctx.begin() + (std::ptrdiff_t) base, ctx.end());
 }
 
+// Gumbel noise for the i-th candidate of `dist` at `position`: from the chain's sequential stream, or
+// (coupled drafts) the target's keyed noise for that token, so that the top child is the draw the
+// target makes when p and q agree.
+static double gumbel_for(sampler_chain & chain, const std::vector<token_prob> & dist, size_t i, size_t position) {
+    if (chain.params().coupled_drafts) return keyed_gumbel(chain.params().seed, (uint64_t) position, dist[i].id);
+    const double u = std::max(chain.uniform(), 1e-300);
+    return -std::log(-std::log(u));
+}
+
 // The draft model over the tree so far, for the logits of `nodes` (one row each, in `rows`).
 static void eval_nodes(session & ds, const draft_tree & t, const std::vector<uint32_t> & nodes, std::vector<float> & buf,
                        std::vector<const float *> & rows) {
@@ -33,7 +42,8 @@ rsd_drafter::rsd_drafter(std::shared_ptr<const model> draft, const session_param
                          const rsd_options & options)
     : base(std::move(draft), params, sampling), chain([&] {
           sampling_params sp = sampling;
-          sp.seed = sampling.seed ^ 0xD1B54A32D192ED03ull;  // its own random stream
+          // its own random stream, or (seed-exact verification) the target's keyed one
+          if (!sampling.coupled_drafts) sp.seed = sampling.seed ^ 0xD1B54A32D192ED03ull;
           return sp;
       }()), opt(options) {}
 
@@ -71,8 +81,7 @@ void rsd_drafter::propose(const std::vector<int32_t> & history, uint32_t budget,
             // Gumbel-top-k: the k largest log q + Gumbel noise are a sample without replacement
             keys.clear();
             for (size_t i = 0; i < dist.size(); ++i) {
-                const double u = std::max(chain.uniform(), 1e-300);
-                keys.push_back({ std::log((double) dist[i].p) - std::log(-std::log(u)), (int32_t) i });
+                keys.push_back({ std::log((double) dist[i].p) + gumbel_for(chain, dist, i, ctx.size()), (int32_t) i });
             }
             const size_t take = std::min<size_t>(k, keys.size());
             std::partial_sort(keys.begin(), keys.begin() + take, keys.end(), [](const auto & a, const auto & b) { return a.first > b.first; });
@@ -116,8 +125,7 @@ void rsd_drafter::propose_beam(const std::vector<int32_t> & history, uint32_t bu
             std::vector<double> gs(dist.size());
             double z = -INFINITY;
             for (size_t i = 0; i < dist.size(); ++i) {
-                const double u = std::max(chain.uniform(), 1e-300);
-                gs[i] = beam[f].logp + std::log((double) dist[i].p) - std::log(-std::log(u));
+                gs[i] = beam[f].logp + std::log((double) dist[i].p) + gumbel_for(chain, dist, i, ctx.size());
                 z = std::max(z, gs[i]);
             }
             for (size_t i = 0; i < dist.size(); ++i) {
