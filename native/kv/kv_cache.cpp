@@ -1,11 +1,13 @@
 #include "kv/kv_cache.h"
 #include "common/error.h"
 
+#include "ggml-alloc.h"
+
 #include <algorithm>
 
 namespace specdec {
 
-kv_cache::kv_cache(const model & m, ggml_backend_dev_t dev, uint32_t n_ctx) : hp(m.hp), n_size(n_ctx) {
+kv_cache::kv_cache(const model & m, uint32_t n_ctx) : hp(m.hp), n_size(n_ctx) {
     ggml_init_params ip = { /*mem_size =*/ 2 * hp.n_layer * ggml_tensor_overhead() + 1024, /*mem_buffer =*/ nullptr, /*no_alloc =*/ true };
     ctx = ggml_init(ip);
     if (!ctx) {
@@ -19,19 +21,53 @@ kv_cache::kv_cache(const model & m, ggml_backend_dev_t dev, uint32_t n_ctx) : hp
         k.push_back(tk);
         v.push_back(tv);
     }
-    buf = ggml_backend_alloc_ctx_tensors_from_buft(ctx, ggml_backend_dev_buffer_type(dev));
-    if (!buf) {
-        ggml_free(ctx);
-        fail("ERR_CONTEXT_OVERFLOW", format("cannot allocate a KV cache of %u cells", n_size));
+    // one buffer per device, holding the layers whose weights are there
+    std::vector<ggml_backend_dev_t> devs;
+    for (uint32_t il = 0; il < hp.n_layer; ++il) {
+        ggml_backend_dev_t d = m.device_of_layer((int) il);
+        if (std::find(devs.begin(), devs.end(), d) == devs.end()) devs.push_back(d);
     }
-    ggml_backend_buffer_set_usage(buf, GGML_BACKEND_BUFFER_USAGE_COMPUTE);
-    // masked cells are never read by flash attention, but keep them finite anyway
-    ggml_backend_buffer_clear(buf, 0);
+    for (ggml_backend_dev_t d : devs) {
+        ggml_backend_buffer_type_t buft = ggml_backend_dev_buffer_type(d);
+        const size_t align = ggml_backend_buft_get_alignment(buft);
+        size_t size = 0;
+        for (uint32_t il = 0; il < hp.n_layer; ++il) {
+            if (m.device_of_layer((int) il) != d) continue;
+            for (ggml_tensor * t : { k[il], v[il] }) size += GGML_PAD(ggml_backend_buft_get_alloc_size(buft, t), align);
+        }
+        ggml_backend_buffer_t b = ggml_backend_buft_alloc_buffer(buft, size);
+        if (!b) {
+            for (ggml_backend_buffer_t x : bufs) ggml_backend_buffer_free(x);
+            ggml_free(ctx);
+            fail("ERR_CONTEXT_OVERFLOW", format("cannot allocate a KV cache of %u cells on %s", n_size, ggml_backend_dev_name(d)));
+        }
+        bufs.push_back(b);
+        ggml_tallocr talloc = ggml_tallocr_new(b);
+        for (uint32_t il = 0; il < hp.n_layer; ++il) {
+            if (m.device_of_layer((int) il) != d) continue;
+            for (ggml_tensor * t : { k[il], v[il] }) {
+                if (ggml_tallocr_alloc(&talloc, t) != GGML_STATUS_SUCCESS) {
+                    for (ggml_backend_buffer_t x : bufs) ggml_backend_buffer_free(x);
+                    ggml_free(ctx);
+                    fail("ERR_INTERNAL", "cannot place the KV cache tensors");
+                }
+            }
+        }
+        ggml_backend_buffer_set_usage(b, GGML_BACKEND_BUFFER_USAGE_COMPUTE);
+        // masked cells are never read by flash attention, but keep them finite anyway
+        ggml_backend_buffer_clear(b, 0);
+    }
 }
 
 kv_cache::~kv_cache() {
-    if (buf) ggml_backend_buffer_free(buf);
+    for (ggml_backend_buffer_t b : bufs) ggml_backend_buffer_free(b);
     if (ctx) ggml_free(ctx);
+}
+
+size_t kv_cache::bytes() const {
+    size_t n = 0;
+    for (ggml_backend_buffer_t b : bufs) n += ggml_backend_buffer_get_size(b);
+    return n;
 }
 
 void kv_cache::truncate(uint32_t n) { n_used = std::min(n_used, n); }
