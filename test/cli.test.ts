@@ -190,7 +190,7 @@ describeShared('CLI', (dir) => {
     for (const args of [['--help'], ['-h'], ['generate', '--help'], ['generate', '-h'], ['info', '--help'], ['info', '-h']]) {
       const r = await runCli(args);
       expect({ args, code: r.code }).toEqual({ args, code: 0 });
-      expect(r.stdout).toMatch(/^usage:\n  specdec generate --model PATH/);
+      expect(r.stdout).toMatch(/^usage:\n  specdec generate \[--model PATH\]/);
     }
     const pkg = JSON.parse(fs.readFileSync(path.join(__dirname, '..', 'package.json'), 'utf8')) as { version: string };
     expect(await runCli(['--version'])).toEqual({ code: 0, stdout: `${pkg.version}\n`, stderr: '' });

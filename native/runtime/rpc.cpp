@@ -7,6 +7,8 @@
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <mutex>
+#include <set>
 
 #if !defined(_WIN32)
 #include <fcntl.h>
@@ -182,10 +184,16 @@ std::vector<ggml_backend_dev_t> rpc_devices(const std::vector<std::string> & end
             if (endpoints[j] == endpoints[i]) fail("ERR_INVALID_OPTION", format("rpc endpoint '%s' is given twice", endpoints[i].c_str()));
         }
     }
+    // ggml-rpc keeps one connection per endpoint for the life of the process, and a server serves one
+    // client at a time: an endpoint this process is connected to already is not probed again (a new
+    // connection would wait behind our own)
+    static std::mutex mutex;
+    static std::set<std::string> connected;
+    std::lock_guard<std::mutex> lock(mutex);
     for (const std::string & ep : endpoints) {
-        rpc_probe(ep);
-        // ggml-rpc keeps one connection per endpoint for the life of the process
+        if (!connected.count(ep)) rpc_probe(ep);
         ggml_backend_reg_t reg = ggml_backend_rpc_add_server(ep.c_str());
+        connected.insert(ep);
         if (!reg || ggml_backend_reg_dev_count(reg) == 0) {
             fail("ERR_RPC_PROTOCOL", format("rpc server %s offers no device", ep.c_str()));
         }

@@ -27,7 +27,9 @@ rpc_endpoint rpc_parse_endpoint(const std::string & s);
 // said so in the message).
 void rpc_probe(const std::string & endpoint, int timeout_ms = 5000);
 
-// The devices of the RPC servers at `endpoints`, each probed first, in order.
+// The devices of the RPC servers at `endpoints`, in order, each probed first unless this process is
+// connected to it already (ggml-rpc keeps its connection until the process exits; while it does, the
+// server serves no other client).
 std::vector<ggml_backend_dev_t> rpc_devices(const std::vector<std::string> & endpoints);
 
 // Runs ggml's RPC server on host:port with this build's devices (the GPUs when there are any, else
