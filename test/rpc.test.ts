@@ -67,11 +67,49 @@ describeShared('multi-host through ggml RPC', (dir) => {
     b?.proc.kill();
   });
 
-  // first: a server serves one client at a time, and this jest process keeps its connections once made
+  // first: a server serves one client at a time, and this jest process keeps its connections while its
+  // models on the servers are alive
+  let cliText = '';
+  // each client that reaches a server (the endpoint check, then ggml-rpc's connection) is logged by it
+  const accepted = (s: typeof a) => (s.out().match(/Accepted client connection/g) ?? []).length;
   it('the CLI: generate --rpc A --rpc B gives the local greedy tokens', async () => {
+    const before = [accepted(a), accepted(b)];
     const { stdout } = await run(process.execPath, [cli, 'generate', '--model', stories, '--prompt', 'Once upon a time', '--max-tokens', '32',
       '--json', '--rpc', a.endpoint, '--rpc', b.endpoint]);
-    expect((JSON.parse(stdout) as { tokens: number[] }).tokens).toEqual(ref().slice(0, 32));
+    const out = JSON.parse(stdout) as { tokens: number[]; text: string };
+    expect(out.tokens).toEqual(ref().slice(0, 32));
+    cliText = out.text;
+    expect(accepted(a)).toBeGreaterThan(before[0]);  // --rpc reached both servers
+    expect(accepted(b)).toBeGreaterThan(before[1]);
+  });
+
+  it('the CLI: serve --rpc A --rpc B --tensor-split 2,3 answers with the same greedy text', async () => {
+    expect(cliText.length).toBeGreaterThan(0);
+    const before = [accepted(a), accepted(b)];
+    const c = spawn(process.execPath, [cli, 'serve', '--model', stories, '--port', '0', '--rpc', a.endpoint, '--rpc', b.endpoint, '--tensor-split', '2,3'],
+      { stdio: ['ignore', 'pipe', 'pipe'] });
+    try {
+      let stderr = '';
+      const url = await new Promise<string>((resolve, reject) => {
+        c.stderr!.on('data', (d) => {
+          stderr += d;
+          const m = /listening on (http:\/\/127\.0\.0\.1:\d+)/.exec(stderr);
+          if (m) resolve(m[1]);
+        });
+        c.on('close', () => reject(new Error(`exited: ${stderr}`)));
+      });
+      const r = await fetch(`${url}/v1/completions`, { method: 'POST', headers: { 'Content-Type': 'application/json' },
+        body: JSON.stringify({ prompt: 'Once upon a time', max_tokens: 32, temperature: 0 }) });
+      expect(r.status).toBe(200);
+      expect(((await r.json()) as { choices: { text: string }[] }).choices[0].text).toBe(cliText);
+      expect(accepted(a)).toBeGreaterThan(before[0]);
+      expect(accepted(b)).toBeGreaterThan(before[1]);
+    } finally {
+      await new Promise<void>((resolve) => {
+        c.on('close', () => resolve());
+        c.kill('SIGTERM');
+      });
+    }
   });
 
   it('stories260K split across two servers (by their free memory, and by tensorSplit) gives the local CPU\'s greedy tokens', async () => {
@@ -180,5 +218,38 @@ describeShared('multi-host through ggml RPC', (dir) => {
       all.close();
     }
     expect(a.out()).toMatch(/Starting RPC server v\d+\.\d+\.\d+/);
+  });
+
+  it('two models on the same servers at once; once this process has freed them, another process uses the servers', async () => {
+    const m1 = await loadModel(stories, { rpc: [a.endpoint, b.endpoint] });
+    const m2 = await loadModel(stories, { rpc: [b.endpoint, a.endpoint] });  // the live connections, not a new check
+    const gen = async (m: typeof m1) => {
+      const s = await m.createSession();
+      const r = await s.generate('Once upon a time', { maxTokens: 16 }).result();
+      await s.dispose();
+      return r.tokens;
+    };
+    expect(await gen(m1)).toEqual(ref().slice(0, 16));
+    expect(await gen(m2)).toEqual(ref().slice(0, 16));
+    await m1.dispose();
+    await m2.dispose();
+    // the weights' buffers were the connections' last users: the servers are free for another client
+    const { stdout } = await run(process.execPath, [cli, 'generate', '--model', stories, '--prompt', 'Once upon a time', '--max-tokens', '16',
+      '--json', '--rpc', a.endpoint, '--rpc', b.endpoint]);
+    expect((JSON.parse(stdout) as { tokens: number[] }).tokens).toEqual(ref().slice(0, 16));
+  });
+
+  it('a server that went away after this process used it is checked again: a typed error, not ggml-rpc\'s abort', async () => {
+    const c = await startServer();
+    try {
+      const m = await loadModel(stories, { rpc: [c.endpoint] });
+      await m.dispose();
+    } finally {
+      await new Promise<void>((resolve) => {
+        c.proc.on('close', () => resolve());
+        c.proc.kill();
+      });
+    }
+    await expect(loadModel(stories, { rpc: [c.endpoint] })).rejects.toMatchObject({ name: 'RpcError', code: 'ERR_RPC_UNREACHABLE' });
   });
 });

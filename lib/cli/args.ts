@@ -35,6 +35,7 @@ export const COMMANDS: Record<string, CommandSpec> = {
     model: s, 'draft-model': s, heads: s, method: s, host: s, port: s, parallel: s, 'api-key': s, 'max-queue': s, 'body-limit': s,
     'context-size': s, 'batch-size': s, threads: s, backend: s, 'cpu-kernels': s, 'chat-template-file': s, 'no-chat-template-fallback': b,
     alias: s, 'max-tokens': s, temperature: s, 'top-k': s, 'top-p': s, 'min-p': s, 'repeat-penalty': s, 'draft-max': s, help, version: b,
+    rpc: many, 'tensor-split': s,
   },
 };
 

@@ -77,6 +77,7 @@ struct model {
     std::vector<ggml_backend_dev_t> devices;
     std::vector<int>                layer_device;
     ggml_backend_dev_t device_of_layer(int il) const { return devices.empty() ? device : devices[layer_device[il]]; }
+    std::vector<std::shared_ptr<void>> rpc_leases;  // runtime/rpc.h rpc_devices: the servers this model uses
 
     // Weights repacked for specdec's CPU kernels (empty on GPUs or with ggml's kernels).
     std::unordered_map<const ggml_tensor *, std::unique_ptr<kernels::packed_weights>> packed;

@@ -481,7 +481,7 @@ static std::vector<int> split_layers(uint32_t n_layer, const std::vector<double>
 // Places the weights on the RPC servers' devices: each block's tensors on its layer's device, the
 // output norm and matrix with the last layer, the token embeddings (a row lookup) on the CPU.
 static void place_on_rpc(model & m, const load_params & params) {
-    m.devices = rpc_devices(params.rpc);
+    m.devices = rpc_devices(params.rpc, m.rpc_leases);
     std::vector<double> shares;
     if (!params.tensor_split.empty()) {
         if (params.tensor_split.size() != m.devices.size()) {

@@ -7,8 +7,9 @@
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <map>
+#include <memory>
 #include <mutex>
-#include <set>
 
 #if !defined(_WIN32)
 #include <fcntl.h>
@@ -176,7 +177,7 @@ void rpc_probe(const std::string & endpoint, int) {
 
 #endif
 
-std::vector<ggml_backend_dev_t> rpc_devices(const std::vector<std::string> & endpoints) {
+std::vector<ggml_backend_dev_t> rpc_devices(const std::vector<std::string> & endpoints, std::vector<std::shared_ptr<void>> & leases) {
     backends_init();
     std::vector<ggml_backend_dev_t> out;
     for (size_t i = 0; i < endpoints.size(); ++i) {
@@ -184,19 +185,25 @@ std::vector<ggml_backend_dev_t> rpc_devices(const std::vector<std::string> & end
             if (endpoints[j] == endpoints[i]) fail("ERR_INVALID_OPTION", format("rpc endpoint '%s' is given twice", endpoints[i].c_str()));
         }
     }
-    // ggml-rpc keeps one connection per endpoint for the life of the process, and a server serves one
-    // client at a time: an endpoint this process is connected to already is not probed again (a new
-    // connection would wait behind our own)
+    // ggml-rpc keeps a connection per endpoint while buffers on it exist (a model's weights), and a
+    // server serves one client at a time: an endpoint that a live model of this process uses is not
+    // probed again (a new connection would wait behind our own); once those models are freed, the
+    // connection closes and the next use is probed
     static std::mutex mutex;
-    static std::set<std::string> connected;
+    static std::map<std::string, std::weak_ptr<void>> live;
     std::lock_guard<std::mutex> lock(mutex);
     for (const std::string & ep : endpoints) {
-        if (!connected.count(ep)) rpc_probe(ep);
+        std::shared_ptr<void> lease = live[ep].lock();
+        if (!lease) {
+            rpc_probe(ep);
+            lease = std::make_shared<int>(0);
+            live[ep] = lease;
+        }
         ggml_backend_reg_t reg = ggml_backend_rpc_add_server(ep.c_str());
-        connected.insert(ep);
         if (!reg || ggml_backend_reg_dev_count(reg) == 0) {
             fail("ERR_RPC_PROTOCOL", format("rpc server %s offers no device", ep.c_str()));
         }
+        leases.push_back(lease);
         for (size_t d = 0; d < ggml_backend_reg_dev_count(reg); ++d) out.push_back(ggml_backend_reg_dev_get(reg, d));
     }
     return out;

@@ -9,6 +9,7 @@
 
 #include "ggml-backend.h"
 
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -27,10 +28,10 @@ rpc_endpoint rpc_parse_endpoint(const std::string & s);
 // said so in the message).
 void rpc_probe(const std::string & endpoint, int timeout_ms = 5000);
 
-// The devices of the RPC servers at `endpoints`, in order, each probed first unless this process is
-// connected to it already (ggml-rpc keeps its connection until the process exits; while it does, the
-// server serves no other client).
-std::vector<ggml_backend_dev_t> rpc_devices(const std::vector<std::string> & endpoints);
+// The devices of the RPC servers at `endpoints`, in order, each probed first unless a live model of
+// this process uses it already. `leases` gets one token per endpoint, for the model to hold while its
+// buffers live there (what tells a later load that the connection is up).
+std::vector<ggml_backend_dev_t> rpc_devices(const std::vector<std::string> & endpoints, std::vector<std::shared_ptr<void>> & leases);
 
 // Runs ggml's RPC server on host:port with this build's devices (the GPUs when there are any, else
 // the CPU with n_threads threads). Blocks while it serves; returns only when it cannot start
