@@ -1,8 +1,6 @@
 #include "kv/kv_cache.h"
 #include "common/error.h"
 
-#include "ggml-alloc.h"
-
 #include <algorithm>
 
 namespace specdec {
@@ -21,42 +19,25 @@ kv_cache::kv_cache(const model & m, uint32_t n_ctx) : hp(m.hp), n_size(n_ctx) {
         k.push_back(tk);
         v.push_back(tv);
     }
-    // one buffer per device, holding the layers whose weights are there
+    // per device, buffers for the layers whose weights are there
     std::vector<ggml_backend_dev_t> devs;
     for (uint32_t il = 0; il < hp.n_layer; ++il) {
         ggml_backend_dev_t d = m.device_of_layer((int) il);
         if (std::find(devs.begin(), devs.end(), d) == devs.end()) devs.push_back(d);
     }
     for (ggml_backend_dev_t d : devs) {
-        ggml_backend_buffer_type_t buft = ggml_backend_dev_buffer_type(d);
-        const size_t align = ggml_backend_buft_get_alignment(buft);
-        size_t size = 0;
+        std::vector<ggml_tensor *> ts;
         for (uint32_t il = 0; il < hp.n_layer; ++il) {
-            if (m.device_of_layer((int) il) != d) continue;
-            for (ggml_tensor * t : { k[il], v[il] }) size += GGML_PAD(ggml_backend_buft_get_alloc_size(buft, t), align);
+            if (m.device_of_layer((int) il) == d) ts.insert(ts.end(), { k[il], v[il] });
         }
-        ggml_backend_buffer_t b = ggml_backend_buft_alloc_buffer(buft, size);
-        if (!b) {
+        if (!place_tensors(ggml_backend_dev_buffer_type(d), ts, GGML_BACKEND_BUFFER_USAGE_COMPUTE, bufs)) {
             for (ggml_backend_buffer_t x : bufs) ggml_backend_buffer_free(x);
             ggml_free(ctx);
             fail("ERR_CONTEXT_OVERFLOW", format("cannot allocate a KV cache of %u cells on %s", n_size, ggml_backend_dev_name(d)));
         }
-        bufs.push_back(b);
-        ggml_tallocr talloc = ggml_tallocr_new(b);
-        for (uint32_t il = 0; il < hp.n_layer; ++il) {
-            if (m.device_of_layer((int) il) != d) continue;
-            for (ggml_tensor * t : { k[il], v[il] }) {
-                if (ggml_tallocr_alloc(&talloc, t) != GGML_STATUS_SUCCESS) {
-                    for (ggml_backend_buffer_t x : bufs) ggml_backend_buffer_free(x);
-                    ggml_free(ctx);
-                    fail("ERR_INTERNAL", "cannot place the KV cache tensors");
-                }
-            }
-        }
-        ggml_backend_buffer_set_usage(b, GGML_BACKEND_BUFFER_USAGE_COMPUTE);
-        // masked cells are never read by flash attention, but keep them finite anyway
-        ggml_backend_buffer_clear(b, 0);
     }
+    // masked cells are never read by flash attention, but keep them finite anyway
+    for (ggml_backend_buffer_t b : bufs) ggml_backend_buffer_clear(b, 0);
 }
 
 kv_cache::~kv_cache() {

@@ -130,6 +130,12 @@ public:
 // model's memory is really freed (the addon's _liveModels()).
 int64_t model_live_count();
 
+// Allocates buffers of `buft` for `tensors` (no_alloc tensors, in order) and places them: as few
+// buffers as the buffer type's largest allocation allows, each with usage `usage`, appended to `out`.
+// Returns false when an allocation fails (the buffers made so far stay in `out`, for the caller to free).
+bool place_tensors(ggml_backend_buffer_type_t buft, const std::vector<ggml_tensor *> & tensors,
+                   ggml_backend_buffer_usage usage, std::vector<ggml_backend_buffer_t> & out);
+
 // A private, writable copy of a CPU model with every weight in F32 in host memory (the trainable
 // copy Online Speculative Decoding drafts with). No packed copies: it runs as a draft model, on its
 // Q8_0 draft copies (prepare_draft_weights). Throws ERR_BACKEND_UNAVAILABLE for a model on a GPU.

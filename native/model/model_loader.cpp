@@ -459,6 +459,32 @@ void model::prepare_draft_weights(const std::function<bool()> & aborted) const {
 const std::string & last_gguf_error() { return g_last_gguf_error; }
 void set_last_gguf_error(const std::string & s) { g_last_gguf_error = s; }
 
+bool place_tensors(ggml_backend_buffer_type_t buft, const std::vector<ggml_tensor *> & tensors,
+                   ggml_backend_buffer_usage usage, std::vector<ggml_backend_buffer_t> & out) {
+    const size_t align = ggml_backend_buft_get_alignment(buft);
+    const size_t max_size = ggml_backend_buft_get_max_size(buft);
+    size_t first = 0;
+    while (first < tensors.size()) {
+        // the next run of tensors that fits one buffer (at least one tensor)
+        size_t size = 0, last = first;
+        for (; last < tensors.size(); ++last) {
+            const size_t n = GGML_PAD(ggml_backend_buft_get_alloc_size(buft, tensors[last]), align);
+            if (last > first && size + n > max_size) break;
+            size += n;
+        }
+        ggml_backend_buffer_t buf = ggml_backend_buft_alloc_buffer(buft, size);
+        if (!buf) return false;
+        out.push_back(buf);
+        ggml_backend_buffer_set_usage(buf, usage);
+        ggml_tallocr talloc = ggml_tallocr_new(buf);
+        for (size_t i = first; i < last; ++i) {
+            if (ggml_tallocr_alloc(&talloc, tensors[i]) != GGML_STATUS_SUCCESS) return false;
+        }
+        first = last;
+    }
+    return true;
+}
+
 // The layers' devices for a model on RPC servers: layer il goes to the first device whose
 // cumulative share of the layers (tensor_split, or free memory) reaches past it.
 static std::vector<int> split_layers(uint32_t n_layer, const std::vector<double> & shares) {
@@ -524,24 +550,17 @@ static void place_on_rpc(model & m, const load_params & params) {
         return 1 + (size_t) (m.layer_device.empty() ? 0 : m.layer_device.back());  // output, output norm, rope factors
     };
     for (size_t b = 0; b < bufts.size(); ++b) {
-        const size_t align = ggml_backend_buft_get_alignment(bufts[b]);
-        size_t size = 0;
+        std::vector<ggml_tensor *> ts;
+        size_t bytes = 0;
         for (ggml_tensor * t = ggml_get_first_tensor(m.ctx_w); t; t = ggml_get_next_tensor(m.ctx_w, t)) {
-            if (target(t) == b) size += GGML_PAD(ggml_backend_buft_get_alloc_size(bufts[b], t), align);
-        }
-        if (size == 0) continue;
-        ggml_backend_buffer_t buf = ggml_backend_buft_alloc_buffer(bufts[b], size);
-        if (!buf) {
-            fail("ERR_BACKEND_UNAVAILABLE", format("cannot allocate %.1f MiB for the weights on %s", size / 1048576.0,
-                    b == 0 ? "the CPU" : ggml_backend_dev_name(m.devices[b - 1])));
-        }
-        ggml_backend_buffer_set_usage(buf, GGML_BACKEND_BUFFER_USAGE_WEIGHTS);
-        m.buffers.push_back(buf);
-        ggml_tallocr talloc = ggml_tallocr_new(buf);
-        for (ggml_tensor * t = ggml_get_first_tensor(m.ctx_w); t; t = ggml_get_next_tensor(m.ctx_w, t)) {
-            if (target(t) == b && ggml_tallocr_alloc(&talloc, t) != GGML_STATUS_SUCCESS) {
-                fail("ERR_INTERNAL", format("cannot place tensor '%s'", t->name));
+            if (target(t) == b) {
+                ts.push_back(t);
+                bytes += ggml_nbytes(t);
             }
+        }
+        if (!place_tensors(bufts[b], ts, GGML_BACKEND_BUFFER_USAGE_WEIGHTS, m.buffers)) {
+            fail("ERR_BACKEND_UNAVAILABLE", format("cannot allocate %.1f MiB for the weights on %s", bytes / 1048576.0,
+                    b == 0 ? "the CPU" : ggml_backend_dev_name(m.devices[b - 1])));
         }
     }
 }

@@ -4,6 +4,7 @@
 
 #include "ggml-rpc.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
@@ -51,6 +52,12 @@ struct fd_guard {
 
 using clock_type = std::chrono::steady_clock;
 
+#if defined(MSG_NOSIGNAL)
+constexpr int send_flags = MSG_NOSIGNAL;  // a closed peer is an error, not SIGPIPE
+#else
+constexpr int send_flags = 0;             // macOS: SO_NOSIGPIPE on the socket instead
+#endif
+
 int ms_left(clock_type::time_point deadline) {
     const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - clock_type::now()).count();
     return left > 0 ? (int) left : 0;
@@ -71,7 +78,7 @@ bool send_all(int fd, const void * data, size_t n, clock_type::time_point deadli
     const char * p = (const char *) data;
     while (n > 0) {
         if (!wait_for(fd, POLLOUT, deadline)) return false;
-        const ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
+        const ssize_t w = send(fd, p, n, send_flags);
         if (w < 0 && (errno == EAGAIN || errno == EINTR)) continue;
         if (w <= 0) return false;
         p += w;
@@ -113,8 +120,13 @@ void rpc_probe(const std::string & endpoint, int timeout_ms) {
     std::string why = "no address";
     for (addrinfo * a = res; a; a = a->ai_next) {
         fd_guard c;
-        c.fd = socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, a->ai_protocol);
+        c.fd = socket(a->ai_family, a->ai_socktype, a->ai_protocol);
         if (c.fd < 0) { why = strerror(errno); continue; }
+        fcntl(c.fd, F_SETFD, FD_CLOEXEC);
+#if defined(SO_NOSIGPIPE)
+        int one = 1;
+        setsockopt(c.fd, SOL_SOCKET, SO_NOSIGPIPE, &one, sizeof(one));
+#endif
         fcntl(c.fd, F_SETFL, fcntl(c.fd, F_GETFL, 0) | O_NONBLOCK);
         if (connect(c.fd, a->ai_addr, a->ai_addrlen) != 0) {
             if (errno != EINPROGRESS) { why = strerror(errno); continue; }
