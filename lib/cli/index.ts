@@ -192,12 +192,12 @@ function progressBar(enabled: boolean): ((f: number) => void) | undefined {
 
 async function generate(positional: string[], flags: Flags): Promise<number> {
   if (positional.length > 0) throw new UsageError(`unexpected argument '${positional[0]}' (the prompt goes in --prompt TEXT)`);
-  const modelPath = one(flags, 'model') ?? embeddedModel();
   const promptText = one(flags, 'prompt');
   const promptFile = one(flags, 'prompt-file');
   if ((promptText === undefined) === (promptFile === undefined)) throw new UsageError('give exactly one of --prompt and --prompt-file');
   checkFlags(flags);
   // every file before any model loads
+  const modelPath = one(flags, 'model') ?? embeddedModel();
   checkFile('--model', modelPath);
   const draftPath = one(flags, 'draft-model');
   if (draftPath) checkFile('--draft-model', draftPath);
