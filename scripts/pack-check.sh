@@ -5,8 +5,8 @@
 # the tarball carries and the model it embeds (assets/stories260K.gguf).
 #
 #   scripts/pack-check.sh                 the full path: `prebuildify --napi --strip` (node-gyp and
-#                                         binding.gyp; compiles ggml with portable flags: slow, ~15-30 min
-#                                         on 2 busy cores) in a staging copy of the package, then pack
+#                                         binding.gyp; compiles ggml with portable flags: 4-9 min on
+#                                         2 cores) in a staging copy of the package, then pack
 #   scripts/pack-check.sh --binary FILE   the staging copy gets FILE (e.g. build/Release/specdec.node,
 #                                         already built) as prebuilds/linux-x64/specdec.node; what the
 #                                         jest test (test/pack.test.ts) runs, in about a minute
