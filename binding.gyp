@@ -2,6 +2,7 @@
 # portable prebuilt binaries that ship in prebuilds/. ggml is built as static libraries by
 # CMake (scripts/build-ggml.js, portable flags); the addon sources are the same as in
 # CMakeLists.txt (which `npm install` uses to build from source with native CPU flags).
+# NODE_API_NO_EXTERNAL_BUFFERS_ALLOWED: no buffer over external memory reaches JS (Electron).
 {
   "targets": [
     {
@@ -12,7 +13,7 @@
         "deps/llama.cpp/ggml/include",
         "<!(node -p \"require('node-addon-api').include_dir\")"
       ],
-      "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED"],
+      "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED", "NODE_API_NO_EXTERNAL_BUFFERS_ALLOWED"],
       "cflags!": ["-fno-exceptions"],
       "cflags_cc!": ["-fno-exceptions", "-fno-rtti"],
       "cflags_cc": ["-std=c++17", "-O3", "-fexceptions"],

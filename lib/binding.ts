@@ -1,9 +1,9 @@
 /**
  * Finds and loads the native addon. Order: SPECDEC_BINDING (explicit path), the local
- * build (build/Release), then prebuilds/<platform>-<arch>/. Every failure is reported
- * with what to do about it.
+ * build (build/Release), then prebuilds/<platform>-<arch>/ (the portable binary an installed
+ * package carries). Every failure is reported with what to do about it.
  */
-import { existsSync } from 'node:fs';
+import { existsSync, readdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { NativeBindingError } from './errors';
 
@@ -12,7 +12,7 @@ export interface NativeModelInfo {
   architecture: string; parameterCount: number; sizeBytes: number; weightType: string;
   contextLength: number; vocabSize: number; embeddingLength: number; layerCount: number;
   headCount: number; headCountKv: number; feedForwardLength: number; ropeFreqBase: number;
-  ropeScaling: string; tiedEmbeddings: boolean; backend: 'cpu' | 'cuda' | 'metal'; device: string; cpuKernels: string;
+  ropeScaling: string; tiedEmbeddings: boolean; backend: 'cpu' | 'cuda' | 'metal' | 'rpc'; device: string; cpuKernels: string;
 }
 export interface NativeModel { info(): NativeModelInfo; dispose(): void }
 export interface NativeStepResult {
@@ -71,12 +71,14 @@ export interface NativeSession {
   _evalTree(tokens: Int32Array, parents: Int32Array): Float32Array;
 }
 export interface NativeBinding {
-  LoadTask: new (path: string, backend: string, cpuKernels: string) => { start(onProgress?: (f: number) => void): Promise<NativeModel>; cancel(): void };
+  LoadTask: new (path: string, backend: string, cpuKernels: string, options?: { rpc?: string[]; tensorSplit?: number[] }) => { start(onProgress?: (f: number) => void): Promise<NativeModel>; cancel(): void };
   createSession(model: NativeModel, options: { contextSize: number; batchSize: number; threads: number }): Promise<NativeSession>;
   trainDrafter(model: NativeModel, options: Record<string, unknown>, onProgress?: (p: Record<string, unknown>) => void):
     { promise: Promise<NativeTrainReport>; abort(): void };
   devices(): { name: string; description: string; type: string }[];
   buildInfo(): { cuda: boolean; metal: boolean; hardwareConcurrency: number };
+  /** ggml's RPC server on `host:port`; blocks the calling thread while it serves (run it in its own process). */
+  rpcServe(endpoint: string, threads: number): void;
   /** Test hook: native models alive (not yet freed by their last owner). */
   _liveModels(): number;
   /** Test hook: ggml's own decoding of n values of a ggml type (test/gguf-writer.test.ts). */
@@ -102,7 +104,14 @@ export function binding(): NativeBinding {
   if (process.env.SPECDEC_BINDING) candidates.push(resolve(process.env.SPECDEC_BINDING));
   candidates.push(join(root, 'build', 'Release', 'specdec.node'));
   const prebuildDir = join(root, 'prebuilds', `${process.platform}-${process.arch}`);
+  // prebuildify --napi names it after the package (specdec.node); older prebuildify and node-gyp-build
+  // spell it node.napi.node; any other .node file there comes after these
   candidates.push(join(prebuildDir, 'specdec.node'), join(prebuildDir, 'node.napi.node'));
+  if (existsSync(prebuildDir)) {
+    for (const f of readdirSync(prebuildDir).sort()) {
+      if (f.endsWith('.node') && !candidates.includes(join(prebuildDir, f))) candidates.push(join(prebuildDir, f));
+    }
+  }
   const failures: string[] = [];
   for (const file of candidates) {
     if (!existsSync(file)) {

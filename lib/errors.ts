@@ -23,6 +23,9 @@ export type SpecdecErrorCode =
   | 'ERR_BUSY'
   | 'ERR_ABORTED'
   | 'ERR_NATIVE_BINDING'
+  | 'ERR_RPC_UNREACHABLE'
+  | 'ERR_RPC_PROTOCOL'
+  | 'ERR_RPC_SERVER'
   | 'ERR_INTERNAL';
 
 export class SpecdecError extends Error {
@@ -87,6 +90,13 @@ export class BusyError extends SpecdecError {
   }
 }
 /** The native addon could not be found or loaded. */
+/**
+ * A ggml RPC server (loadModel's `rpc`) that cannot be used: ERR_RPC_UNREACHABLE (no connection, or
+ * no answer to the handshake), ERR_RPC_PROTOCOL (not a ggml RPC server of a compatible protocol
+ * version), ERR_RPC_SERVER (`specdec rpc-server` could not listen).
+ */
+export class RpcError extends SpecdecError {}
+
 export class NativeBindingError extends SpecdecError {
   constructor(message: string, cause?: unknown) {
     super('ERR_NATIVE_BINDING', message, { cause });
@@ -117,6 +127,7 @@ export function fromNative(err: unknown): Error {
     case 'ERR_CONTEXT_OVERFLOW': return new ContextOverflowError(text);
     case 'ERR_BACKEND_UNAVAILABLE': return new BackendUnavailableError(text);
     case 'ERR_BUSY': return new BusyError(text);
+    case 'ERR_RPC_UNREACHABLE': case 'ERR_RPC_PROTOCOL': case 'ERR_RPC_SERVER': return new RpcError(code, text, { cause: err });
     default: return new SpecdecError(code, text, { cause: err });
   }
 }

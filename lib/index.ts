@@ -14,7 +14,7 @@ export type { TrainDrafterOptions, TrainProgress, TrainReport, DrafterKind } fro
 export {
   SpecdecError, ModelFileError, UnsupportedArchitectureError, InvalidOptionError, TokenOutOfRangeError,
   ContextOverflowError, BackendUnavailableError, DisposedError, BusyError, NativeBindingError, VocabularyMismatchError,
-  HeadsMismatchError,
+  HeadsMismatchError, RpcError,
 } from './errors';
 export type { SpecdecErrorCode } from './errors';
 export { readGguf } from './gguf/reader';

@@ -26,6 +26,15 @@ export interface LoadModelOptions {
   signal?: AbortSignal;
   /** Called with the fraction of the weights loaded, 0..1. */
   onProgress?: (fraction: number) => void;
+  /**
+   * ggml RPC servers ('host:port', `specdec rpc-server` or llama.cpp's rpc-server) that hold the
+   * model's layers, split across their devices in order (see README, "Multi-host"); the token
+   * embeddings stay on this machine's CPU. Each server is checked first: RpcError with code
+   * ERR_RPC_UNREACHABLE or ERR_RPC_PROTOCOL. Goes with backend 'auto' or 'cpu'.
+   */
+  rpc?: string[];
+  /** With `rpc`: each device's share of the layers (default: by the devices' free memory). */
+  tensorSplit?: number[];
 }
 
 export interface ModelInfo {
@@ -46,7 +55,8 @@ export interface ModelInfo {
   ropeScaling: string;
   tiedEmbeddings: boolean;
   tokenizer: { type: 'spm' | 'bpe'; model: string; preTokenizer: string; bos: number; eos: number; addBos: boolean; eogTokens: number[] };
-  backend: 'cpu' | 'cuda' | 'metal';
+  backend: 'cpu' | 'cuda' | 'metal' | 'rpc';
+  /** The device's name; with `rpc`, each server's device and its layer count. */
   device: string;
   /** Kernels of the Q8_0 matrix products: 'ggml', or 'specdec-<instruction set>' (e.g. 'specdec-avx512-vnni'). */
   cpuKernels: string;
@@ -59,7 +69,21 @@ export interface TokenizeOptions {
   addBos?: boolean;
 }
 
-const LOAD_OPTIONS = ['backend', 'cpuKernels', 'threads', 'signal', 'onProgress'] as const;
+const LOAD_OPTIONS = ['backend', 'cpuKernels', 'threads', 'signal', 'onProgress', 'rpc', 'tensorSplit'] as const;
+
+function rpcOptions(o: Record<string, unknown>): { rpc?: string[]; tensorSplit?: number[] } {
+  const { rpc, tensorSplit } = o;
+  if (rpc !== undefined && (!Array.isArray(rpc) || rpc.length === 0 || rpc.some((e) => typeof e !== 'string' || !/^[^:\s[\]]+:\d{1,5}$/.test(e)))) {
+    throw new InvalidOptionError(`option 'rpc' must be a non-empty array of 'host:port' strings, got ${JSON.stringify(rpc)}`);
+  }
+  if (tensorSplit !== undefined) {
+    if (rpc === undefined) throw new InvalidOptionError("option 'tensorSplit' goes with option 'rpc'");
+    if (!Array.isArray(tensorSplit) || tensorSplit.some((x) => typeof x !== 'number' || !Number.isFinite(x) || x < 0) || !tensorSplit.some((x) => x > 0)) {
+      throw new InvalidOptionError(`option 'tensorSplit' must be an array of finite numbers >= 0, not all 0, got ${JSON.stringify(tensorSplit)}`);
+    }
+  }
+  return { rpc: rpc as string[] | undefined, tensorSplit: tensorSplit as number[] | undefined };
+}
 
 export async function loadModel(path: string, options: LoadModelOptions = {}): Promise<Model> {
   if (typeof path !== 'string' || path.length === 0) {
@@ -72,6 +96,8 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
   const threads = o.threads === undefined ? undefined : optNumber(o, 'threads', 1, 1, 512, true);
   const signal = optSignal(o);
   const onProgress = optFunction<(f: number) => void>(o, 'onProgress');
+  const rpc = rpcOptions(o);
+  if (rpc.rpc && backend !== 'auto' && backend !== 'cpu') throw new InvalidOptionError(`option 'rpc' goes with backend 'auto' or 'cpu', got '${backend}'`);
   signal?.throwIfAborted();
 
   // The header first, in TypeScript: typed errors for bad files, and the tokenizer.
@@ -79,7 +105,7 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
   signal?.throwIfAborted();
   const tokenizer = Tokenizer.fromGguf(file);
 
-  const task = new (binding().LoadTask)(path, backend, cpuKernels);
+  const task = new (binding().LoadTask)(path, backend, cpuKernels, rpc);
   const onAbort = () => task.cancel();
   signal?.addEventListener('abort', onAbort, { once: true });
   let native: NativeModel;

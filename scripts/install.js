@@ -2,7 +2,8 @@
 // `npm install` entry: use a prebuilt binary when one matches and this is not a source
 // checkout; otherwise populate ggml (scripts/fetch-ggml.js) and build the addon with
 // cmake-js (Release, CPU backend). Switches: SPECDEC_CUDA=1 (ggml CUDA backend),
-// SPECDEC_METAL=1, SPECDEC_PORTABLE=1 (no -march=native), SPECDEC_SKIP_BUILD=1.
+// SPECDEC_METAL=1, SPECDEC_FROM_SOURCE=1 (build even where a prebuilt binary matches),
+// SPECDEC_PORTABLE=1 (no -march=native), SPECDEC_SKIP_BUILD=1.
 'use strict';
 const { spawnSync } = require('node:child_process');
 const fs = require('node:fs');
@@ -20,8 +21,8 @@ if (on(process.env.SPECDEC_SKIP_BUILD) && !force) {
 
 const isCheckout = fs.existsSync(path.join(root, '.git'));
 const prebuilt = path.join(root, 'prebuilds', `${process.platform}-${process.arch}`);
-const wantsGpu = on(process.env.SPECDEC_CUDA) || on(process.env.SPECDEC_METAL);
-if (!force && !isCheckout && !wantsGpu && fs.existsSync(prebuilt)) {
+const wantsSource = on(process.env.SPECDEC_CUDA) || on(process.env.SPECDEC_METAL) || on(process.env.SPECDEC_FROM_SOURCE);
+if (!force && !isCheckout && !wantsSource && fs.existsSync(prebuilt)) {
   console.error(`[specdec] using the prebuilt binary in ${path.relative(root, prebuilt)}`);
   process.exit(0);
 }

@@ -54,6 +54,16 @@ describeShared('CLI', (dir) => {
     }
   });
 
+  it('generate without --model runs the embedded assets/stories260K.gguf and says so on stderr', async () => {
+    const { stdout, stderr } = await run(process.execPath, [cli, 'generate', '--prompt', 'Once upon a time', '--max-tokens', '16', '--json']);
+    expect(stderr).toMatch(/no --model given: using the embedded model .*assets\/stories260K\.gguf/);
+    const ref = (JSON.parse(fs.readFileSync(path.join(dir, 'models', 'reference', 'stories260K-greedy.json'), 'utf8')) as
+      { prompt: string; generated_tokens: number[] }[]).find((r) => r.prompt === 'Once upon a time')!;
+    expect((JSON.parse(stdout) as { tokens: number[] }).tokens).toEqual(ref.generated_tokens.slice(0, 16));
+    // the embedded file is the shared one, byte for byte
+    expect(fs.readFileSync(path.join(__dirname, '..', 'assets', 'stories260K.gguf')).equals(fs.readFileSync(stories))).toBe(true);
+  });
+
   it('usage errors exit non-zero with a message', async () => {
     await expect(run(process.execPath, [cli, 'generate', '--model', stories, '--prompt', 'x', '--draft-model', stories, '--method', 'lookup'])).rejects.toMatchObject({ stderr: expect.stringMatching(/--draft-model goes with/) });
     await expect(run(process.execPath, [cli, 'generate', '--model', stories, '--prompt', 'x', '--method', 'nope'])).rejects.toMatchObject({ stderr: expect.stringMatching(/method must be one of/) });
@@ -191,7 +201,7 @@ describeShared('CLI', (dir) => {
     for (const args of [['--help'], ['-h'], ['generate', '--help'], ['generate', '-h'], ['info', '--help'], ['info', '-h']]) {
       const r = await runCli(args);
       expect({ args, code: r.code }).toEqual({ args, code: 0 });
-      expect(r.stdout).toMatch(/^usage:\n  specdec generate --model PATH/);
+      expect(r.stdout).toMatch(/^usage:\n  specdec generate \[--model PATH\]/);
     }
     const pkg = JSON.parse(fs.readFileSync(path.join(__dirname, '..', 'package.json'), 'utf8')) as { version: string };
     expect(await runCli(['--version'])).toEqual({ code: 0, stdout: `${pkg.version}\n`, stderr: '' });

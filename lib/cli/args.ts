@@ -23,8 +23,9 @@ export const COMMANDS: Record<string, CommandSpec> = {
   generate: {
     model: s, prompt: s, 'prompt-file': s, 'max-tokens': s, temperature: s, 'top-k': s, 'top-p': s, 'min-p': s, 'repeat-penalty': s, seed: s,
     stop: many, threads: s, 'context-size': s, backend: s, method: s, json: b, progress: b, help, 'draft-model': s, 'draft-max': s,
-    'corpus-file': many, 'rsd-tree': s, 'cpu-kernels': s, heads: s, verify: s, online: b, 'online-state': s, 'ead-threshold': s, 'ead-window': s, 'ead-min-dwell': s, version: b,
+    'corpus-file': many, 'rsd-tree': s, 'cpu-kernels': s, heads: s, verify: s, online: b, 'online-state': s, 'ead-threshold': s, 'ead-window': s, 'ead-min-dwell': s, version: b, rpc: many, 'tensor-split': s,
   },
+  'rpc-server': { host: s, port: s, threads: s, help, version: b },
   info: { json: b, help, version: b },
   'train-drafter': {
     model: s, kind: s, corpus: many, out: s, minutes: s, tokens: s, heads: s, 'ttt-steps': s, 'learning-rate': s, seed: s, threads: s, json: b,
@@ -34,6 +35,7 @@ export const COMMANDS: Record<string, CommandSpec> = {
     model: s, 'draft-model': s, heads: s, method: s, host: s, port: s, parallel: s, 'api-key': s, 'max-queue': s, 'body-limit': s,
     'context-size': s, 'batch-size': s, threads: s, backend: s, 'cpu-kernels': s, 'chat-template-file': s, 'no-chat-template-fallback': b,
     alias: s, 'max-tokens': s, temperature: s, 'top-k': s, 'top-p': s, 'min-p': s, 'repeat-penalty': s, 'draft-max': s, help, version: b,
+    rpc: many, 'tensor-split': s,
   },
 };
 

@@ -2,12 +2,14 @@
 /**
  * The specdec command line.
  *
- *   specdec generate --model PATH (--prompt TEXT | --prompt-file F) [--max-tokens N] [--temperature T]
+ *   specdec generate [--model PATH] (--prompt TEXT | --prompt-file F) [--max-tokens N] [--temperature T]
  *                    [--seed S] [--threads N] [--method M] [--draft-model PATH] [--draft-max N]
  *                    [--corpus-file F]... [--rsd-tree T] [--verify V] [--cpu-kernels K]
  *                    [--ead-threshold X] [--ead-window N] [--ead-min-dwell N]
- *                    [--context-size N] [--backend B] [--stop S]... [--json]
+ *                    [--context-size N] [--backend B] [--rpc HOST:PORT]... [--tensor-split A,B,..] [--stop S]... [--json]
+ *                    (no --model: the embedded assets/stories260K.gguf, said on stderr)
  *   specdec info PATH [--json]
+ *   specdec rpc-server [--host 127.0.0.1] [--port 50052] [--threads N]   (ggml's RPC server; blocks)
  *   specdec serve --model PATH [--draft-model PATH] [--method M] [--host H] [--port P] [--parallel N] [--api-key K] ...
  *   specdec train-drafter --model PATH --kind K --corpus PATH --out F.gguf ...
  *   specdec --version | --help        (and `generate --help`, `info -h`)
@@ -27,9 +29,11 @@ import { ArgsError, COMMANDS, parseCommand, type Flags } from './args';
 import { infoSummary, infoSummaryText } from './info';
 import { SERVE_USAGE, serveCommand } from './serve';
 import { TRAIN_USAGE, trainDrafterCommand } from './train';
+import { rpcServerCommand } from './rpc-server';
 
 const USAGE = `usage:
-  specdec generate --model PATH (--prompt TEXT | --prompt-file FILE) [options]
+  specdec generate [--model PATH] (--prompt TEXT | --prompt-file FILE) [options]
+      --model PATH        the GGUF model (default: the embedded stories260K, a 260K-parameter toy)
       --max-tokens N      tokens to generate (default 256)
       --temperature T     0 = greedy (default), > 0 samples
       --top-k K --top-p P --min-p P --repeat-penalty R
@@ -38,6 +42,8 @@ const USAGE = `usage:
       --threads N         compute threads (default: chosen per model and machine)
       --context-size N    KV cache size in tokens
       --backend B         auto | cpu | cuda | metal
+      --rpc HOST:PORT     place the model's layers on this ggml RPC server (repeatable; see rpc-server)
+      --tensor-split A,B  the share of the layers for each --rpc server (default: by their free memory)
       --method M          ${METHODS.join(' | ')}
       --draft-model PATH  the draft model for --method draft | rsd | ead (required), rasd | auto (optional)
       --draft-max N       most drafted tokens (tree nodes) verified per forward pass (default: per method)
@@ -54,6 +60,9 @@ const USAGE = `usage:
       --json              print one JSON object {promptTokens, tokens, text, stats} and nothing else
       --progress          show the loading progress bar (default: files over 64 MB on a terminal)
   specdec info PATH [--json]
+  specdec rpc-server [--host H] [--port P] [--threads N]
+                          ggml's RPC server (default 127.0.0.1:50052), for other machines' --rpc; runs until stopped.
+                          No authentication and no encryption: never bind it to an untrusted network.
 ${TRAIN_USAGE}${SERVE_USAGE}  specdec --version | --help
 
 Ctrl-C stops the generation at the next step and prints what was generated (exit code 130).
@@ -195,13 +204,12 @@ function progressBar(enabled: boolean): ((f: number) => void) | undefined {
 
 async function generate(positional: string[], flags: Flags): Promise<number> {
   if (positional.length > 0) throw new UsageError(`unexpected argument '${positional[0]}' (the prompt goes in --prompt TEXT)`);
-  const modelPath = one(flags, 'model');
-  if (!modelPath) throw new UsageError('--model PATH is required');
   const promptText = one(flags, 'prompt');
   const promptFile = one(flags, 'prompt-file');
   if ((promptText === undefined) === (promptFile === undefined)) throw new UsageError('give exactly one of --prompt and --prompt-file');
   checkFlags(flags);
   // every file before any model loads
+  const modelPath = one(flags, 'model') ?? embeddedModel();
   checkFile('--model', modelPath);
   const draftPath = one(flags, 'draft-model');
   if (draftPath) checkFile('--draft-model', draftPath);
@@ -214,6 +222,8 @@ async function generate(positional: string[], flags: Flags): Promise<number> {
   const json = one(flags, 'json') === 'true';
   const threads = num(flags, 'threads');
   const backend = one(flags, 'backend') as 'auto' | 'cpu' | 'cuda' | 'metal' | undefined;
+  const rpc = flags.get('rpc');
+  const tensorSplit = tensorSplitFlag(flags, rpc);
 
   const showProgress = one(flags, 'progress') === 'true' || (process.stderr.isTTY === true && statSync(modelPath).size > 64 * 1024 * 1024);
   const cpuKernels = one(flags, 'cpu-kernels') as 'specdec' | 'ggml' | undefined;
@@ -230,7 +240,10 @@ async function generate(positional: string[], flags: Flags): Promise<number> {
   let model;
   let draftModel;
   try {
-    model = await loadModel(modelPath, { backend, threads, signal: ac.signal, onProgress: progressBar(showProgress), ...(cpuKernels ? { cpuKernels } : {}) });
+    model = await loadModel(modelPath, {
+      backend, threads, signal: ac.signal, onProgress: progressBar(showProgress), ...(cpuKernels ? { cpuKernels } : {}),
+      ...(rpc ? { rpc } : {}), ...(tensorSplit ? { tensorSplit } : {}),
+    });
     draftModel = draftPath ? await loadModel(draftPath, { backend, threads, signal: ac.signal }) : undefined;
     const contextSize = num(flags, 'context-size');
     const session = await model.createSession(contextSize !== undefined ? { contextSize } : {});
@@ -311,6 +324,26 @@ async function generate(positional: string[], flags: Flags): Promise<number> {
   }
 }
 
+/** The model that ships in the package (assets/), used when generate gets no --model; said on stderr. */
+function embeddedModel(): string {
+  // dist/cli/index.js (or lib/cli/index.ts) -> assets/stories260K.gguf
+  const file = join(__dirname, '..', '..', 'assets', 'stories260K.gguf');
+  process.stderr.write(`specdec: no --model given: using the embedded model ${file} (stories260K, a 260K-parameter TinyStories toy, MIT)\n`);
+  return file;
+}
+
+/** --tensor-split 3,1: one non-negative share per RPC device (a CPU rpc-server offers one). */
+function tensorSplitFlag(flags: Flags, rpc: string[] | undefined): number[] | undefined {
+  const v = one(flags, 'tensor-split');
+  if (v === undefined) return undefined;
+  if (!rpc) throw new UsageError('--tensor-split goes with --rpc');
+  const parts = v.split(',').map((x) => Number(x));
+  if (parts.some((x, i) => !Number.isFinite(x) || x < 0 || v.split(',')[i].trim() === '') || !parts.some((x) => x > 0)) {
+    throw new UsageError(`--tensor-split must be non-negative numbers separated by commas, not all 0, got '${v}'`);
+  }
+  return parts;
+}
+
 async function info(positional: string[], flags: Flags): Promise<number> {
   const path = positional[0];
   if (!path) throw new UsageError('specdec info PATH');
@@ -365,6 +398,10 @@ async function main(argv: string[]): Promise<number> {
     if (parsed.cmd === 'train-drafter') {
       if (parsed.positional.length > 0) throw new UsageError(`unexpected argument '${parsed.positional[0]}'`);
       return await trainDrafterCommand(parsed.flags, (m) => new UsageError(m), (flag, path) => checkFile(flag, path));
+    }
+    if (parsed.cmd === 'rpc-server') {
+      if (parsed.positional.length > 0) throw new UsageError(`unexpected argument '${parsed.positional[0]}'`);
+      return await rpcServerCommand(parsed.flags, (m) => new UsageError(m));
     }
     if (parsed.cmd === 'serve') {
       if (parsed.positional.length > 0) throw new UsageError(`unexpected argument '${parsed.positional[0]}'`);

@@ -26,6 +26,7 @@ export const SERVE_USAGE = `  specdec serve --model PATH [options]          an O
                           defaults for requests that leave them out
       --body-limit BYTES  largest request body (default 1048576)
       --backend B --cpu-kernels K
+      --rpc HOST:PORT     the model's layers on this ggml RPC server (repeatable; see rpc-server) [--tensor-split A,B,..]
 `;
 
 type Flags = Map<string, string[]>;
@@ -62,6 +63,12 @@ export async function serveCommand(
   if (backend !== undefined && !['auto', 'cpu', 'cuda', 'metal'].includes(backend)) throw usageError(`--backend must be one of auto, cpu, cuda, metal, got '${backend}'`);
   const cpuKernels = one('cpu-kernels');
   if (cpuKernels !== undefined && !['specdec', 'ggml'].includes(cpuKernels)) throw usageError(`--cpu-kernels must be one of specdec, ggml, got '${cpuKernels}'`);
+  const ts = one('tensor-split');
+  if (ts !== undefined && !flags.get('rpc')) throw usageError('--tensor-split goes with --rpc');
+  const tensorSplit = ts?.split(',').map(Number);
+  if (tensorSplit && (tensorSplit.some((x) => !Number.isFinite(x) || x < 0) || ts!.split(',').some((x) => x.trim() === '') || !tensorSplit.some((x) => x > 0))) {
+    throw usageError(`--tensor-split must be non-negative numbers separated by commas, not all 0, got '${ts}'`);
+  }
   const draftPath = one('draft-model');
   const heads = one('heads');
   if ((method === 'draft' || method === 'rsd') && !draftPath) throw usageError(`--method ${method} needs --draft-model PATH`);
@@ -86,6 +93,8 @@ export async function serveCommand(
     ...(int('threads', 1, 512) !== undefined ? { threads: int('threads', 1, 512) } : {}),
     ...(backend ? { backend: backend as ServerOptions['backend'] } : {}),
     ...(cpuKernels ? { cpuKernels: cpuKernels as 'specdec' | 'ggml' } : {}),
+    ...(flags.get('rpc') ? { rpc: flags.get('rpc') } : {}),
+    ...(tensorSplit ? { tensorSplit } : {}),
     ...(apiKey !== undefined ? { apiKey } : {}),
     ...(one('alias') ? { modelAlias: one('alias') } : {}),
     defaults,

@@ -68,6 +68,9 @@ export interface ServerOptions {
   /** Loading a model from a path. */
   backend?: Backend;
   cpuKernels?: 'specdec' | 'ggml';
+  /** Loading the target model from a path: its layers on these ggml RPC servers (loadModel's `rpc`, `tensorSplit`). */
+  rpc?: string[];
+  tensorSplit?: number[];
   /**
    * The chat template (Jinja text), instead of the model's `tokenizer.chat_template`. Without either,
    * ChatML is used (as llama-server does); `false` refuses chat requests (400) for a model without one.
@@ -84,7 +87,7 @@ const LOOPBACK = '127.0.0.1';
 const DEFAULT_MAX_QUEUE = 16;
 const SERVER_OPTIONS = [
   'model', 'draftModel', 'heads', 'method', 'parallel', 'maxQueue', 'apiKey', 'bodyLimit', 'contextSize', 'batchSize', 'threads',
-  'backend', 'cpuKernels', 'chatTemplate', 'modelAlias', 'defaults',
+  'backend', 'cpuKernels', 'rpc', 'tensorSplit', 'chatTemplate', 'modelAlias', 'defaults',
 ];
 const DRAFT_METHODS: readonly string[] = ['draft', 'rsd', 'rasd', 'auto'];
 const HEAD_METHODS: readonly string[] = ['medusa', 'eagle', 'auto'];
@@ -218,12 +221,15 @@ export class SpecdecServer extends http.Server {
   private async load(): Promise<void> {
     const o = this.opts;
     const signal = this.loadAbort.signal;
-    const load = (path: string) => loadModel(path, { signal, ...(o.backend ? { backend: o.backend } : {}), ...(o.cpuKernels ? { cpuKernels: o.cpuKernels } : {}) });
+    const load = (path: string, target = false) => loadModel(path, {
+      signal, ...(o.backend ? { backend: o.backend } : {}), ...(o.cpuKernels ? { cpuKernels: o.cpuKernels } : {}),
+      ...(target && o.rpc ? { rpc: o.rpc } : {}), ...(target && o.tensorSplit ? { tensorSplit: o.tensorSplit } : {}),
+    });
     let model: Model | undefined;
     let draftModel: Model | undefined;
     const sessions: Session[] = [];
     try {
-      model = typeof o.model === 'string' ? await load(o.model) : o.model;
+      model = typeof o.model === 'string' ? await load(o.model, true) : o.model;
       draftModel = o.draftModel === undefined ? undefined : typeof o.draftModel === 'string' ? await load(o.draftModel) : o.draftModel;
       if (draftModel && !draftModel.tokenizer.sameVocabulary(model.tokenizer)) {
         throw new InvalidOptionError(`the draft model ${draftModel.info.path} does not share the vocabulary of ${model.info.path}`);

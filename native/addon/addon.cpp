@@ -4,6 +4,7 @@
 #include "addon/session_wrap.h"
 #include "addon/train_wrap.h"
 #include "runtime/backends.h"
+#include "runtime/rpc.h"
 
 #include <napi.h>
 
@@ -42,6 +43,22 @@ static Napi::Value build_info(const Napi::CallbackInfo & info) {
     return o;
 }
 
+// rpcServe(endpoint, threads): ggml's RPC server on this thread; blocks while it serves (the CLI's
+// rpc-server command runs it in a process of its own) and throws when it cannot start.
+static Napi::Value rpc_serve_js(const Napi::CallbackInfo & info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 2 || !info[0].IsString() || !info[1].IsNumber()) {
+        Napi::TypeError::New(env, "[ERR_INVALID_OPTION] rpcServe(endpoint: string, threads: number)").ThrowAsJavaScriptException();
+        return env.Undefined();
+    }
+    try {
+        rpc_serve(info[0].As<Napi::String>().Utf8Value(), info[1].As<Napi::Number>().Int32Value());
+    } catch (const std::exception & e) {
+        Napi::Error::New(env, e.what()).ThrowAsJavaScriptException();
+    }
+    return env.Undefined();
+}
+
 // Test hook: how many native models are alive (loaded and not yet freed by their last owner).
 static Napi::Value live_models(const Napi::CallbackInfo & info) {
     return Napi::Number::New(info.Env(), (double) model_live_count());
@@ -57,6 +74,7 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
     exports.Set("devices", Napi::Function::New(env, devices));
     exports.Set("buildInfo", Napi::Function::New(env, build_info));
     exports.Set("_liveModels", Napi::Function::New(env, live_models));
+    exports.Set("rpcServe", Napi::Function::New(env, rpc_serve_js));
     kernels_init(env, exports);
     return exports;
 }

@@ -58,7 +58,7 @@ Napi::Value model_wrap::info(const Napi::CallbackInfo & info) {
     o.Set("ropeFreqBase", hp.rope_freq_base);
     o.Set("ropeScaling", hp.rope_scaling);
     o.Set("tiedEmbeddings", mm->tied_embeddings);
-    o.Set("backend", mm->kind == BACKEND_CPU ? "cpu" : mm->kind == BACKEND_CUDA ? "cuda" : "metal");
+    o.Set("backend", mm->kind == BACKEND_CPU ? "cpu" : mm->kind == BACKEND_CUDA ? "cuda" : mm->kind == BACKEND_RPC ? "rpc" : "metal");
     o.Set("device", mm->device_name);
     o.Set("cpuKernels", mm->cpu_kernels);
     return o;
@@ -154,6 +154,32 @@ load_task_wrap::load_task_wrap(const Napi::CallbackInfo & info) : Napi::ObjectWr
     else if (b == "metal") backend = BACKEND_METAL;
     else {
         Napi::Error::New(env, "[ERR_INVALID_OPTION] backend must be 'auto', 'cpu', 'cuda' or 'metal', got '" + b + "'").ThrowAsJavaScriptException();
+        return;
+    }
+    if (info.Length() > 3 && info[3].IsObject()) {
+        Napi::Object o = info[3].As<Napi::Object>();
+        Napi::Value r = o.Get("rpc");
+        if (r.IsArray()) {
+            Napi::Array a = r.As<Napi::Array>();
+            for (uint32_t i = 0; i < a.Length(); ++i) {
+                if (!a.Get(i).IsString()) {
+                    Napi::TypeError::New(env, "[ERR_INVALID_OPTION] rpc must be an array of 'host:port' strings").ThrowAsJavaScriptException();
+                    return;
+                }
+                rpc.push_back(a.Get(i).As<Napi::String>().Utf8Value());
+            }
+        }
+        Napi::Value t = o.Get("tensorSplit");
+        if (t.IsArray()) {
+            Napi::Array a = t.As<Napi::Array>();
+            for (uint32_t i = 0; i < a.Length(); ++i) {
+                if (!a.Get(i).IsNumber()) {
+                    Napi::TypeError::New(env, "[ERR_INVALID_OPTION] tensorSplit must be an array of numbers").ThrowAsJavaScriptException();
+                    return;
+                }
+                tensor_split.push_back(a.Get(i).As<Napi::Number>().FloatValue());
+            }
+        }
     }
 }
 
@@ -165,6 +191,8 @@ Napi::Value load_task_wrap::start(const Napi::CallbackInfo & info) {
     p.path = path;
     p.backend = backend;
     p.specdec_kernels = specdec_kernels;
+    p.rpc = rpc;
+    p.tensor_split = tensor_split;
     auto * w = new load_worker(env, p, cancelled, cb);
     Napi::Promise pr = w->promise();
     w->Queue();

@@ -5,6 +5,9 @@
 
 #include <napi.h>
 
+#include <string>
+#include <vector>
+
 #include <atomic>
 #include <memory>
 
@@ -27,7 +30,7 @@ private:
     std::shared_ptr<const model> m;
 };
 
-// new LoadTask(path, backend).start(onProgress) -> Promise<Model>; .cancel()
+// new LoadTask(path, backend, cpuKernels, { rpc?, tensorSplit? }?).start(onProgress) -> Promise<Model>; .cancel()
 class load_task_wrap : public Napi::ObjectWrap<load_task_wrap> {
 public:
     static Napi::Function init(Napi::Env env);
@@ -40,6 +43,8 @@ private:
     std::string path;
     backend_kind backend = BACKEND_AUTO;
     bool specdec_kernels = true;
+    std::vector<std::string> rpc;       // the 4th argument's { rpc, tensorSplit }
+    std::vector<float>       tensor_split;
     std::shared_ptr<std::atomic<bool>> cancelled = std::make_shared<std::atomic<bool>>(false);
 };
 

@@ -5,7 +5,7 @@
 
 namespace specdec {
 
-kv_cache::kv_cache(const model & m, ggml_backend_dev_t dev, uint32_t n_ctx) : hp(m.hp), n_size(n_ctx) {
+kv_cache::kv_cache(const model & m, uint32_t n_ctx) : hp(m.hp), n_size(n_ctx) {
     ggml_init_params ip = { /*mem_size =*/ 2 * hp.n_layer * ggml_tensor_overhead() + 1024, /*mem_buffer =*/ nullptr, /*no_alloc =*/ true };
     ctx = ggml_init(ip);
     if (!ctx) {
@@ -19,19 +19,36 @@ kv_cache::kv_cache(const model & m, ggml_backend_dev_t dev, uint32_t n_ctx) : hp
         k.push_back(tk);
         v.push_back(tv);
     }
-    buf = ggml_backend_alloc_ctx_tensors_from_buft(ctx, ggml_backend_dev_buffer_type(dev));
-    if (!buf) {
-        ggml_free(ctx);
-        fail("ERR_CONTEXT_OVERFLOW", format("cannot allocate a KV cache of %u cells", n_size));
+    // per device, buffers for the layers whose weights are there
+    std::vector<ggml_backend_dev_t> devs;
+    for (uint32_t il = 0; il < hp.n_layer; ++il) {
+        ggml_backend_dev_t d = m.device_of_layer((int) il);
+        if (std::find(devs.begin(), devs.end(), d) == devs.end()) devs.push_back(d);
     }
-    ggml_backend_buffer_set_usage(buf, GGML_BACKEND_BUFFER_USAGE_COMPUTE);
+    for (ggml_backend_dev_t d : devs) {
+        std::vector<ggml_tensor *> ts;
+        for (uint32_t il = 0; il < hp.n_layer; ++il) {
+            if (m.device_of_layer((int) il) == d) ts.insert(ts.end(), { k[il], v[il] });
+        }
+        if (!place_tensors(ggml_backend_dev_buffer_type(d), ts, GGML_BACKEND_BUFFER_USAGE_COMPUTE, bufs)) {
+            for (ggml_backend_buffer_t x : bufs) ggml_backend_buffer_free(x);
+            ggml_free(ctx);
+            fail("ERR_CONTEXT_OVERFLOW", format("cannot allocate a KV cache of %u cells on %s", n_size, ggml_backend_dev_name(d)));
+        }
+    }
     // masked cells are never read by flash attention, but keep them finite anyway
-    ggml_backend_buffer_clear(buf, 0);
+    for (ggml_backend_buffer_t b : bufs) ggml_backend_buffer_clear(b, 0);
 }
 
 kv_cache::~kv_cache() {
-    if (buf) ggml_backend_buffer_free(buf);
+    for (ggml_backend_buffer_t b : bufs) ggml_backend_buffer_free(b);
     if (ctx) ggml_free(ctx);
+}
+
+size_t kv_cache::bytes() const {
+    size_t n = 0;
+    for (ggml_backend_buffer_t b : bufs) n += ggml_backend_buffer_get_size(b);
+    return n;
 }
 
 void kv_cache::truncate(uint32_t n) { n_used = std::min(n_used, n); }

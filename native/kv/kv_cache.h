@@ -13,14 +13,15 @@
 namespace specdec {
 
 struct kv_cache {
-    kv_cache(const model & m, ggml_backend_dev_t dev, uint32_t n_ctx);
+    // Each layer's K and V on the device of that layer's weights (model::device_of_layer).
+    kv_cache(const model & m, uint32_t n_ctx);
     ~kv_cache();
     kv_cache(const kv_cache &) = delete;
     kv_cache & operator=(const kv_cache &) = delete;
 
     uint32_t size() const { return n_size; }
     uint32_t used() const { return n_used; }
-    size_t   bytes() const { return buf ? ggml_backend_buffer_get_size(buf) : 0; }  // K and V of every layer
+    size_t   bytes() const;  // K and V of every layer
 
     // Forget every cell at or after `n`.
     void truncate(uint32_t n);
@@ -42,7 +43,7 @@ private:
     uint32_t                   n_size = 0;
     uint32_t                   n_used = 0;
     ggml_context *             ctx = nullptr;
-    ggml_backend_buffer_t      buf = nullptr;
+    std::vector<ggml_backend_buffer_t> bufs;  // one per device
     std::vector<ggml_tensor *> k;  // [n_embd_k_gqa, n_size] per layer
     std::vector<ggml_tensor *> v;  // [n_embd_v_gqa, n_size] per layer
 };

@@ -38,7 +38,8 @@ struct layer_weights {
     ggml_tensor * ffn_down = nullptr;   // [n_ff, n_embd]
 };
 
-enum backend_kind { BACKEND_AUTO, BACKEND_CPU, BACKEND_CUDA, BACKEND_METAL };
+// BACKEND_RPC: the layers on ggml RPC servers (load_params::rpc), the token embeddings on the CPU.
+enum backend_kind { BACKEND_AUTO, BACKEND_CPU, BACKEND_CUDA, BACKEND_METAL, BACKEND_RPC };
 
 struct load_params {
     std::string  path;
@@ -49,6 +50,10 @@ struct load_params {
     bool specdec_kernels = true;
     // called with a fraction in [0, 1]; return false to cancel the load
     std::function<bool(float)> progress;
+    // "host:port" of ggml RPC servers: the layers are split across their devices, in order, by
+    // tensor_split (one share per device) or, when it is empty, by each device's free memory.
+    std::vector<std::string> rpc;
+    std::vector<float>       tensor_split;
 };
 
 struct model {
@@ -65,9 +70,14 @@ struct model {
     uint64_t n_bytes         = 0;
     std::string file_type;            // dominant weight type, e.g. "q8_0"
 
-    ggml_backend_dev_t device = nullptr;  // where the weights live
+    ggml_backend_dev_t device = nullptr;  // where the weights live (with RPC: the output layer's device)
     std::string        device_name;
     backend_kind       kind = BACKEND_CPU;
+    // With RPC: every device that holds layers, in order, and each layer's index into it.
+    std::vector<ggml_backend_dev_t> devices;
+    std::vector<int>                layer_device;
+    ggml_backend_dev_t device_of_layer(int il) const { return devices.empty() ? device : devices[layer_device[il]]; }
+    std::vector<std::shared_ptr<void>> rpc_leases;  // runtime/rpc.h rpc_devices: the servers this model uses
 
     // Weights repacked for specdec's CPU kernels (empty on GPUs or with ggml's kernels).
     std::unordered_map<const ggml_tensor *, std::unique_ptr<kernels::packed_weights>> packed;
@@ -119,6 +129,12 @@ public:
 // Models alive in this process (constructed, not yet destroyed): a test hook that shows when a
 // model's memory is really freed (the addon's _liveModels()).
 int64_t model_live_count();
+
+// Allocates buffers of `buft` for `tensors` (no_alloc tensors, in order) and places them: as few
+// buffers as the buffer type's largest allocation allows, each with usage `usage`, appended to `out`.
+// Returns false when an allocation fails (the buffers made so far stay in `out`, for the caller to free).
+bool place_tensors(ggml_backend_buffer_type_t buft, const std::vector<ggml_tensor *> & tensors,
+                   ggml_backend_buffer_usage usage, std::vector<ggml_backend_buffer_t> & out);
 
 // A private, writable copy of a CPU model with every weight in F32 in host memory (the trainable
 // copy Online Speculative Decoding drafts with). No packed copies: it runs as a draft model, on its

@@ -3,7 +3,9 @@
 #include "model/model.h"
 #include "common/error.h"
 #include "runtime/backends.h"
+#include "runtime/rpc.h"
 
+#include "ggml-alloc.h"
 #include "ggml-cpu.h"
 
 #include <algorithm>
@@ -457,6 +459,112 @@ void model::prepare_draft_weights(const std::function<bool()> & aborted) const {
 const std::string & last_gguf_error() { return g_last_gguf_error; }
 void set_last_gguf_error(const std::string & s) { g_last_gguf_error = s; }
 
+bool place_tensors(ggml_backend_buffer_type_t buft, const std::vector<ggml_tensor *> & tensors,
+                   ggml_backend_buffer_usage usage, std::vector<ggml_backend_buffer_t> & out) {
+    const size_t align = ggml_backend_buft_get_alignment(buft);
+    const size_t max_size = ggml_backend_buft_get_max_size(buft);
+    size_t first = 0;
+    while (first < tensors.size()) {
+        // the next run of tensors that fits one buffer (at least one tensor)
+        size_t size = 0, last = first;
+        for (; last < tensors.size(); ++last) {
+            const size_t n = GGML_PAD(ggml_backend_buft_get_alloc_size(buft, tensors[last]), align);
+            if (last > first && size + n > max_size) break;
+            size += n;
+        }
+        ggml_backend_buffer_t buf = ggml_backend_buft_alloc_buffer(buft, size);
+        if (!buf) return false;
+        out.push_back(buf);
+        ggml_backend_buffer_set_usage(buf, usage);
+        ggml_tallocr talloc = ggml_tallocr_new(buf);
+        for (size_t i = first; i < last; ++i) {
+            if (ggml_tallocr_alloc(&talloc, tensors[i]) != GGML_STATUS_SUCCESS) return false;
+        }
+        first = last;
+    }
+    return true;
+}
+
+// The layers' devices for a model on RPC servers: layer il goes to the first device whose
+// cumulative share of the layers (tensor_split, or free memory) reaches past it.
+static std::vector<int> split_layers(uint32_t n_layer, const std::vector<double> & shares) {
+    double total = 0;
+    for (double x : shares) total += x;
+    std::vector<int> out(n_layer, (int) shares.size() - 1);
+    for (uint32_t il = 0; il < n_layer; ++il) {
+        double cum = 0;
+        for (size_t d = 0; d < shares.size(); ++d) {
+            cum += shares[d];
+            if (shares[d] > 0 && (il + 0.5) < cum / total * n_layer) {
+                out[il] = (int) d;
+                break;
+            }
+        }
+    }
+    return out;
+}
+
+// Places the weights on the RPC servers' devices: each block's tensors on its layer's device, the
+// output norm and matrix with the last layer, the token embeddings (a row lookup) on the CPU.
+static void place_on_rpc(model & m, const load_params & params) {
+    m.devices = rpc_devices(params.rpc, m.rpc_leases);
+    std::vector<double> shares;
+    if (!params.tensor_split.empty()) {
+        if (params.tensor_split.size() != m.devices.size()) {
+            fail("ERR_INVALID_OPTION", format("tensorSplit has %zu shares for %zu RPC devices (one per device, in the order of `rpc`)",
+                    params.tensor_split.size(), m.devices.size()));
+        }
+        for (float x : params.tensor_split) shares.push_back(x);
+    } else {
+        for (ggml_backend_dev_t d : m.devices) {
+            size_t free = 0, total = 0;
+            ggml_backend_dev_memory(d, &free, &total);
+            shares.push_back((double) free);
+        }
+    }
+    double sum = 0;
+    for (double x : shares) {
+        if (!(x >= 0) || !std::isfinite(x)) fail("ERR_INVALID_OPTION", "tensorSplit shares must be finite and >= 0");
+        sum += x;
+    }
+    if (!(sum > 0)) fail("ERR_INVALID_OPTION", "tensorSplit (or the RPC devices' free memory) gives every device a share of 0");
+    m.layer_device = split_layers(m.hp.n_layer, shares);
+    m.kind = BACKEND_RPC;
+    m.device = m.devices[m.layer_device.empty() ? 0 : m.layer_device.back()];
+    m.device_name.clear();
+    for (size_t d = 0; d < m.devices.size(); ++d) {
+        int n = 0;
+        for (int x : m.layer_device) n += x == (int) d;
+        m.device_name += format("%s%s %s (%d layers)", d ? ", " : "", ggml_backend_dev_name(m.devices[d]),
+                ggml_backend_dev_description(m.devices[d]), n);
+    }
+
+    // which buffer type each tensor goes to
+    ggml_backend_buffer_type_t cpu_buft = ggml_backend_cpu_buffer_type();
+    std::vector<ggml_backend_buffer_type_t> bufts = { cpu_buft };
+    for (ggml_backend_dev_t d : m.devices) bufts.push_back(ggml_backend_dev_buffer_type(d));
+    auto target = [&](const ggml_tensor * t) -> size_t {
+        int il = -1;
+        if (sscanf(t->name, "blk.%d.", &il) == 1 && il >= 0 && il < (int) m.hp.n_layer) return 1 + (size_t) m.layer_device[il];
+        if (t == m.tok_embd) return 0;
+        return 1 + (size_t) (m.layer_device.empty() ? 0 : m.layer_device.back());  // output, output norm, rope factors
+    };
+    for (size_t b = 0; b < bufts.size(); ++b) {
+        std::vector<ggml_tensor *> ts;
+        size_t bytes = 0;
+        for (ggml_tensor * t = ggml_get_first_tensor(m.ctx_w); t; t = ggml_get_next_tensor(m.ctx_w, t)) {
+            if (target(t) == b) {
+                ts.push_back(t);
+                bytes += ggml_nbytes(t);
+            }
+        }
+        if (!place_tensors(bufts[b], ts, GGML_BACKEND_BUFFER_USAGE_WEIGHTS, m.buffers)) {
+            fail("ERR_BACKEND_UNAVAILABLE", format("cannot allocate %.1f MiB for the weights on %s", bytes / 1048576.0,
+                    b == 0 ? "the CPU" : ggml_backend_dev_name(m.devices[b - 1])));
+        }
+    }
+}
+
 std::shared_ptr<model> model_load(const load_params & params) {
     const std::string & path = params.path;
 
@@ -586,8 +694,16 @@ std::shared_ptr<model> model_load(const load_params & params) {
     m->file_type = dominant_type(*m);
 
     // place the weights
-    m->device = select_device(params.backend, m->kind);
-    m->device_name = ggml_backend_dev_name(m->device);
+    const bool rpc = !params.rpc.empty();
+    if (rpc) {
+        if (params.backend != BACKEND_AUTO && params.backend != BACKEND_CPU) {
+            fail("ERR_INVALID_OPTION", "the rpc option places the layers on RPC servers: it goes with backend 'auto' or 'cpu' only");
+        }
+        place_on_rpc(*m, params);
+    } else {
+        m->device = select_device(params.backend, m->kind);
+        m->device_name = ggml_backend_dev_name(m->device);
+    }
     const bool cpu = m->kind == BACKEND_CPU;
 
     // progress: reading the weights, then (on the CPU) repacking them for specdec's kernels
@@ -649,15 +765,17 @@ std::shared_ptr<model> model_load(const load_params & params) {
     }
 #endif
 
-    // read the tensors into backend buffers (GPU, or CPU without mmap)
-    ggml_backend_buffer_type_t buft = ggml_backend_dev_buffer_type(m->device);
-    ggml_backend_buffer_t buf = ggml_backend_alloc_ctx_tensors_from_buft(m->ctx_w, buft);
-    if (!buf) {
-        fail("ERR_BACKEND_UNAVAILABLE", format("cannot allocate %.1f MiB for the weights on %s",
-                m->n_bytes / 1048576.0, m->device_name.c_str()));
+    // read the tensors into backend buffers (GPU, RPC servers, or CPU without mmap)
+    if (!rpc) {
+        ggml_backend_buffer_type_t buft = ggml_backend_dev_buffer_type(m->device);
+        ggml_backend_buffer_t buf = ggml_backend_alloc_ctx_tensors_from_buft(m->ctx_w, buft);
+        if (!buf) {
+            fail("ERR_BACKEND_UNAVAILABLE", format("cannot allocate %.1f MiB for the weights on %s",
+                    m->n_bytes / 1048576.0, m->device_name.c_str()));
+        }
+        ggml_backend_buffer_set_usage(buf, GGML_BACKEND_BUFFER_USAGE_WEIGHTS);
+        m->buffers.push_back(buf);
     }
-    ggml_backend_buffer_set_usage(buf, GGML_BACKEND_BUFFER_USAGE_WEIGHTS);
-    m->buffers.push_back(buf);
     FILE * f = fopen(path.c_str(), "rb");
     if (!f) {
         fail("ERR_FILE_NOT_FOUND", format("cannot open %s: %s", path.c_str(), strerror(errno)));

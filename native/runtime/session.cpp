@@ -15,7 +15,7 @@ static bool abort_cb(void * data) {
 }
 
 session::session(std::shared_ptr<const model> model_, const session_params & params)
-    : m(std::move(model_)), par(params), kv(*m, m->device, params.n_ctx) {
+    : m(std::move(model_)), par(params), kv(*m, params.n_ctx) {
     if (par.draft_weights) m->prepare_draft_weights([this] { return abort_requested(); });
     backend_cpu = ggml_backend_dev_init(ggml_backend_dev_by_type(GGML_BACKEND_DEVICE_TYPE_CPU), nullptr);
     if (!backend_cpu) {
@@ -24,15 +24,21 @@ session::session(std::shared_ptr<const model> model_, const session_params & par
     make_threadpool(par.n_threads);
     ggml_backend_cpu_set_abort_callback(backend_cpu, abort_cb, this);
 
-    std::vector<ggml_backend_t> backends;
+    // the scheduler runs each node where its weights are; the CPU comes last (inputs, token embeddings)
     if (m->kind != BACKEND_CPU) {
-        backend_dev = ggml_backend_dev_init(m->device, nullptr);
-        if (!backend_dev) {
-            ggml_backend_free(backend_cpu);
-            fail("ERR_BACKEND_UNAVAILABLE", format("cannot start backend %s", m->device_name.c_str()));
+        const std::vector<ggml_backend_dev_t> devs = m->devices.empty() ? std::vector<ggml_backend_dev_t> { m->device } : m->devices;
+        for (ggml_backend_dev_t d : devs) {
+            ggml_backend_t b = ggml_backend_dev_init(d, nullptr);
+            if (!b) {
+                for (ggml_backend_t x : backend_devs) ggml_backend_free(x);
+                ggml_backend_free(backend_cpu);
+                ggml_threadpool_free(threadpool);
+                fail("ERR_BACKEND_UNAVAILABLE", format("cannot start backend %s", ggml_backend_dev_name(d)));
+            }
+            backend_devs.push_back(b);
         }
-        backends.push_back(backend_dev);
     }
+    std::vector<ggml_backend_t> backends = backend_devs;
     backends.push_back(backend_cpu);
 
     // ggml's attention on the CPU (no specdec attention kernel for this session): verification rows may be gathered
@@ -73,7 +79,7 @@ session::session(std::shared_ptr<const model> model_, const session_params & par
     }
     if (!ok) {
         ggml_backend_sched_free(sched);
-        if (backend_dev) ggml_backend_free(backend_dev);
+        for (ggml_backend_t b : backend_devs) ggml_backend_free(b);
         ggml_backend_free(backend_cpu);
         ggml_threadpool_free(threadpool);
         fail("ERR_BACKEND_UNAVAILABLE", "cannot allocate the compute buffers (context or batch size too large for the device?)");
@@ -83,7 +89,7 @@ session::session(std::shared_ptr<const model> model_, const session_params & par
 session::~session() {
     drop_decode_graph();
     if (sched) ggml_backend_sched_free(sched);
-    if (backend_dev) ggml_backend_free(backend_dev);
+    for (ggml_backend_t b : backend_devs) ggml_backend_free(b);
     if (backend_cpu) ggml_backend_free(backend_cpu);
     if (threadpool) ggml_threadpool_free(threadpool);
 }
@@ -148,7 +154,7 @@ session_memory session::memory() const {
     session_memory mem;
     mem.kv = kv.bytes();
     mem.compute = ggml_backend_sched_get_buffer_size(sched, backend_cpu);
-    if (backend_dev) mem.compute += ggml_backend_sched_get_buffer_size(sched, backend_dev);
+    for (ggml_backend_t b : backend_devs) mem.compute += ggml_backend_sched_get_buffer_size(sched, b);
     mem.graph = graph_buf.capacity();
     return mem;
 }

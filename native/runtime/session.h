@@ -137,7 +137,7 @@ private:
 
     ggml_backend_t backend_cpu = nullptr;
     ggml_threadpool * threadpool = nullptr;  // persistent compute threads of this session
-    ggml_backend_t backend_dev = nullptr;  // null when the model is on the CPU
+    std::vector<ggml_backend_t> backend_devs;  // the model's devices (GPU, RPC servers); empty on the CPU
     ggml_backend_sched_t sched = nullptr;
     std::vector<uint8_t> graph_buf;
 
