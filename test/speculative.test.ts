@@ -120,11 +120,11 @@ describeShared('speculative decoding: prompt lookup and draft model', (dir) => {
     return counts;
   }
 
-  it('sampling follows the autoregressive distribution (chi-square, 20,000 samples each), and a wrong verifier is rejected', async () => {
+  it('sampling follows the autoregressive distribution (chi-square, 10,000 samples each), and a wrong verifier is rejected', async () => {
     const m = await loadModel(stories);
     // a prompt whose n-grams repeat, so lookup drafts at (nearly) every step
     const prompt = m.tokenize('Once upon a time, there was a little girl. Once upon a time, there was a little');
-    const N = 20000;
+    const N = 10000;
     const ar = await sampleTokens(m, prompt, N, 1, {});
     const lk = await sampleTokens(m, prompt, N, 1_000_001, { method: 'lookup' });
     const [stat, dof] = chiSquare(ar, lk, N, N);
@@ -137,11 +137,11 @@ describeShared('speculative decoding: prompt lookup and draft model', (dir) => {
     await m.dispose();
   });
 
-  it('draft model sampling follows the autoregressive distribution (chi-square, 20,000 samples each), and a wrong verifier is rejected', async () => {
+  it('draft model sampling follows the autoregressive distribution (chi-square, 10,000 samples each), and a wrong verifier is rejected', async () => {
     const m = await loadModel(stories);
     const d = await loadModel(await storiesDraft());
     const prompt = m.tokenize('Once upon a time');
-    const N = 20000;
+    const N = 10000;
     const ar = await sampleTokens(m, prompt, N, 3_000_001, {});
     const dr = await sampleTokens(m, prompt, N, 4_000_001, { method: 'draft', draft: { model: d } });
     const [stat, dof] = chiSquare(ar, dr, N, N);

@@ -99,11 +99,11 @@ describeShared('tree drafts', (dir) => {
     return counts;
   }
 
-  it('sampling follows the autoregressive distribution for every tree method (chi-square, 20,000 samples each); a wrong verifier is rejected', async () => {
+  it('sampling follows the autoregressive distribution for every tree method (chi-square, 10,000 samples each); a wrong verifier is rejected', async () => {
     const m = await loadModel(stories);
     const d = await loadModel(await storiesDraft());
     const prompt = m.tokenize('Once upon a time, there was a little girl. Once upon a time, there was a little');
-    const N = 20000;
+    const N = 10000;
     const ar = await sample(m, prompt, N, 1, {});
     let seed = 10_000_000;
     const arms: [string, GenerateOptions][] = TREE_METHODS.map((method) => [method, opts(method, d)]);
