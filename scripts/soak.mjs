@@ -41,7 +41,10 @@ const rss = () => { gc(); gc(); return process.memoryUsage().rss; };
 function drift(samples) {
   const base = samples[Math.floor(samples.length / 5)];
   const last = samples[samples.length - 1];
-  return { baseMiB: mib(base), lastMiB: mib(last), maxAfterBaseMiB: mib(Math.max(...samples.slice(Math.floor(samples.length / 5)))), driftPct: Math.round(((last - base) / base) * 1000) / 10 };
+  return {
+    baseMiB: mib(base), lastMiB: mib(last), maxAfterBaseMiB: mib(Math.max(...samples.slice(Math.floor(samples.length / 5)))),
+    driftPct: Math.round(((last - base) / base) * 1000) / 10, samplesMiB: samples.map((x) => Math.round(mib(x))),
+  };
 }
 
 const STARTS = ['Once upon a time', 'The little dog', 'Lily and Tom went to the park', 'One day, a girl named Sue', 'Tim had a red ball'];
