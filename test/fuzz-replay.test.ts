@@ -15,7 +15,7 @@ import { describeShared } from './utils/shared';
 
 const corpus = path.join(__dirname, 'fuzz-corpus');
 // lone surrogates become U+FFFD on the way in, as TextEncoder writes them
-const wellFormed = (s: string) => new TextDecoder().decode(new TextEncoder().encode(s));
+const wellFormed = (s: string) => new TextDecoder('utf-8', { ignoreBOM: true }).decode(new TextEncoder().encode(s));
 const loadFiles = fs.readdirSync(path.join(corpus, 'load')).sort();
 const CODES = /^(ERR_FILE_NOT_FOUND|ERR_NOT_GGUF|ERR_TRUNCATED_FILE|ERR_BAD_METADATA|ERR_MISSING_TENSOR|ERR_TENSOR_SHAPE|ERR_TENSOR_TYPE|ERR_UNSUPPORTED_ARCHITECTURE|ERR_INVALID_OPTION)$/;
 
@@ -77,17 +77,19 @@ describe('fuzz corpus: GGUF loader', () => {
 describeShared('fuzz corpus: tokenizer', (dir) => {
   const texts = fs.readdirSync(path.join(corpus, 'tokenizer')).sort().map((f) => fs.readFileSync(path.join(corpus, 'tokenizer', f), 'utf8'));
   const vocabs = ['vocab/ggml-vocab-llama-spm.gguf', 'vocab/ggml-vocab-llama-bpe.gguf', 'vocab/ggml-vocab-qwen2.gguf', 'vocab/ggml-vocab-gpt-2.gguf', 'stories260K.gguf'];
-  it(`${texts.length} texts through ${vocabs.length} tokenizers: ids in the vocabulary, detokenize total, byte-level round trips exact`, async () => {
+  it(`${texts.length} texts through ${vocabs.length} tokenizers: ids in the vocabulary, detokenize total, round trips exact`, async () => {
     for (const v of vocabs) {
       const t = Tokenizer.fromGguf(await readGguf(path.join(dir, 'models', v)));
-      const byteLevel = t.type === 'bpe' && !t.cleanSpaces;
+      // the round trip is exact for well-formed text, except where llama.cpp changes text on purpose:
+      // SentencePiece reads U+2581 as a space, gpt-2 cleans up spaces before punctuation
+      const roundTrip = t.cleanSpaces ? null : t.type === 'spm' ? (x: string) => wellFormed(x).replaceAll('\u2581', ' ') : wellFormed;
       for (const s of texts) {
         for (const special of [false, true]) {
           const ids = t.tokenize(s, { special });
           for (const id of ids) expect(Number.isInteger(id) && id >= 0 && id < t.nVocab).toBe(true);
           expect(typeof t.detokenize(ids, { unparseSpecial: special })).toBe('string');
         }
-        if (byteLevel) expect([v, t.detokenize(t.tokenize(s, { special: false, addBos: false }))]).toEqual([v, wellFormed(s)]);
+        if (roundTrip) expect([v, t.detokenize(t.tokenize(s, { special: false, addBos: false }))]).toEqual([v, roundTrip(s)]);
       }
     }
   });

@@ -9,16 +9,17 @@ import * as os from 'os';
 import * as path from 'path';
 import { loadModel, Model, readGguf, Session, SpecdecError, Tokenizer } from '../lib';
 import { readGgufSync } from '../lib/gguf/reader';
+import { Utf8StreamDecoder } from '../lib/tokenizer';
 import { describeShared } from './utils/shared';
 
-const wellFormed = (s: string) => new TextDecoder().decode(new TextEncoder().encode(s));
+const wellFormed = (s: string) => new TextDecoder('utf-8', { ignoreBOM: true }).decode(new TextEncoder().encode(s));
 // any UTF-16 unit, lone surrogates included
 const utf16 = fc.string({ unit: fc.integer({ min: 0, max: 0xffff }).map((c) => String.fromCharCode(c)), maxLength: 40 });
 // any code point, with a bias to the ranges where tokenizers differ
 const hard = fc.oneof(
   fc.string({ unit: 'binary', maxLength: 40 }),
   fc.string({ unit: 'grapheme', maxLength: 20 }),
-  fc.string({ unit: fc.constantFrom(' ', '  ', '\n', '\t', '\r', '\u00a0', '\u3000', '\u200d', '\u0301', '!', "'s", 'a', 'Z', '9', '🦙', '日', '\u0000'), maxLength: 30 }),
+  fc.string({ unit: fc.constantFrom(' ', '  ', '\n', '\t', '\r', '\u00a0', '\u3000', '\u200d', '\u0301', '!', "'s", 'a', 'Z', '9', '🦙', '日', '\u0000', '\ufeff'), maxLength: 30 }),
   utf16,
 );
 
@@ -47,6 +48,18 @@ describeShared('properties: tokenizer', (dir) => {
       }), { seed: 10, numRuns: 300 });
     });
   }
+
+  it('the streaming decoder gives the text of any split of its bytes (a leading U+FEFF kept)', () => {
+    fc.assert(fc.property(hard, fc.array(fc.nat(), { maxLength: 6 }), (s, cuts) => {
+      const bytes = new TextEncoder().encode('\ufeff' + s);
+      const at = [...new Set(cuts.map((c) => c % (bytes.length + 1)))].sort((a, b) => a - b);
+      const d = new Utf8StreamDecoder();
+      let out = '';
+      let prev = 0;
+      for (const c of [...at, bytes.length]) { out += d.push(bytes.subarray(prev, c)); prev = c; }
+      return out + d.flush() === wellFormed('\ufeff' + s);
+    }), { seed: 15, numRuns: 300 });
+  });
 
   it('detokenize of arbitrary numbers: a string, or TokenOutOfRangeError for anything not an id', () => {
     const t = toks.get('qwen2')!;
