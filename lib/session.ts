@@ -308,12 +308,19 @@ export class Session {
     return this.native;
   }
 
-  /** Context size, batch size, threads and how many tokens the KV cache holds. */
+  /**
+   * Context size, batch size, threads and how many tokens the KV cache holds. Safe to read at any
+   * time: while native work is in flight (a generation's step, evaluate()) it reports the state as it
+   * was when that work started.
+   */
   get info(): { contextSize: number; batchSize: number; threads: number; usedTokens: number } {
     return this.nativeSession().info();
   }
 
-  /** The token ids whose K/V the cache holds. */
+  /**
+   * The token ids whose K/V the cache holds. Safe to read at any time: while native work is in flight
+   * it is the sequence as it was when that work started (never a list a worker is changing).
+   */
   get tokens(): number[] {
     return Array.from(this.nativeSession().tokens());
   }

@@ -3,7 +3,9 @@
 // checkout; otherwise populate ggml (scripts/fetch-ggml.js) and build the addon with
 // cmake-js (Release, CPU backend). Switches: SPECDEC_CUDA=1 (ggml CUDA backend),
 // SPECDEC_METAL=1, SPECDEC_FROM_SOURCE=1 (build even where a prebuilt binary matches),
-// SPECDEC_PORTABLE=1 (no -march=native), SPECDEC_SKIP_BUILD=1.
+// SPECDEC_PORTABLE=1 (no -march=native), SPECDEC_SKIP_BUILD=1, SPECDEC_SANITIZE=1
+// (ggml and the addon with AddressSanitizer + UndefinedBehaviorSanitizer, built into build-asan/ so
+// that the normal build stays; scripts/sanitize-test.sh loads it).
 'use strict';
 const { spawnSync } = require('node:child_process');
 const fs = require('node:fs');
@@ -33,6 +35,7 @@ const args = [require.resolve('cmake-js/bin/cmake-js', { paths: [root] }), 'comp
 if (on(process.env.SPECDEC_CUDA)) args.push('--CDSPECDEC_CUDA=ON');
 if (on(process.env.SPECDEC_METAL)) args.push('--CDSPECDEC_METAL=ON');
 if (on(process.env.SPECDEC_PORTABLE)) args.push('--CDSPECDEC_NATIVE=OFF');
+if (on(process.env.SPECDEC_SANITIZE)) args.push('--CDSPECDEC_SANITIZE=ON', '--out', 'build-asan');
 if (process.env.CMAKE_CUDA_ARCHITECTURES) args.push(`--CDCMAKE_CUDA_ARCHITECTURES=${process.env.CMAKE_CUDA_ARCHITECTURES}`);
 const jobs = process.env.SPECDEC_JOBS || String(Math.max(1, require('node:os').availableParallelism()));
 args.push('--parallel', jobs);

@@ -43,7 +43,8 @@ export interface DetokenizeOptions {
 const NULL = -1;
 const A = TokenAttr;
 const enc = new TextEncoder();
-const dec = new TextDecoder('utf-8');
+// ignoreBOM: a leading U+FEFF is text like any other (TextDecoder would drop it by default)
+const dec = new TextDecoder('utf-8', { ignoreBOM: true });
 const EMPTY = new Uint8Array(0);
 const SPM_SPACE = '\u2581';
 

@@ -4,7 +4,8 @@
  * called at the end, which emits U+FFFD for an incomplete tail). Invalid bytes decode to U+FFFD.
  */
 export class Utf8StreamDecoder {
-  private decoder = new TextDecoder('utf-8');
+  // ignoreBOM: a U+FEFF at the start of the stream is text (TextDecoder would drop it by default)
+  private decoder = new TextDecoder('utf-8', { ignoreBOM: true });
 
   /** Feeds the bytes of one or more tokens; returns the newly completed text (possibly ''). */
   push(bytes: Uint8Array): string {
@@ -14,7 +15,7 @@ export class Utf8StreamDecoder {
   /** Ends the stream: returns whatever is still held back (an incomplete sequence becomes U+FFFD). */
   flush(): string {
     const s = this.decoder.decode();
-    this.decoder = new TextDecoder('utf-8');
+    this.decoder = new TextDecoder('utf-8', { ignoreBOM: true });
     return s;
   }
 }

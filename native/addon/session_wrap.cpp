@@ -407,11 +407,8 @@ Napi::Value session_wrap::step(const Napi::CallbackInfo & info) {
     }
     const double budget = info[0].As<Napi::Number>().DoubleValue();
     const uint32_t max_new = info[1].As<Napi::Number>().Uint32Value();
-    busy.store(true);
     auto * w = new step_worker(env, this, budget, max_new);
-    Napi::Promise p = w->promise();
-    w->Queue();
-    return p;
+    return queue(w, w->promise());
 }
 
 Napi::Value session_wrap::evaluate(const Napi::CallbackInfo & info) {
@@ -424,11 +421,8 @@ Napi::Value session_wrap::evaluate(const Napi::CallbackInfo & info) {
         return env.Undefined();
     }
     sess->clear_abort();
-    busy.store(true);
     auto * w = new eval_worker(env, this, std::move(toks), all);
-    Napi::Promise p = w->promise();
-    w->Queue();
-    return p;
+    return queue(w, w->promise());
 }
 
 void session_wrap::heads_for(const std::string & path, method_options & mo) {
@@ -473,9 +467,14 @@ Napi::Value session_wrap::evaluate_hidden(const Napi::CallbackInfo & info) {
         return env.Undefined();
     }
     sess->clear_abort();
-    busy.store(true);
     auto * w = new eval_hidden_worker(env, this, std::move(toks), std::move(layers));
-    Napi::Promise p = w->promise();
+    return queue(w, w->promise());
+}
+
+Napi::Value session_wrap::queue(Napi::AsyncWorker * w, Napi::Promise p) {
+    snap_tokens_ = sess->tokens();
+    snap_threads_ = sess->n_threads();
+    busy.store(true);
     w->Queue();
     return p;
 }
@@ -483,7 +482,7 @@ Napi::Value session_wrap::evaluate_hidden(const Napi::CallbackInfo & info) {
 Napi::Value session_wrap::tokens(const Napi::CallbackInfo & info) {
     Napi::Env env = info.Env();
     if (!sess) return Napi::Int32Array::New(env, 0);
-    const auto & t = sess->tokens();
+    const auto & t = busy.load() ? snap_tokens_ : sess->tokens();
     Napi::Int32Array a = Napi::Int32Array::New(env, t.size());
     std::copy(t.begin(), t.end(), a.Data());
     return a;
@@ -531,11 +530,8 @@ Napi::Value session_wrap::calibrate_threads(const Napi::CallbackInfo & info) {
         Napi::Error::New(env, "[ERR_INVALID_OPTION] calibrateThreads needs thread counts >= 1").ThrowAsJavaScriptException();
         return env.Undefined();
     }
-    busy.store(true);
     auto * w = new calibrate_worker(env, this, std::move(cands));
-    Napi::Promise p = w->promise();
-    w->Queue();
-    return p;
+    return queue(w, w->promise());
 }
 
 Napi::Value session_wrap::info(const Napi::CallbackInfo & info) {
@@ -544,8 +540,9 @@ Napi::Value session_wrap::info(const Napi::CallbackInfo & info) {
     if (!sess) return o;
     o.Set("contextSize", sess->n_ctx());
     o.Set("batchSize", sess->n_batch());
-    o.Set("threads", sess->n_threads());
-    o.Set("usedTokens", (uint32_t) sess->tokens().size());
+    const bool b = busy.load();  // a worker may be changing the sequence (and calibrate the threads)
+    o.Set("threads", b ? snap_threads_ : sess->n_threads());
+    o.Set("usedTokens", (uint32_t) (b ? snap_tokens_.size() : sess->tokens().size()));
     return o;
 }
 

@@ -30,6 +30,12 @@ public:
     // afterwards frees it. On the JS thread, never while a step runs.
     void end_generation() { if (!busy.load()) generation_.reset(); }
     std::atomic<bool> busy { false };
+    // Marks the session busy and queues `w`, on the JS thread. First it takes a snapshot of what
+    // tokens() and info() report (the committed sequence, the thread count), so that those
+    // accessors never read what a worker is changing: while work is in flight they return the state
+    // as it was when the work was queued; once it has completed (busy is cleared on the JS thread,
+    // after the worker's Execute) they read the session again.
+    Napi::Value queue(Napi::AsyncWorker * w, Napi::Promise p);
 
 private:
     Napi::Value begin(const Napi::CallbackInfo & info);
@@ -77,6 +83,10 @@ private:
 
     std::unique_ptr<session>    sess;
     std::unique_ptr<generation> generation_;
+
+    // what tokens() and info() report while busy (see queue()); touched on the JS thread only
+    std::vector<int32_t> snap_tokens_;
+    int                  snap_threads_ = 0;
 };
 
 // createSession(model, { contextSize, batchSize, threads }) -> Promise<Session>

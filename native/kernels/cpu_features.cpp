@@ -8,8 +8,24 @@
 #if defined(SPECDEC_NEON_KERNELS) && defined(__APPLE__)
 #include <sys/sysctl.h>
 #endif
+#if defined(SPECDEC_X86_KERNELS)
+#include <cpuid.h>
+#endif
 
 namespace specdec::kernels {
+
+#if defined(SPECDEC_X86_KERNELS)
+// F16C and AVX-VNNI from CPUID itself: older compilers (clang 14) do not know these names in
+// __builtin_cpu_supports. The OS's saving of the YMM state is covered by the avx2 check beside them.
+static bool has_f16c() {
+    unsigned a, b, c, d;
+    return __get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 29)) != 0;
+}
+static bool has_avx_vnni() {
+    unsigned a, b, c, d;
+    return __get_cpuid_count(7, 1, &a, &b, &c, &d) && (a & (1u << 4)) != 0;
+}
+#endif
 
 const char * isa_name(isa i) {
     switch (i) {
@@ -38,10 +54,9 @@ bool isa_supported(isa i) {
             return true;
 #if defined(SPECDEC_X86_KERNELS)
         case isa::avx2:
-            return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+            return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && has_f16c();
         case isa::avx_vnni:
-            return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c") &&
-                   __builtin_cpu_supports("avxvnni");
+            return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && has_f16c() && has_avx_vnni();
         case isa::avx512_vnni:
             return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                    __builtin_cpu_supports("avx512vnni");
