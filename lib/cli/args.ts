@@ -27,7 +27,7 @@ export const COMMANDS: Record<string, CommandSpec> = {
   },
   info: { json: b, help, version: b },
   'train-drafter': {
-    model: s, kind: s, corpus: many, out: s, minutes: s, tokens: s, heads: s, 'ttt-steps': s, 'learning-rate': s, seed: s, threads: s, json: b,
+    model: s, kind: s, corpus: many, out: s, minutes: s, tokens: s, heads: s, 'ttt-steps': s, 'lud-k': s, 'lud-alpha': s, 'learning-rate': s, seed: s, threads: s, json: b,
     help, version: b,
   },
   serve: {
