@@ -3,7 +3,9 @@ import { binding, type NativeSession, type NativeStepResult } from './binding';
 import {
   BusyError, ContextOverflowError, DisposedError, InvalidOptionError, TokenOutOfRangeError, VocabularyMismatchError, fromNative,
 } from './errors';
-import type { Model } from './model';
+import { loadModel, type Model } from './model';
+import { statSync } from 'node:fs';
+import { resolve as resolvePath } from 'node:path';
 import { checkObject, describe, optBoolean, optEnum, optNumber, optSignal, rejectUnknown } from './options';
 import { availableCpus, defaultThreads, threadCandidates } from './threads';
 import { Utf8StreamDecoder } from './tokenizer';
@@ -43,8 +45,12 @@ export interface SessionOptions {
  * - 'auto': picks the drafter (retrieval from the context, aded, the draft model and the heads
  *   when given) and the tree size with the best measured tokens per second each step, or plain
  *   decoding when speculation loses.
+ * - 'lud': Lexical Unit Decoding with a LUD model of this model (`lud: { file }`, from trainDrafter
+ *   kind 'lud'): k placeholders appended to the context give the next k + 1 tokens in one pass. With
+ *   `verify: true` they are a draft the target verifies (lossless); without it (the default) the
+ *   next token and the confident run after it are emitted unverified: **lossy** (stats.lossless false).
  */
-export const METHODS = ['autoregressive', 'lookup', 'draft', 'rsd', 'token-recycling', 'aded', 'rasd', 'medusa', 'eagle', 'auto'] as const;
+export const METHODS = ['autoregressive', 'lookup', 'draft', 'rsd', 'token-recycling', 'aded', 'rasd', 'medusa', 'eagle', 'auto', 'lud'] as const;
 /** Methods that need `draft: { model }` ('rasd' and 'auto' use one when given). */
 const NEEDS_DRAFT_MODEL: readonly string[] = ['draft', 'rsd'];
 const USES_DRAFT_MODEL: readonly string[] = ['draft', 'rsd', 'rasd', 'auto'];
@@ -112,6 +118,15 @@ export interface GenerateOptions {
    * draft model) and can be kept with saveOnline() / loadOnline().
    */
   online?: boolean | { lr?: number; every?: number; steps?: number; window?: number; buffer?: number };
+  /**
+   * 'lud' (required): Lexical Unit Decoding. `file`: a LUD model of this model (trainDrafter kind
+   * 'lud'); `k`: placeholders appended (default: the file's, at most 16); `alpha`: a placeholder's
+   * prediction is used while its probability is at least alpha (default: the file's; > 1 uses none);
+   * `verify`: the target verifies the predictions (lossless) instead of emitting them unverified
+   * (lossy, the default). Lossy mode decodes with the LUD model alone: the session's own cache is
+   * left at the prompt (session.tokens is then a prefix of prompt + output).
+   */
+  lud?: { file: string; k?: number; alpha?: number; verify?: boolean };
   /** 'rasd': documents (text, or token ids) to retrieve drafts from, besides the context itself. */
   retrieval?: { corpus?: string | (string | ArrayLike<number>)[] };
   /** Keep generating past end-of-generation tokens (as llama.cpp's --ignore-eos; default false). */
@@ -151,6 +166,13 @@ export interface GenerationStats {
   threads: number;
   seed: number;
   stopReason: StopReason;
+  /**
+   * Whether the output is the target's own (greedy: identical to autoregressive decoding; sampling: its
+   * distribution). False only for lossy methods: 'lud' without `verify`, whose forwardPasses are the
+   * LUD model's passes, draftedTokens the placeholder predictions made and acceptedTokens those
+   * emitted unverified.
+   */
+  lossless: boolean;
 }
 
 /** Session.onlineStats: Online Speculative Decoding's counters. */
@@ -178,6 +200,7 @@ export interface GenerationChunk {
 const GENERATE_OPTIONS = [
   'maxTokens', 'temperature', 'topK', 'topP', 'minP', 'repeatPenalty', 'frequencyPenalty', 'presencePenalty',
   'penaltyLastN', 'seed', 'stop', 'signal', 'method', 'special', 'addBos', 'ignoreEos', 'draftMax', 'lookup', 'draft', 'retrieval', 'rsd', 'heads', 'online',
+  'lud',
 ] as const;
 
 /**
@@ -198,6 +221,8 @@ export class Session {
   private inflight: Promise<unknown> | undefined;
   private disposing: Promise<void> | undefined;
   private readonly disposeListeners: (() => void)[] = [];
+  // method 'lud': the LUD model last loaded, by path, size and modification time
+  private lud: { key: string; model: Promise<Model> } | undefined;
 
   /** @internal */
   static async create(model: Model, options: SessionOptions): Promise<Session> {
@@ -229,6 +254,30 @@ export class Session {
   private constructor(model: Model, native: NativeSession) {
     this.model = model;
     this.native = native;
+  }
+
+  /** @internal The LUD model in `file` (method 'lud'), loaded on first use with this model's backend and kernels. */
+  async ludModel(file: string): Promise<Model> {
+    const path = resolvePath(file);
+    let key = path;
+    try {
+      const st = statSync(path);
+      key += `|${st.size}|${st.mtimeMs}`;
+    } catch {
+      // loadModel reports the missing file (FileNotFoundError)
+    }
+    if (this.lud?.key !== key) {
+      const old = this.lud;
+      this.lud = undefined;
+      if (old) await (await old.model.catch(() => undefined))?.dispose();
+      const info = this.model.info;
+      const model = loadModel(path, { backend: info.backend, cpuKernels: info.cpuKernels === 'ggml' ? 'ggml' : 'specdec' });
+      this.lud = { key, model };
+      model.catch(() => {
+        if (this.lud?.model === model) this.lud = undefined;
+      });
+    }
+    return this.lud!.model;
   }
 
   /** @internal */
@@ -365,8 +414,22 @@ export class Session {
         throw new InvalidOptionError(`retrieval.corpus[${i}] must be a string or an array of token ids, got ${describe(d)}`);
       });
     }
+    const ludOpts = checkObject(o.lud, 'lud options');
+    rejectUnknown(ludOpts, ['file', 'k', 'alpha', 'verify'], 'lud');
+    if (o.lud !== undefined && method !== 'lud') throw new InvalidOptionError("option 'lud' is for method 'lud'");
+    if (method === 'lud' && (typeof ludOpts.file !== 'string' || ludOpts.file.length === 0)) {
+      throw new InvalidOptionError(`method 'lud' needs \`lud: { file }\`, a LUD model from trainDrafter(model, { kind: 'lud' }); got ${describe(ludOpts.file)}`);
+    }
+    const ludAlpha = ludOpts.alpha === undefined ? -1 : optNumber(ludOpts, 'alpha', 0.8, 0, 100);
+    if (ludOpts.alpha !== undefined && !(ludAlpha > 0)) throw new InvalidOptionError(`lud.alpha must be > 0, got ${describe(ludOpts.alpha)}`);
+    const ludK = optNumber(ludOpts, 'k', 0, 1, 16, true);
+    const ludVerify = optBoolean(ludOpts, 'verify', false);
     const spec = {
       method: method as string,
+      ludFile: method === 'lud' ? (ludOpts.file as string) : undefined,
+      ludK,
+      ludAlpha,
+      ludVerify,
       draftModel,
       corpus,
       rsdBeam: rsdTree === 'beam-search',
@@ -538,6 +601,9 @@ export class Session {
       }
       native.dispose();
       this.native = undefined;
+      const lud = this.lud;
+      this.lud = undefined;
+      if (lud) await (await lud.model).dispose();
       for (const fn of this.disposeListeners) fn();
     })();
     return this.disposing;
@@ -553,6 +619,7 @@ interface SamplingParams {
   frequencyPenalty: number; presencePenalty: number; penaltyLastN: number; seed: number;
   method: string; draftMax: number; lookupMaxNgram: number; _testBiasedVerifier: boolean; draftModel: unknown; corpus: Int32Array[] | undefined; rsdBeam: boolean;
   headsFile: string | undefined;
+  ludFile: string | undefined; ludK: number; ludAlpha: number; ludVerify: boolean;
   online: { lr: number; every: number; steps: number; window: number; buffer: number } | undefined;
 }
 
@@ -615,11 +682,15 @@ export class Generation implements AsyncIterable<GenerationChunk> {
     const onAbort = () => native.abort();
     this.signal?.addEventListener('abort', onAbort, { once: true });
     try {
+      // a LUD model is loaded (once per file, kept by the session) before the native generation starts
+      const ludModel = this.params.ludFile !== undefined ? (await session.ludModel(this.params.ludFile)).nativeModel() : undefined;
+      if (this.signal?.aborted) throw this.signal.reason;
       try {
         native.begin({
           prompt: Int32Array.from(this.promptTokens),
           eog: Int32Array.from(this.ignoreEos ? [] : tokenizer.eogTokens),
           ...this.params,
+          ludModel,
         });
       } catch (err) {
         throw fromNative(err);  // method set-up: a head file's errors, a vocabulary mismatch, ...
@@ -755,6 +826,7 @@ export class Generation implements AsyncIterable<GenerationChunk> {
       threads: this.session.disposed ? 0 : this.session.info.threads,
       seed: this.params.seed,
       stopReason: reason,
+      lossless: this.method !== 'lud' || this.params.ludVerify,
     };
   }
 }

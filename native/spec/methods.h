@@ -8,6 +8,7 @@
 #include "spec/drafter.h"
 #include "heads/eagle3_heads.h"
 #include "heads/medusa_heads.h"
+#include "spec/drafters/lud.h"
 #include "spec/drafters/token_recycling.h"
 #include "train/online_learner.h"
 
@@ -30,6 +31,9 @@ struct method_options {
     std::shared_ptr<const eagle3_heads> eagle;           // eagle (required), auto (optional)
     std::shared_ptr<drafter> eagle_state;                // the session's EAGLE-3 drafter for those heads (kept across generations)
     std::shared_ptr<online_learner> online;              // draft: Online Speculative Decoding (the session's learner)
+    std::shared_ptr<const model> lud_model;              // lud: a LUD model of the target (lud_train.cpp)
+    lud_params  lud;                                     // lud: k, alpha, its placeholder
+    bool        lud_verify = false;                      // lud: the target verifies (lossless) or not (lossy)
     bool        biased_verifier = false;                 // test only
 };
 
@@ -38,6 +42,10 @@ struct method_plan {
     uint32_t draft_max = 0;
     std::vector<uint32_t> taps;      // hidden-state taps the drafter reads from the target (session::set_taps)
     bool taps_all_rows = false;
+    // Lossy Lexical Unit Decoding: the generation runs on a session of this model (not the target's),
+    // parallel_k > 0 (generation_params::parallel_k).
+    std::shared_ptr<const model> lossy_model;
+    lud_params parallel;
 };
 
 // Throws specdec::error (ERR_INVALID_OPTION) for an unknown method or missing model.
