@@ -37,8 +37,9 @@ describeShared('small batch sizes', (dir) => {
       const ref = await (await m.createSession({ contextSize: 512 })).generate(PROMPT, { maxTokens: N }).result();
       expect(ref.tokens).toHaveLength(N);
       // every method, and the ones that take an optional draft model with it too (the head methods,
-      // which need a head file trained for the model, are covered by test/drafters.test.ts)
-      const configs: Array<[string, GenerateOptions]> = METHODS.filter((method) => method !== 'medusa' && method !== 'eagle').map((method) => [method, { method, ...(method === 'draft' || method === 'rsd' ? { draft: { model: d } } : {}) }]);
+      // which need a head file trained for the model, are covered by test/drafters.test.ts, and 'lud',
+      // which needs a LUD model of it, by test/lud.test.ts)
+      const configs: Array<[string, GenerateOptions]> = METHODS.filter((method) => method !== 'medusa' && method !== 'eagle' && method !== 'lud').map((method) => [method, { method, ...(method === 'draft' || method === 'rsd' ? { draft: { model: d } } : {}) }]);
       configs.push(['rasd + draft', { method: 'rasd', draft: { model: d } }], ['auto + draft', { method: 'auto', draft: { model: d } }]);
       const got: Record<string, unknown> = {};
       const want: Record<string, unknown> = {};

@@ -109,6 +109,24 @@ describeShared('Lexical Unit Decoding', (dir) => {
     await s.dispose();
   });
 
+  it('small batch sizes: lossy and verify modes give the same output at batch sizes 1, 2 and 8', async () => {
+    const want: Record<string, number[]> = {};
+    const got: Record<string, number[]> = {};
+    for (const batchSize of [512, 1, 2, 8]) {
+      const s = await model.createSession({ contextSize: 256, batchSize });
+      const l = await s.generate(STARTS[2], { maxTokens: 30, method: 'lud', lud: { file: ludFile, alpha: 1.01 } }).result();
+      const v = await s.generate(STARTS[2], { maxTokens: 30, method: 'lud', lud: { file: ludFile, verify: true } }).result();
+      const out = batchSize === 512 ? want : got;
+      out[`lossy ${batchSize === 512 ? '' : batchSize}`.trim()] = l.tokens;
+      out[`verify ${batchSize === 512 ? '' : batchSize}`.trim()] = v.tokens;
+      await s.dispose();
+    }
+    for (const b of [1, 2, 8]) {
+      expect({ b, tokens: got[`lossy ${b}`] }).toEqual({ b, tokens: want.lossy });
+      expect({ b, tokens: got[`verify ${b}`] }).toEqual({ b, tokens: want.verify });
+    }
+  });
+
   it('lossy mode with a low alpha emits confident runs: fewer passes than tokens, deterministic, k honoured', async () => {
     const s = await model.createSession({ contextSize: 256 });
     const a = await s.generate(STARTS[0], { maxTokens: 60, method: 'lud', lud: { file: ludFile, alpha: 0.05 } }).result();
