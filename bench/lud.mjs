@@ -54,7 +54,7 @@ async function decodeWorker([arm, ludFile, threads, promptsFile, nArg]) {
   const session = await model.createSession({ threads: Number(threads), contextSize: 1024 });
   const a = JSON.parse(arm);
   const opts = { maxTokens: n, temperature: 0, ignoreEos: true };
-  if (a.method === 'lud') Object.assign(opts, { method: 'lud', lud: { file: ludFile, alpha: a.alpha, verify: a.verify } });
+  if (a.method === 'lud') Object.assign(opts, { method: 'lud', lud: { file: ludFile, alpha: a.alpha, verify: a.verify, ...(a.k ? { k: a.k } : {}) } });
   const prompts = JSON.parse(readFileSync(promptsFile, 'utf8'));
   // warm-up (first-use costs: the LUD model's load and its session)
   await session.generate(prompts[0], { ...opts, maxTokens: 8 }).result();
@@ -146,6 +146,7 @@ async function main() {
     { name: 'autoregressive', method: 'autoregressive' },
     { name: 'lud verify (lossless)', method: 'lud', verify: true, alpha: alphas[0] },
     ...alphas.map((alpha) => ({ name: `lud lossy α=${alpha}`, method: 'lud', verify: false, alpha })),
+    { name: `lud lossy α=${alphas[0]} k=2`, method: 'lud', verify: false, alpha: alphas[0], k: 2 },
   ];
   const runs = new Map();
   for (let r = 0; r < reps; r++) {

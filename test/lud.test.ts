@@ -5,10 +5,12 @@
 // lossy mode with nothing confident (alpha > 1) is exactly the LUD model's own greedy decoding, and
 // with a low alpha emits several tokens per pass; stats.lossless; typed errors; abort.
 import { afterAll, beforeAll, expect, it } from '@jest/globals';
+import { execFile } from 'child_process';
 import { createHash } from 'crypto';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
+import { promisify } from 'util';
 import {
   InvalidOptionError, loadModel, ModelFileError, readGguf, trainDrafter, VocabularyMismatchError, type Model, type TrainReport,
 } from '../lib';
@@ -167,6 +169,27 @@ describeShared('Lexical Unit Decoding', (dir) => {
     expect(dof).toBeGreaterThan(5);
     expect(Math.round(stat)).toBeLessThanOrEqual(chiCritical(dof));
   }, 60_000);
+
+  it('CLI: generate --method lud --lud F [--lud-alpha --lud-k --lud-verify] prints the API\'s tokens and stats.lossless', async () => {
+    const run = promisify(execFile);
+    const cli = path.join(__dirname, '..', 'dist', 'cli', 'index.js');
+    const base = [cli, 'generate', '--model', stories, '--prompt', STARTS[3], '--max-tokens', '24', '--json', '--method', 'lud', '--lud', ludFile];
+    const s = await model.createSession({ contextSize: 256 });
+    for (const [extra, opts] of [
+      [['--lud-alpha', '0.2', '--lud-k', '2'], { alpha: 0.2, k: 2 }],
+      [['--lud-verify'], { verify: true }],
+    ] as const) {
+      const { stdout } = await run(process.execPath, [...base, ...extra]);
+      const j = JSON.parse(stdout);
+      s.truncate(0);
+      const r = await s.generate(STARTS[3], { maxTokens: 24, method: 'lud', lud: { file: ludFile, ...opts } }).result();
+      expect(j.tokens).toEqual(r.tokens);
+      expect(j.stats.lossless).toBe(opts === undefined || 'verify' in opts);
+    }
+    await s.dispose();
+    await expect(run(process.execPath, [cli, 'generate', '--model', stories, '--prompt', 'x', '--lud', ludFile])).rejects.toMatchObject({ code: 2 });
+    await expect(run(process.execPath, [cli, 'generate', '--model', stories, '--prompt', 'x', '--method', 'lud'])).rejects.toMatchObject({ code: 2 });
+  });
 
   it('bad options and files are typed errors', async () => {
     const s = await model.createSession({ contextSize: 128 });
