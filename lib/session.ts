@@ -123,8 +123,8 @@ export interface GenerateOptions {
    * 'lud'); `k`: placeholders appended (default: the file's, at most 16); `alpha`: a placeholder's
    * prediction is used while its probability is at least alpha (default: the file's; > 1 uses none);
    * `verify`: the target verifies the predictions (lossless) instead of emitting them unverified
-   * (lossy, the default). Lossy mode decodes with the LUD model alone: the session's own cache is
-   * left at the prompt (session.tokens is then a prefix of prompt + output).
+   * (lossy, the default). Lossy mode decodes with the LUD model alone, on its own session: this
+   * session's cache is not extended (session.tokens is then a prefix of prompt + output).
    */
   lud?: { file: string; k?: number; alpha?: number; verify?: boolean };
   /** 'rasd': documents (text, or token ids) to retrieve drafts from, besides the context itself. */
