@@ -13,7 +13,7 @@
 // BENCH_ONLINE (JSON options for `online`, default {}), SPECDEC_SHARED.
 // Writes bench/results/osd.json, osd.md and the README table between <!-- bench:osd --> markers.
 import { spawnSync } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -81,7 +81,8 @@ async function main() {
   }
   await t.dispose();
   if (prompts.length < N) throw new Error(`only ${prompts.length} header files of >= 1024 tokens under ${include}; set BENCH_PROMPTS lower`);
-  const promptsFile = path.join(here, 'tmp-osd-prompts.json');
+  mkdirSync(path.join(here, 'tmp'), { recursive: true });
+  const promptsFile = path.join(here, 'tmp', 'osd-prompts.json');
   writeFileSync(promptsFile, JSON.stringify(prompts));
   const arms = {};
   for (const [name, online] of [['off', 'off'], ['online', onlineOpts]]) {

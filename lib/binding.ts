@@ -23,13 +23,19 @@ export interface NativeStepResult {
     prefillMs: number; decodeMs: number; forwardPasses: number;
     draftedTokens: number; acceptedTokens: number; verifyPasses: number; treeCompactions: number; draftMs: number; verifyMs: number;
     stopReason: 'none' | 'eos' | 'maxTokens' | 'contextFull' | 'abort';
+    ead?: {
+      switches: number; largeEvaluated: number; smallEvaluated: number; smallPromptTokens: number;
+      largeMs: number; smallMs: number; computeSaved: number;
+    };
   };
+  /** 'ead': one letter per token of this step ('L' the target produced it, 'S' the small model). */
+  eadSources?: string;
 }
 export interface NativeBeginParams {
   prompt: Int32Array; maxTokens: number; eog: Int32Array; temperature: number; topK: number; topP: number;
   minP: number; repeatPenalty: number; frequencyPenalty: number; presencePenalty: number; penaltyLastN: number; seed: number;
   method: string; draftMax: number; lookupMaxNgram: number; draftModel?: unknown; corpus?: Int32Array[]; rsdBeam?: boolean;
-  headsFile?: string;
+  headsFile?: string; eadThreshold?: number; eadWindow?: number; eadMinDwell?: number;
   /** method 'lud': the LUD model, k (0: the file's), alpha (< 0: the file's), verify. */
   ludModel?: NativeModel; ludK?: number; ludAlpha?: number; ludVerify?: boolean;
 }

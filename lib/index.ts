@@ -7,8 +7,8 @@
  */
 export { loadModel, Model } from './model';
 export type { Backend, LoadModelOptions, ModelInfo, TokenizeOptions } from './model';
-export { Session, Generation, METHODS } from './session';
-export type { SessionOptions, GenerateOptions, GenerationChunk, GenerationStats, Method, StopReason, OnlineStats } from './session';
+export { Session, Generation, METHODS, LOSSY_METHODS, EAD_DEFAULTS } from './session';
+export type { SessionOptions, GenerateOptions, GenerationChunk, GenerationStats, EadStats, Method, StopReason, OnlineStats } from './session';
 export { trainDrafter, DRAFTER_KINDS } from './train';
 export type { TrainDrafterOptions, TrainProgress, TrainReport, DrafterKind } from './train';
 export {

@@ -45,15 +45,27 @@ export interface SessionOptions {
  * - 'auto': picks the drafter (retrieval from the context, aded, the draft model and the heads
  *   when given) and the tree size with the best measured tokens per second each step, or plain
  *   decoding when speculation loses.
+ *
+ * Lossy methods (`stats.lossless` false) give up fidelity to the target for speed:
+ * - 'ead': Entropy Adaptive Decoding: the small model (`draft: { model }`) writes while the rolling
+ *   mean entropy of the next-token distribution stays below `ead.threshold`, the target takes over
+ *   above it. The output is not the target's; `stats.ead` says how much of it the target wrote.
  * - 'lud': Lexical Unit Decoding with a LUD model of this model (`lud: { file }`, from trainDrafter
- *   kind 'lud'): k placeholders appended to the context give the next k + 1 tokens in one pass. With
- *   `verify: true` they are a draft the target verifies (lossless); without it (the default) the
- *   next token and the confident run after it are emitted unverified: **lossy** (stats.lossless false).
+ *   kind 'lud'): k placeholders appended to the context give the next k + 1 tokens in one pass; the
+ *   next token and the confident run after it are emitted unverified (lossy, the default). With
+ *   `lud: { verify: true }` they are a draft the target verifies instead, and 'lud' is lossless.
  */
-export const METHODS = ['autoregressive', 'lookup', 'draft', 'rsd', 'token-recycling', 'aded', 'rasd', 'medusa', 'eagle', 'auto', 'lud'] as const;
+export const METHODS = ['autoregressive', 'lookup', 'draft', 'rsd', 'token-recycling', 'aded', 'rasd', 'medusa', 'eagle', 'auto', 'ead', 'lud'] as const;
+/**
+ * Methods whose output is not the target's own (greedy) or distribution (sampling): 'ead', and 'lud'
+ * unless `lud.verify` (stats.lossless says it for each run).
+ */
+export const LOSSY_METHODS: readonly string[] = ['ead', 'lud'];
 /** Methods that need `draft: { model }` ('rasd' and 'auto' use one when given). */
-const NEEDS_DRAFT_MODEL: readonly string[] = ['draft', 'rsd'];
-const USES_DRAFT_MODEL: readonly string[] = ['draft', 'rsd', 'rasd', 'auto'];
+const NEEDS_DRAFT_MODEL: readonly string[] = ['draft', 'rsd', 'ead'];
+const USES_DRAFT_MODEL: readonly string[] = ['draft', 'rsd', 'rasd', 'auto', 'ead'];
+/** EAD defaults (README, "Entropy Adaptive Decoding"): chosen by bench/ead.mjs on the code pair. */
+export const EAD_DEFAULTS = { threshold: 0.5, window: 5, minDwell: 1 } as const;
 /** Methods that use `heads: { file }` ('medusa' and 'eagle' need it, 'auto' uses it when given). */
 const USES_HEADS: readonly string[] = ['medusa', 'eagle', 'auto'];
 
@@ -95,8 +107,15 @@ export interface GenerateOptions {
   draftMax?: number;
   /** Prompt lookup: longest n-gram matched (default 4). */
   lookup?: { maxNgram?: number };
-  /** 'draft', 'rsd' (required), 'rasd', 'auto' (optional): the draft model (same vocabulary as this session's model). */
+  /** 'draft', 'rsd', 'ead' (required), 'rasd', 'auto' (optional): the draft model (same vocabulary as this session's model). */
   draft?: { model: Model };
+  /**
+   * 'ead': `threshold` in nats on the rolling mean of the active model's next-token entropy (the
+   * target takes over above it, the small model below; default 0.5; -1000 to 1000: a negative one
+   * always takes the target, a large one never), `window` steps in that mean (default 5, 1 to 1024),
+   * `minDwell` tokens produced between two switches (default 1, at least 1). Defaults: README, "Lossy methods".
+   */
+  ead?: { threshold?: number; window?: number; minDwell?: number };
   /**
    * 'rsd': how the draft tree is sampled without replacement: 'gumbel-top-k' (default; 2, 2, then 1
    * children per node) or 'beam-search' (Stochastic Beam Search, width 3, 6 levels). Greedy decoding
@@ -139,8 +158,41 @@ export interface GenerateOptions {
 
 export type StopReason = 'eos' | 'maxTokens' | 'stop' | 'contextFull' | 'abort';
 
+/** What Entropy Adaptive Decoding did ('ead' only). */
+export interface EadStats {
+  /** Tokens produced by the large model (the target), and their share of the generated tokens. */
+  largeTokens: number;
+  largeShare: number;
+  /** Hand-overs between the models, both ways. */
+  switches: number;
+  /** Tokens each model evaluated while decoding (its own and, on taking over, the other's since it last ran). */
+  largeEvaluated: number;
+  smallEvaluated: number;
+  /** Prompt tokens the small model evaluated (prompt processing; the target reads the prompt too). */
+  smallPromptTokens: number;
+  /** Time each model computed (prompt processing included for the small one). */
+  largeMs: number;
+  smallMs: number;
+  /**
+   * Decoding compute saved against the target alone, in FLOP-equivalents (a forward pass costs ~2 P
+   * FLOPs per token for P parameters): 1 - (P_target × largeEvaluated + P_small × smallEvaluated) /
+   * (P_target × (generatedTokens - 1)), the target alone evaluating all tokens but the last (the first
+   * follows the prompt). Prompt processing is left out on both sides.
+   */
+  computeSaved: number;
+  /** One letter per generated token: 'L' the large model produced it, 'S' the small one. */
+  sources: string;
+}
+
 export interface GenerationStats {
   method: Method;
+  /**
+   * True when the output is exactly the target's (greedy) or follows its distribution (sampling):
+   * every method but the lossy ones ('ead', and 'lud' without `lud.verify`). Lossy 'lud':
+   * forwardPasses are the LUD model's passes, draftedTokens the placeholder predictions made and
+   * acceptedTokens those emitted unverified.
+   */
+  lossless: boolean;
   promptTokens: number;
   /** Prompt tokens found in the KV cache from the previous generation and not evaluated again. */
   promptTokensReused: number;
@@ -166,13 +218,8 @@ export interface GenerationStats {
   threads: number;
   seed: number;
   stopReason: StopReason;
-  /**
-   * Whether the output is the target's own (greedy: identical to autoregressive decoding; sampling: its
-   * distribution). False only for lossy methods: 'lud' without `verify`, whose forwardPasses are the
-   * LUD model's passes, draftedTokens the placeholder predictions made and acceptedTokens those
-   * emitted unverified.
-   */
-  lossless: boolean;
+  /** 'ead' only. */
+  ead?: EadStats;
 }
 
 /** Session.onlineStats: Online Speculative Decoding's counters. */
@@ -199,7 +246,7 @@ export interface GenerationChunk {
 
 const GENERATE_OPTIONS = [
   'maxTokens', 'temperature', 'topK', 'topP', 'minP', 'repeatPenalty', 'frequencyPenalty', 'presencePenalty',
-  'penaltyLastN', 'seed', 'stop', 'signal', 'method', 'special', 'addBos', 'ignoreEos', 'draftMax', 'lookup', 'draft', 'retrieval', 'rsd', 'heads', 'online',
+  'penaltyLastN', 'seed', 'stop', 'signal', 'method', 'special', 'addBos', 'ignoreEos', 'draftMax', 'lookup', 'draft', 'retrieval', 'rsd', 'heads', 'online', 'ead',
   'lud',
 ] as const;
 
@@ -414,6 +461,14 @@ export class Session {
         throw new InvalidOptionError(`retrieval.corpus[${i}] must be a string or an array of token ids, got ${describe(d)}`);
       });
     }
+    const eadOpts = checkObject(o.ead, 'ead options');
+    rejectUnknown(eadOpts, ['threshold', 'window', 'minDwell'], 'ead');
+    if (o.ead !== undefined && method !== 'ead') throw new InvalidOptionError("option 'ead' is for method 'ead'");
+    const ead = {
+      eadThreshold: optNumber({ 'ead.threshold': eadOpts.threshold }, 'ead.threshold', EAD_DEFAULTS.threshold, -1000, 1000),
+      eadWindow: optNumber({ 'ead.window': eadOpts.window }, 'ead.window', EAD_DEFAULTS.window, 1, 1024, true),
+      eadMinDwell: optNumber({ 'ead.minDwell': eadOpts.minDwell }, 'ead.minDwell', EAD_DEFAULTS.minDwell, 1, 1 << 20, true),
+    };
     const ludOpts = checkObject(o.lud, 'lud options');
     rejectUnknown(ludOpts, ['file', 'k', 'alpha', 'verify'], 'lud');
     if (o.lud !== undefined && method !== 'lud') throw new InvalidOptionError("option 'lud' is for method 'lud'");
@@ -425,6 +480,7 @@ export class Session {
     const ludK = optNumber(ludOpts, 'k', 0, 1, 16, true);
     const ludVerify = optBoolean(ludOpts, 'verify', false);
     const spec = {
+      ...ead,
       method: method as string,
       ludFile: method === 'lud' ? (ludOpts.file as string) : undefined,
       ludK,
@@ -621,6 +677,7 @@ interface SamplingParams {
   headsFile: string | undefined;
   ludFile: string | undefined; ludK: number; ludAlpha: number; ludVerify: boolean;
   online: { lr: number; every: number; steps: number; window: number; buffer: number } | undefined;
+  eadThreshold: number; eadWindow: number; eadMinDwell: number;
 }
 
 /** One generate() call: an async iterable of chunks; `stats` is set when it ends. */
@@ -635,6 +692,8 @@ export class Generation implements AsyncIterable<GenerationChunk> {
   stats: GenerationStats | undefined;
 
   private started = false;
+  /** 'ead': which model produced each token the native loop returned ('L' / 'S'). */
+  private eadSources = '';
 
   /** @internal */
   constructor(
@@ -707,6 +766,7 @@ export class Generation implements AsyncIterable<GenerationChunk> {
         }
         budget = STEP_BUDGET_MS;
         last = r.stats;
+        if (r.eadSources) this.eadSources += r.eadSources;
         const yieldedTokens = this.tokens.length;
         const yieldedText = this.text;
         const chunkTokens: number[] = [];
@@ -805,8 +865,10 @@ export class Generation implements AsyncIterable<GenerationChunk> {
     const prefillMs = s?.prefillMs ?? 0;
     const decodeMs = s?.decodeMs ?? 0;
     const generated = this.tokens.length;
+    const ead = s?.ead;
     this.stats = {
       method: this.method,
+      lossless: !LOSSY_METHODS.includes(this.method) || (this.method === 'lud' && this.params.ludVerify),
       promptTokens,
       promptTokensReused: reused,
       generatedTokens: generated,
@@ -826,7 +888,23 @@ export class Generation implements AsyncIterable<GenerationChunk> {
       threads: this.session.disposed ? 0 : this.session.info.threads,
       seed: this.params.seed,
       stopReason: reason,
-      lossless: this.method !== 'lud' || this.params.ludVerify,
     };
+    if (this.method === 'ead') {
+      // per returned token: the native loop may have run ahead of a stop string or an abort
+      const sources = this.eadSources.slice(0, generated);
+      const largeTokens = sources.split('').filter((c) => c === 'L').length;
+      this.stats.ead = {
+        largeTokens,
+        largeShare: generated > 0 ? largeTokens / generated : 0,
+        switches: ead?.switches ?? 0,
+        largeEvaluated: ead?.largeEvaluated ?? 0,
+        smallEvaluated: ead?.smallEvaluated ?? 0,
+        smallPromptTokens: ead?.smallPromptTokens ?? 0,
+        largeMs: ead?.largeMs ?? 0,
+        smallMs: ead?.smallMs ?? 0,
+        computeSaved: ead?.computeSaved ?? 0,
+        sources,
+      };
+    }
   }
 }

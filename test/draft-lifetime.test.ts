@@ -41,7 +41,7 @@ describeShared('draft models: freed when the generation ends, interrupted by an 
         for await (const c of s.generate('Once upon a time', { ...o, maxTokens: 100000, ignoreEos: true })) if (c.tokens.length) break;
       }],
     ];
-    for (const method of ['draft', 'rsd', 'rasd', 'auto'] as const) {
+    for (const method of ['draft', 'rsd', 'rasd', 'auto', 'ead'] as const) {
       for (const [ending, run] of endings) {
         const d = await loadModel(file);
         const before = live();

@@ -23,7 +23,7 @@ export const COMMANDS: Record<string, CommandSpec> = {
   generate: {
     model: s, prompt: s, 'prompt-file': s, 'max-tokens': s, temperature: s, 'top-k': s, 'top-p': s, 'min-p': s, 'repeat-penalty': s, seed: s,
     stop: many, threads: s, 'context-size': s, backend: s, method: s, json: b, progress: b, help, 'draft-model': s, 'draft-max': s,
-    'corpus-file': many, 'rsd-tree': s, 'cpu-kernels': s, heads: s, online: b, 'online-state': s, version: b,
+    'corpus-file': many, 'rsd-tree': s, 'cpu-kernels': s, heads: s, online: b, 'online-state': s, 'ead-threshold': s, 'ead-window': s, 'ead-min-dwell': s, version: b,
     lud: s, 'lud-alpha': s, 'lud-k': s, 'lud-verify': b,
   },
   info: { json: b, help, version: b },

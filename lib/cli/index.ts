@@ -5,6 +5,7 @@
  *   specdec generate --model PATH (--prompt TEXT | --prompt-file F) [--max-tokens N] [--temperature T]
  *                    [--seed S] [--threads N] [--method M] [--draft-model PATH] [--draft-max N]
  *                    [--corpus-file F]... [--rsd-tree T] [--cpu-kernels K]
+ *                    [--ead-threshold X] [--ead-window N] [--ead-min-dwell N]
  *                    [--context-size N] [--backend B] [--stop S]... [--json]
  *   specdec info PATH [--json]
  *   specdec serve --model PATH [--draft-model PATH] [--method M] [--host H] [--port P] [--parallel N] [--api-key K] ...
@@ -38,7 +39,7 @@ const USAGE = `usage:
       --context-size N    KV cache size in tokens
       --backend B         auto | cpu | cuda | metal
       --method M          ${METHODS.join(' | ')}
-      --draft-model PATH  the draft model for --method draft | rsd (required), rasd | auto (optional)
+      --draft-model PATH  the draft model for --method draft | rsd | ead (required), rasd | auto (optional)
       --draft-max N       most drafted tokens (tree nodes) verified per forward pass (default: per method)
       --corpus-file F     --method rasd: a text file to retrieve drafts from (repeatable)
       --heads F           --method medusa | eagle (required), auto (optional): a head file (train-drafter's, or EAGLE-3)
@@ -49,6 +50,9 @@ const USAGE = `usage:
       --lud-k K           --method lud: placeholders appended (default: the file's)
       --lud-verify        --method lud: the target verifies the predictions (lossless)
       --online-state F    --online, starting from the state in F when it exists and saving it there afterwards
+      --ead-threshold X   --method ead (lossy): entropy threshold in nats (default 0.5)
+      --ead-window N      --method ead: steps in the rolling entropy mean (default 5)
+      --ead-min-dwell N   --method ead: tokens between two switches (default 1)
       --cpu-kernels K     specdec (default) | ggml (llama.cpp's bits on the CPU)
       --json              print one JSON object {promptTokens, tokens, text, stats} and nothing else
       --progress          show the loading progress bar (default: files over 64 MB on a terminal)
@@ -103,6 +107,7 @@ const NUMERIC: Record<string, [number, number, boolean, boolean?]> = {
   'min-p': [0, 1, false], 'repeat-penalty': [0, 100, false, true], 'seed': [0, Number.MAX_SAFE_INTEGER, true],
   'threads': [1, 512, true], 'context-size': [1, 1 << 20, true], 'draft-max': [1, 255, true],
   'lud-alpha': [0, 100, false, true], 'lud-k': [1, 16, true],
+  'ead-threshold': [-1000, 1000, false], 'ead-window': [1, 1024, true], 'ead-min-dwell': [1, 1 << 20, true],
 };
 const CHOICES: Record<string, readonly string[]> = {
   'method': METHODS, 'backend': ['auto', 'cpu', 'cuda', 'metal'], 'cpu-kernels': ['specdec', 'ggml'], 'rsd-tree': ['gumbel-top-k', 'beam-search'],
@@ -123,8 +128,9 @@ function checkFlags(flags: Flags): void {
   }
   for (const s of flags.get('stop') ?? []) if (s === '') throw new UsageError('--stop must not be empty');
   const method = one(flags, 'method') ?? 'autoregressive';
-  if (flags.has('draft-model') && !['draft', 'rsd', 'rasd', 'auto'].includes(method)) throw new UsageError('--draft-model goes with --method draft, rsd, rasd or auto');
-  if (!flags.has('draft-model') && ['draft', 'rsd'].includes(method)) throw new UsageError(`--method ${method} needs --draft-model PATH`);
+  if (flags.has('draft-model') && !['draft', 'rsd', 'rasd', 'auto', 'ead'].includes(method)) throw new UsageError('--draft-model goes with --method draft, rsd, rasd, auto or ead');
+  for (const f of ['ead-threshold', 'ead-window', 'ead-min-dwell']) if (flags.has(f) && method !== 'ead') throw new UsageError(`--${f} goes with --method ead`);
+  if (!flags.has('draft-model') && ['draft', 'rsd', 'ead'].includes(method)) throw new UsageError(`--method ${method} needs --draft-model PATH`);
   if (flags.has('corpus-file') && method !== 'rasd') throw new UsageError('--corpus-file goes with --method rasd');
   if (flags.has('rsd-tree') && method !== 'rsd') throw new UsageError('--rsd-tree goes with --method rsd');
   if (flags.has('heads') && !['medusa', 'eagle', 'auto'].includes(method)) throw new UsageError('--heads goes with --method medusa, eagle or auto');
@@ -163,6 +169,7 @@ const API_TO_FLAG: Array<[RegExp, string]> = [
     maxTokens: 'max-tokens', temperature: 'temperature', topK: 'top-k', topP: 'top-p', minP: 'min-p', repeatPenalty: 'repeat-penalty',
     seed: 'seed', stop: 'stop', draftMax: 'draft-max', contextSize: 'context-size', threads: 'threads', backend: 'backend',
     cpuKernels: 'cpu-kernels', rsd: 'rsd-tree', retrieval: 'corpus-file',
+    'ead.threshold': 'ead-threshold', 'ead.window': 'ead-window', 'ead.minDwell': 'ead-min-dwell',
   }).map(([api, flag]): [RegExp, string] =>
     // camelCase names are API identifiers wherever they appear; plain words only as `option 'x'`
     [new RegExp(/[A-Z]/.test(api) ? `option '${api}'|\\b${api}\\b` : `option '${api}'`, 'g'), `--${flag}`])),
@@ -255,6 +262,9 @@ async function generate(positional: string[], flags: Flags): Promise<number> {
         ...(num(flags, 'lud-k') !== undefined ? { k: num(flags, 'lud-k') } : {}),
       } : undefined,
       online: onlineState !== undefined || one(flags, 'online') === 'true' ? true : undefined,
+      ead: one(flags, 'method') === 'ead'
+        ? { threshold: num(flags, 'ead-threshold'), window: num(flags, 'ead-window'), minDwell: num(flags, 'ead-min-dwell') }
+        : undefined,
       signal: ac.signal,
     };
     if (onlineState !== undefined && existsSync(onlineState)) session.loadOnline(new Uint8Array(readFileSync(onlineState)), draftModel!);
@@ -291,6 +301,13 @@ async function generate(positional: string[], flags: Flags): Promise<number> {
           `${stats.prefillTokensPerSecond.toFixed(1)} tok/s prefill, ${stats.threads} threads, stop: ${stats.stopReason}` +
           `${stats.lossless ? '' : ', LOSSY: not the target model\'s own output'}]\n`,
       );
+      if (stats.ead) {
+        // a lossy method says so on every run
+        process.stderr.write(
+          `[lossy (ead): ${(100 * stats.ead.largeShare).toFixed(0)}% of tokens from the target, ${stats.ead.switches} switches, ` +
+            `${(100 * stats.ead.computeSaved).toFixed(0)}% decoding compute saved; the output is not the target's own]\n`,
+        );
+      }
     }
     return interrupted ? 130 : 0;
   } catch (err) {

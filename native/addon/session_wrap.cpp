@@ -49,7 +49,8 @@ Napi::Object stats_object(Napi::Env env, const generation & g) {
     s.Set("generatedTokens", g.stats.n_generated);
     s.Set("prefillMs", g.stats.ms_prefill);
     s.Set("decodeMs", g.stats.ms_decode);
-    s.Set("forwardPasses", g.stats.n_forward);
+    // 'ead': the target's passes while decoding are the decoder's
+    s.Set("forwardPasses", g.stats.n_forward + (g.ead() ? g.ead()->stats.n_pass_large : 0));
     s.Set("draftedTokens", g.stats.n_drafted);
     s.Set("acceptedTokens", g.stats.n_accepted);
     s.Set("verifyPasses", g.stats.n_verify);
@@ -57,6 +58,17 @@ Napi::Object stats_object(Napi::Env env, const generation & g) {
     s.Set("draftMs", g.stats.ms_draft);
     s.Set("verifyMs", g.stats.ms_verify);
     s.Set("stopReason", stop_reason_name(g.reason));
+    if (const ead_decoder * e = g.ead()) {
+        Napi::Object x = Napi::Object::New(env);
+        x.Set("switches", e->stats.n_switches);
+        x.Set("largeEvaluated", (double) e->stats.n_eval_large);
+        x.Set("smallEvaluated", (double) e->stats.n_eval_small);
+        x.Set("smallPromptTokens", (double) e->stats.n_prompt_small);
+        x.Set("largeMs", e->stats.ms_large);
+        x.Set("smallMs", e->stats.ms_small);
+        x.Set("computeSaved", e->compute_saved(g.stats.n_generated));
+        s.Set("ead", x);
+    }
     return s;
 }
 
@@ -119,6 +131,11 @@ private:
         r.Set("tokens", toks);
         r.Set("done", g->done());
         r.Set("stats", stats_object(env, *g));
+        if (const ead_decoder * e = g->ead()) {
+            // which model produced each of this step's tokens (JS appends them: no copy of the whole history per step)
+            const size_t from = g->stats.n_generated >= out.size() ? g->stats.n_generated - out.size() : 0;
+            r.Set("eadSources", from < e->stats.sources.size() ? e->stats.sources.substr(from, out.size()) : std::string());
+        }
         return r;
     }
 
@@ -321,6 +338,9 @@ Napi::Value session_wrap::begin(const Napi::CallbackInfo & info) {
         mo.draft_max = get_u32(o, "draftMax", 0);
         mo.lookup_max_ngram = get_u32(o, "lookupMaxNgram", 4);
         mo.rsd_beam = o.Has("rsdBeam") && o.Get("rsdBeam").ToBoolean().Value();
+        mo.ead.threshold = (float) get_f64(o, "eadThreshold", mo.ead.threshold);
+        mo.ead.window = get_u32(o, "eadWindow", mo.ead.window);
+        mo.ead.min_dwell = get_u32(o, "eadMinDwell", mo.ead.min_dwell);
         mo.biased_verifier = o.Has("_testBiasedVerifier") && o.Get("_testBiasedVerifier").ToBoolean().Value();
         Napi::Value dm = o.Get("draftModel");
         if (dm.IsObject()) {
@@ -375,6 +395,7 @@ Napi::Value session_wrap::begin(const Napi::CallbackInfo & info) {
         sess->set_taps(plan.taps, plan.taps_all_rows);
         p.draft = plan.draft;
         p.draft_max = plan.draft_max;
+        p.ead = plan.ead;
         p.biased_verifier = mo.biased_verifier;
         sess->clear_abort();
         session * run_on = sess.get();

@@ -65,6 +65,7 @@ generation::generation(session & s_, generation_params params) : s(s_), par(std:
 void generation::abort() {
     s.request_abort();
     if (par.draft) par.draft->abort();
+    if (par.ead) par.ead->abort();
 }
 
 void generation::prefill_step(double budget_ms) {
@@ -85,7 +86,8 @@ void generation::prefill_step(double budget_ms) {
             par.draft->pause();
         }
         prefilled = true;
-        pending = chain.sample(logits.data(), (int32_t) s.n_vocab(), history);
+        // EAD: the small model reads the prompt too (prompt processing), then picks who goes first
+        pending = par.ead ? par.ead->start(s, logits, history, chain) : chain.sample(logits.data(), (int32_t) s.n_vocab(), history);
     }
     stats.ms_prefill += ms_since(t0);
 }
@@ -116,7 +118,8 @@ void generation::step(double budget_ms, uint32_t max_new, std::vector<int32_t> &
         const int32_t t = pending;
         pending = -1;
         if (!emit(t, out, n_new)) break;
-        // the tokens emitted but not evaluated yet (one, t, except in lossy LUD mode) must fit
+        // the tokens emitted but not evaluated yet must fit: one (t), except with EAD (the target's cache
+        // lags behind the small model's tokens) and lossy LUD (the run emitted with t)
         if (history.size() > s.n_ctx()) {
             reason = STOP_CONTEXT_FULL;
             break;
@@ -126,6 +129,8 @@ void generation::step(double budget_ms, uint32_t max_new, std::vector<int32_t> &
                 parallel_step();
             } else if (par.draft) {
                 speculate(t);
+            } else if (par.ead) {
+                pending = par.ead->next(s, history, chain);
             } else {
                 one[0] = t;
                 s.eval_chain(one, false, false, logits);
@@ -141,6 +146,7 @@ void generation::step(double budget_ms, uint32_t max_new, std::vector<int32_t> &
         }
         if (n_new >= max_new || ms_since(t0) >= budget_ms) break;
     }
+    if (par.ead) par.ead->pause();  // the small model's threads must not spin between steps
     stats.ms_decode += ms_since(td);
     if (par.parallel_k > 0) s.pause_threads();  // the LUD model's session: the caller pauses only the target's
 }

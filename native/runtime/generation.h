@@ -6,6 +6,7 @@
 #include "runtime/session.h"
 #include "sampling/sampler.h"
 #include "spec/drafter.h"
+#include "spec/ead.h"
 #include "spec/verifier.h"
 
 #include <memory>
@@ -29,6 +30,9 @@ struct generation_params {
     // decoding gives (greedy), or follows the same distribution (sampling).
     std::shared_ptr<specdec::drafter> draft;
     uint32_t                    draft_max = 8;
+    // Entropy Adaptive Decoding (lossy): when set, the small and the target model take turns
+    // producing tokens (spec/ead.h); no drafting, no verification.
+    std::shared_ptr<ead_decoder> ead;
     // Lexical Unit Decoding, lossy mode (spec/drafters/lud.h): when parallel_k > 0 the session is a
     // LUD model's, and each step evaluates the tokens emitted since the last one plus parallel_k
     // placeholders in one pass, then emits the next token (sampled as autoregressive decoding samples
@@ -69,6 +73,8 @@ public:
     // Stops the step in progress, the drafter's work included (a draft model's prompt prefill,
     // its first Q8_0 weight copy, its proposals): safe from another thread while step() runs.
     void abort();
+    // The EAD decoder of an 'ead' generation, else null.
+    const ead_decoder * ead() const { return par.ead.get(); }
     stop_reason reason = STOP_NONE;
     generation_stats stats;
 

@@ -83,6 +83,14 @@ method_plan make_method(const method_options & o, const session & target, const 
         plan.taps_all_rows = true;
         plan.draft = o.eagle_state ? o.eagle_state : std::make_shared<eagle_drafter>(o.eagle, target);
         plan.draft_max = budget(16);
+    } else if (o.method == "ead") {
+        need_draft_model(o, target);
+        // the small model's tokens are the output: its session runs its own weights and the model's
+        // own attention choice (no Q8_0 draft copies), as a session of that model alone would
+        session_params sp = draft_session_params(target);
+        sp.own_attention = -1;
+        sp.draft_weights = false;
+        plan.ead = std::make_shared<ead_decoder>(o.draft_model, sp, o.ead);
     } else if (o.method == "lud") {
         if (!o.lud_model) fail("ERR_INVALID_OPTION", "method 'lud' needs lud: { file }");
         lud_check_target(*o.lud_model, target.mdl());
