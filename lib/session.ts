@@ -659,7 +659,7 @@ export class Session {
       this.native = undefined;
       const lud = this.lud;
       this.lud = undefined;
-      if (lud) await (await lud.model).dispose();
+      if (lud) await (await lud.model.catch(() => undefined))?.dispose();
       for (const fn of this.disposeListeners) fn();
     })();
     return this.disposing;
