@@ -11,7 +11,7 @@
 //      identical, mean common prefix), the mean per-token negative log-likelihood of the produced text
 //      under the target (against the target's own greedy text), and how many outputs of each parse as
 //      Python (python3's ast, when python3 is there).
-// Env: BENCH_TRAIN_MINUTES (12), BENCH_REUSE=1 (reuse bench/tmp/code-lud.gguf and its training report),
+// Env: BENCH_TRAIN_MINUTES (12), BENCH_TRAIN_OPTIONS (JSON merged into trainDrafter's options), BENCH_REUSE=1 (reuse bench/tmp/code-lud.gguf and its training report),
 // BENCH_REPS (3), BENCH_TOKENS (96), BENCH_PROMPTS (12), BENCH_THREADS (1), BENCH_ALPHAS (0.5,0.7,0.9),
 // SPECDEC_SHARED. Writes bench/results/lud.json and lud.md and the README table between
 // <!-- bench:lud --> markers.
@@ -33,8 +33,9 @@ async function trainWorker([out, minutes, threads]) {
   const { loadModel, trainDrafter } = await import(path.join(root, 'dist', 'index.mjs'));
   const model = await loadModel(codeTargetQ8, { backend: 'cpu' });
   let last = 0;
+  const extra = JSON.parse(process.env.BENCH_TRAIN_OPTIONS ?? '{}');  // e.g. {"learningRate":5e-4,"sequenceLength":64,"lud":{"groups":32}}
   const r = await trainDrafter(model, {
-    kind: 'lud', corpus, out, minutes: Number(minutes), threads: Number(threads),
+    kind: 'lud', corpus, out, minutes: Number(minutes), threads: Number(threads), ...extra,
     onProgress: (p) => {
       if (Date.now() - last < 30_000 && p.phase === 'train') return;
       last = Date.now();
@@ -42,7 +43,7 @@ async function trainWorker([out, minutes, threads]) {
     },
   });
   await model.dispose();
-  const report = { ...r, maxRssMiB: process.resourceUsage().maxRSS / 1024, threads: Number(threads) };
+  const report = { ...r, options: extra, maxRssMiB: process.resourceUsage().maxRSS / 1024, threads: Number(threads) };
   writeFileSync(out.replace(/\.gguf$/, '.json'), JSON.stringify(report, null, 2));
   process.stdout.write(JSON.stringify(report));
 }
