@@ -36,6 +36,8 @@ export interface NativeBeginParams {
   minP: number; repeatPenalty: number; frequencyPenalty: number; presencePenalty: number; penaltyLastN: number; seed: number;
   method: string; draftMax: number; lookupMaxNgram: number; draftModel?: unknown; corpus?: Int32Array[]; rsdBeam?: boolean;
   headsFile?: string; eadThreshold?: number; eadWindow?: number; eadMinDwell?: number;
+  /** method 'lud': the LUD model, k (0: the file's), alpha (< 0: the file's), verify. */
+  ludModel?: NativeModel; ludK?: number; ludAlpha?: number; ludVerify?: boolean;
 }
 export interface NativeTrainReport {
   out: string; tokens: number; featureTokens: number; steps: number; seconds: number; validationPositions: number;

@@ -123,6 +123,7 @@ export function fromNative(err: unknown): Error {
   switch (code) {
     case 'ERR_INVALID_OPTION': return new InvalidOptionError(text);
     case 'ERR_HEADS_MISMATCH': return new HeadsMismatchError(text);
+    case 'ERR_VOCAB_MISMATCH': return new VocabularyMismatchError(text);
     case 'ERR_TOKEN_OUT_OF_RANGE': return new TokenOutOfRangeError(text);
     case 'ERR_CONTEXT_OVERFLOW': return new ContextOverflowError(text);
     case 'ERR_BACKEND_UNAVAILABLE': return new BackendUnavailableError(text);

@@ -3,7 +3,9 @@ import { binding, type NativeSession, type NativeStepResult } from './binding';
 import {
   BusyError, ContextOverflowError, DisposedError, InvalidOptionError, TokenOutOfRangeError, VocabularyMismatchError, fromNative,
 } from './errors';
-import type { Model } from './model';
+import { loadModel, type Model } from './model';
+import { statSync } from 'node:fs';
+import { resolve as resolvePath } from 'node:path';
 import { checkObject, describe, optBoolean, optEnum, optNumber, optSignal, rejectUnknown } from './options';
 import { availableCpus, defaultThreads, threadCandidates } from './threads';
 import { Utf8StreamDecoder } from './tokenizer';
@@ -48,10 +50,17 @@ export interface SessionOptions {
  * - 'ead': Entropy Adaptive Decoding: the small model (`draft: { model }`) writes while the rolling
  *   mean entropy of the next-token distribution stays below `ead.threshold`, the target takes over
  *   above it. The output is not the target's; `stats.ead` says how much of it the target wrote.
+ * - 'lud': Lexical Unit Decoding with a LUD model of this model (`lud: { file }`, from trainDrafter
+ *   kind 'lud'): k placeholders appended to the context give the next k + 1 tokens in one pass; the
+ *   next token and the confident run after it are emitted unverified (lossy, the default). With
+ *   `lud: { verify: true }` they are a draft the target verifies instead, and 'lud' is lossless.
  */
-export const METHODS = ['autoregressive', 'lookup', 'draft', 'rsd', 'token-recycling', 'aded', 'rasd', 'medusa', 'eagle', 'auto', 'ead'] as const;
-/** Methods whose output is not the target's own (greedy) or distribution (sampling). */
-export const LOSSY_METHODS: readonly string[] = ['ead'];
+export const METHODS = ['autoregressive', 'lookup', 'draft', 'rsd', 'token-recycling', 'aded', 'rasd', 'medusa', 'eagle', 'auto', 'ead', 'lud'] as const;
+/**
+ * Methods whose output is not the target's own (greedy) or distribution (sampling): 'ead', and 'lud'
+ * unless `lud.verify` (stats.lossless says it for each run).
+ */
+export const LOSSY_METHODS: readonly string[] = ['ead', 'lud'];
 /** Methods that need `draft: { model }` ('rasd' and 'auto' use one when given). */
 const NEEDS_DRAFT_MODEL: readonly string[] = ['draft', 'rsd', 'ead'];
 const USES_DRAFT_MODEL: readonly string[] = ['draft', 'rsd', 'rasd', 'auto', 'ead'];
@@ -139,6 +148,15 @@ export interface GenerateOptions {
    * draft model) and can be kept with saveOnline() / loadOnline().
    */
   online?: boolean | { lr?: number; every?: number; steps?: number; window?: number; buffer?: number };
+  /**
+   * 'lud' (required): Lexical Unit Decoding. `file`: a LUD model of this model (trainDrafter kind
+   * 'lud'); `k`: placeholders appended (default: the file's, at most 16); `alpha`: a placeholder's
+   * prediction is used while its probability is at least alpha (default: the file's; > 1 uses none);
+   * `verify`: the target verifies the predictions (lossless) instead of emitting them unverified
+   * (lossy, the default). Lossy mode decodes with the LUD model alone, on its own session: this
+   * session's cache is not extended (session.tokens is then a prefix of prompt + output).
+   */
+  lud?: { file: string; k?: number; alpha?: number; verify?: boolean };
   /** 'rasd': documents (text, or token ids) to retrieve drafts from, besides the context itself. */
   retrieval?: { corpus?: string | (string | ArrayLike<number>)[] };
   /** Keep generating past end-of-generation tokens (as llama.cpp's --ignore-eos; default false). */
@@ -181,7 +199,9 @@ export interface GenerationStats {
   method: Method;
   /**
    * True when the output is exactly the target's (greedy) or follows its distribution (sampling):
-   * every method but the lossy ones ('ead').
+   * every method but the lossy ones ('ead', and 'lud' without `lud.verify`). Lossy 'lud':
+   * forwardPasses are the LUD model's passes, draftedTokens the placeholder predictions made and
+   * acceptedTokens those emitted unverified.
    */
   lossless: boolean;
   promptTokens: number;
@@ -240,6 +260,7 @@ export interface GenerationChunk {
 const GENERATE_OPTIONS = [
   'maxTokens', 'temperature', 'topK', 'topP', 'minP', 'repeatPenalty', 'frequencyPenalty', 'presencePenalty',
   'penaltyLastN', 'seed', 'stop', 'signal', 'method', 'special', 'addBos', 'ignoreEos', 'draftMax', 'verify', 'lookup', 'draft', 'retrieval', 'rsd', 'heads', 'online', 'ead',
+  'lud',
 ] as const;
 
 /**
@@ -260,6 +281,8 @@ export class Session {
   private inflight: Promise<unknown> | undefined;
   private disposing: Promise<void> | undefined;
   private readonly disposeListeners: (() => void)[] = [];
+  // method 'lud': the LUD model last loaded, by path, size and modification time
+  private lud: { key: string; model: Promise<Model> } | undefined;
 
   /** @internal */
   static async create(model: Model, options: SessionOptions): Promise<Session> {
@@ -291,6 +314,30 @@ export class Session {
   private constructor(model: Model, native: NativeSession) {
     this.model = model;
     this.native = native;
+  }
+
+  /** @internal The LUD model in `file` (method 'lud'), loaded on first use with this model's backend and kernels. */
+  async ludModel(file: string): Promise<Model> {
+    const path = resolvePath(file);
+    let key = path;
+    try {
+      const st = statSync(path);
+      key += `|${st.size}|${st.mtimeMs}`;
+    } catch {
+      // loadModel reports the missing file (FileNotFoundError)
+    }
+    if (this.lud?.key !== key) {
+      const old = this.lud;
+      this.lud = undefined;
+      if (old) await (await old.model.catch(() => undefined))?.dispose();
+      const info = this.model.info;
+      const model = loadModel(path, { backend: info.backend, cpuKernels: info.cpuKernels === 'ggml' ? 'ggml' : 'specdec' });
+      this.lud = { key, model };
+      model.catch(() => {
+        if (this.lud?.model === model) this.lud = undefined;
+      });
+    }
+    return this.lud!.model;
   }
 
   /** @internal */
@@ -442,9 +489,23 @@ export class Session {
       eadWindow: optNumber({ 'ead.window': eadOpts.window }, 'ead.window', EAD_DEFAULTS.window, 1, 1024, true),
       eadMinDwell: optNumber({ 'ead.minDwell': eadOpts.minDwell }, 'ead.minDwell', EAD_DEFAULTS.minDwell, 1, 1 << 20, true),
     };
+    const ludOpts = checkObject(o.lud, 'lud options');
+    rejectUnknown(ludOpts, ['file', 'k', 'alpha', 'verify'], 'lud');
+    if (o.lud !== undefined && method !== 'lud') throw new InvalidOptionError("option 'lud' is for method 'lud'");
+    if (method === 'lud' && (typeof ludOpts.file !== 'string' || ludOpts.file.length === 0)) {
+      throw new InvalidOptionError(`method 'lud' needs \`lud: { file }\`, a LUD model from trainDrafter(model, { kind: 'lud' }); got ${describe(ludOpts.file)}`);
+    }
+    const ludAlpha = ludOpts.alpha === undefined ? -1 : optNumber(ludOpts, 'alpha', 0.8, 0, 100);
+    if (ludOpts.alpha !== undefined && !(ludAlpha > 0)) throw new InvalidOptionError(`lud.alpha must be > 0, got ${describe(ludOpts.alpha)}`);
+    const ludK = optNumber(ludOpts, 'k', 0, 1, 16, true);
+    const ludVerify = optBoolean(ludOpts, 'verify', false);
     const spec = {
       ...ead,
       method: method as string,
+      ludFile: method === 'lud' ? (ludOpts.file as string) : undefined,
+      ludK,
+      ludAlpha,
+      ludVerify,
       draftModel,
       corpus,
       rsdBeam: rsdTree === 'beam-search',
@@ -617,6 +678,9 @@ export class Session {
       }
       native.dispose();
       this.native = undefined;
+      const lud = this.lud;
+      this.lud = undefined;
+      if (lud) await (await lud.model.catch(() => undefined))?.dispose();
       for (const fn of this.disposeListeners) fn();
     })();
     return this.disposing;
@@ -632,6 +696,7 @@ interface SamplingParams {
   frequencyPenalty: number; presencePenalty: number; penaltyLastN: number; seed: number;
   method: string; draftMax: number; verify: VerifyMode; lookupMaxNgram: number; _testBiasedVerifier: boolean; draftModel: unknown; corpus: Int32Array[] | undefined; rsdBeam: boolean;
   headsFile: string | undefined;
+  ludFile: string | undefined; ludK: number; ludAlpha: number; ludVerify: boolean;
   online: { lr: number; every: number; steps: number; window: number; buffer: number } | undefined;
   eadThreshold: number; eadWindow: number; eadMinDwell: number;
 }
@@ -697,11 +762,15 @@ export class Generation implements AsyncIterable<GenerationChunk> {
     const onAbort = () => native.abort();
     this.signal?.addEventListener('abort', onAbort, { once: true });
     try {
+      // a LUD model is loaded (once per file, kept by the session) before the native generation starts
+      const ludModel = this.params.ludFile !== undefined ? (await session.ludModel(this.params.ludFile)).nativeModel() : undefined;
+      if (this.signal?.aborted) throw this.signal.reason;
       try {
         native.begin({
           prompt: Int32Array.from(this.promptTokens),
           eog: Int32Array.from(this.ignoreEos ? [] : tokenizer.eogTokens),
           ...this.params,
+          ludModel,
         });
       } catch (err) {
         throw fromNative(err);  // method set-up: a head file's errors, a vocabulary mismatch, ...
@@ -820,7 +889,7 @@ export class Generation implements AsyncIterable<GenerationChunk> {
     const ead = s?.ead;
     this.stats = {
       method: this.method,
-      lossless: !LOSSY_METHODS.includes(this.method),
+      lossless: !LOSSY_METHODS.includes(this.method) || (this.method === 'lud' && this.params.ludVerify),
       promptTokens,
       promptTokensReused: reused,
       generatedTokens: generated,

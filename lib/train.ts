@@ -12,14 +12,16 @@ import { checkObject, describe, optEnum, optFunction, optNumber, optSignal, reje
 import { availableCpus, defaultThreads } from './threads';
 
 /** Drafter kinds that can be trained. */
-export const DRAFTER_KINDS = ['medusa', 'eagle3'] as const;
+export const DRAFTER_KINDS = ['medusa', 'eagle3', 'lud'] as const;
 export type DrafterKind = (typeof DRAFTER_KINDS)[number];
 
 export interface TrainDrafterOptions {
   /**
    * 'medusa': K heads over the target's last hidden state; 'eagle3': an EAGLE-3 head (one draft layer
    * over the target's hidden states of three layers, llama.cpp's eagle3 layout), trained with the
-   * training-time test (README, "Draft heads").
+   * training-time test (README, "Draft heads"); 'lud': a Lexical Unit Decoding model, a full fine-tune
+   * of the model that predicts k + 1 tokens in one pass from k placeholders appended to the context
+   * (README, "Lexical Unit Decoding"): `out` is then a whole model file for method 'lud'.
    */
   kind: DrafterKind;
   /** Text files, directories of them (recursively), or JSONL files with a `text` field per line. */
@@ -34,11 +36,16 @@ export interface TrainDrafterOptions {
   heads?: number;
   /** 'eagle3': steps of the training-time test, the draft depths trained (default 3). */
   tttSteps?: number;
-  /** Tokens per window the target reads (default: medusa 256, eagle3 65; at most the model's context). */
+  /**
+   * 'lud': placeholders appended (k, 1..16, default 4), the confidence that marks a lexical unit
+   * (alpha, (0, 1], default 0.8), and placeholder groups per training window (default 24).
+   */
+  lud?: { k?: number; alpha?: number; groups?: number };
+  /** Tokens per window the target reads (default: medusa 256, eagle3 65, lud 96; at most the model's context). */
   sequenceLength?: number;
   /** Per optimizer step: positions (medusa, default 32) or windows (eagle3, default 4). */
   batchSize?: number;
-  /** AdamW learning rate (default 1e-3, decaying linearly to 10 % over the budget). */
+  /** AdamW learning rate (default 1e-3; lud, a fine-tune of the whole model: 2e-4; decaying linearly to 10 % over the budget). */
   learningRate?: number;
   /** Share of the corpus's documents held out for validation (default 0.05). */
   validationFraction?: number;
@@ -97,7 +104,7 @@ export interface TrainReport {
 }
 
 const TRAIN_OPTIONS = [
-  'kind', 'corpus', 'out', 'minutes', 'tokens', 'heads', 'tttSteps', 'sequenceLength', 'batchSize', 'learningRate',
+  'kind', 'corpus', 'out', 'minutes', 'tokens', 'heads', 'tttSteps', 'lud', 'sequenceLength', 'batchSize', 'learningRate',
   'validationFraction', 'validationPositions', 'seed', 'threads', 'onProgress', 'signal',
 ] as const;
 
@@ -223,12 +230,22 @@ export async function trainDrafter(model: Model, options: TrainDrafterOptions): 
   const eagle = kind === 'eagle3';
   if (o.heads !== undefined && eagle) throw new InvalidOptionError("option 'heads' is for kind 'medusa'");
   if (o.tttSteps !== undefined && !eagle) throw new InvalidOptionError("option 'tttSteps' is for kind 'eagle3'");
+  const lud = kind === 'lud';
+  if (o.heads !== undefined && lud) throw new InvalidOptionError("option 'heads' is for kind 'medusa'");
+  if (o.lud !== undefined && !lud) throw new InvalidOptionError("option 'lud' is for kind 'lud'");
+  if (o.batchSize !== undefined && lud) throw new InvalidOptionError("option 'batchSize' is not for kind 'lud' (one window per step)");
+  const ludOpts = checkObject(o.lud, 'lud options');
+  rejectUnknown(ludOpts, ['k', 'alpha', 'groups'], 'lud');
+  const ludK = optNumber(ludOpts, 'k', 4, 1, 16, true);
+  const ludAlpha = optNumber(ludOpts, 'alpha', 0.8, 1e-6, 1);
+  const ludGroups = optNumber(ludOpts, 'groups', 24, 1, 64, true);
   const heads = optNumber(o, 'heads', 4, 1, 16, true);
   const tttSteps = optNumber(o, 'tttSteps', 3, 1, 8, true);
-  const seqLen = optNumber(o, 'sequenceLength', Math.min(eagle ? 65 : 256, model.info.contextLength), 16, model.info.contextLength, true);
-  if (seqLen < (eagle ? tttSteps + 5 : heads + 8)) throw new InvalidOptionError(`option 'sequenceLength' (${seqLen}) is too short`);
-  const batchSize = optNumber(o, 'batchSize', eagle ? 4 : 32, 1, 4096, true);
-  const learningRate = optNumber(o, 'learningRate', 1e-3, 1e-7, 1);
+  const maxSeq = lud ? model.info.contextLength - ludK - 1 : model.info.contextLength;
+  const seqLen = optNumber(o, 'sequenceLength', Math.min(eagle ? 65 : lud ? 96 : 256, maxSeq), 16, maxSeq, true);
+  if (seqLen < (eagle ? tttSteps + 5 : lud ? 16 : heads + 8)) throw new InvalidOptionError(`option 'sequenceLength' (${seqLen}) is too short`);
+  const batchSize = optNumber(o, 'batchSize', eagle ? 4 : lud ? 1 : 32, 1, 4096, true);
+  const learningRate = optNumber(o, 'learningRate', lud ? 2e-4 : 1e-3, 1e-7, 1);
   const valFraction = optNumber(o, 'validationFraction', 0.05, 0.001, 0.5);
   const valPositions = optNumber(o, 'validationPositions', 1024, eagle ? batchSize * (seqLen - 1) : batchSize, 1 << 20, true);
   const seed = optNumber(o, 'seed', 42, 0, 2 ** 32 - 1, true);
@@ -295,7 +312,7 @@ export async function trainDrafter(model: Model, options: TrainDrafterOptions): 
   signal?.throwIfAborted();
 
   const job = binding().trainDrafter(native, {
-    kind, out, heads, tttSteps, sequenceLength: seqLen, batchSize, chunk: Math.max(batchSize, 1024), validationPositions: valPositions,
+    kind, out, heads, tttSteps, ludK, ludAlpha, ludGroups, sequenceLength: seqLen, batchSize, chunk: Math.max(batchSize, 1024), validationPositions: valPositions,
     learningRate, seconds: minutes * 60, tokens, threads, seed, train: trainTok, validation: valTok,
   }, (p) => emit(p as Omit<TrainProgress, 'etaSeconds'>));
   const onAbort = () => job.abort();

@@ -52,6 +52,10 @@ const USAGE = `usage:
       --rsd-tree T        --method rsd: gumbel-top-k (default) | beam-search
       --verify V          speculative sampling: match (default; seed-exact, the autoregressive sample) | rejection
       --online            --method draft: Online Speculative Decoding (the draft model learns while it drafts)
+      --lud F             --method lud (required): a LUD model of --model (train-drafter --kind lud); LOSSY unless --lud-verify
+      --lud-alpha A       --method lud: confidence from which placeholder predictions are used (default: the file's)
+      --lud-k K           --method lud: placeholders appended (default: the file's)
+      --lud-verify        --method lud: the target verifies the predictions (lossless)
       --online-state F    --online, starting from the state in F when it exists and saving it there afterwards
       --ead-threshold X   --method ead (lossy): entropy threshold in nats (default 0.5)
       --ead-window N      --method ead: steps in the rolling entropy mean (default 5)
@@ -112,6 +116,7 @@ const NUMERIC: Record<string, [number, number, boolean, boolean?]> = {
   'max-tokens': [0, 1 << 30, true], 'temperature': [0, 100, false], 'top-k': [0, 1 << 30, true], 'top-p': [0, 1, false],
   'min-p': [0, 1, false], 'repeat-penalty': [0, 100, false, true], 'seed': [0, Number.MAX_SAFE_INTEGER, true],
   'threads': [1, 512, true], 'context-size': [1, 1 << 20, true], 'draft-max': [1, 255, true],
+  'lud-alpha': [0, 100, false, true], 'lud-k': [1, 16, true],
   'ead-threshold': [-1000, 1000, false], 'ead-window': [1, 1024, true], 'ead-min-dwell': [1, 1 << 20, true],
 };
 const CHOICES: Record<string, readonly string[]> = {
@@ -142,6 +147,8 @@ function checkFlags(flags: Flags): void {
   if (flags.has('heads') && !['medusa', 'eagle', 'auto'].includes(method)) throw new UsageError('--heads goes with --method medusa, eagle or auto');
   if ((flags.has('online') || flags.has('online-state')) && method !== 'draft') throw new UsageError('--online and --online-state go with --method draft');
   if (!flags.has('heads') && (method === 'medusa' || method === 'eagle')) throw new UsageError(`--method ${method} needs --heads FILE`);
+  if (['lud', 'lud-alpha', 'lud-k', 'lud-verify'].some((f) => flags.has(f)) && method !== 'lud') throw new UsageError('--lud, --lud-alpha, --lud-k and --lud-verify go with --method lud');
+  if (!flags.has('lud') && method === 'lud') throw new UsageError('--method lud needs --lud FILE');
 }
 
 /** A model file a flag names: it must exist and be a file (loadModel's own errors are for its contents). */
@@ -215,6 +222,8 @@ async function generate(positional: string[], flags: Flags): Promise<number> {
   if (draftPath) checkFile('--draft-model', draftPath);
   const headsPath = one(flags, 'heads');
   if (headsPath) checkFile('--heads', headsPath);
+  const ludPath = one(flags, 'lud');
+  if (ludPath) checkFile('--lud', ludPath);
   const onlineState = one(flags, 'online-state');
   if (onlineState !== undefined && existsSync(onlineState)) checkFile('--online-state', onlineState);
   const prompt = promptText ?? readText('--prompt-file', promptFile!);
@@ -263,6 +272,11 @@ async function generate(positional: string[], flags: Flags): Promise<number> {
       retrieval: corpus ? { corpus } : undefined,
       rsd: one(flags, 'rsd-tree') ? { tree: one(flags, 'rsd-tree') as 'gumbel-top-k' | 'beam-search' } : undefined,
       heads: headsPath ? { file: headsPath } : undefined,
+      lud: ludPath ? {
+        file: ludPath, verify: one(flags, 'lud-verify') === 'true',
+        ...(num(flags, 'lud-alpha') !== undefined ? { alpha: num(flags, 'lud-alpha') } : {}),
+        ...(num(flags, 'lud-k') !== undefined ? { k: num(flags, 'lud-k') } : {}),
+      } : undefined,
       online: onlineState !== undefined || one(flags, 'online') === 'true' ? true : undefined,
       ead: one(flags, 'method') === 'ead'
         ? { threshold: num(flags, 'ead-threshold'), window: num(flags, 'ead-window'), minDwell: num(flags, 'ead-min-dwell') }
@@ -300,7 +314,8 @@ async function generate(positional: string[], flags: Flags): Promise<number> {
       out('\n');
       process.stderr.write(
         `[${stats.generatedTokens} tokens, ${stats.decodeTokensPerSecond.toFixed(1)} tok/s decode, ` +
-          `${stats.prefillTokensPerSecond.toFixed(1)} tok/s prefill, ${stats.threads} threads, stop: ${stats.stopReason}]\n`,
+          `${stats.prefillTokensPerSecond.toFixed(1)} tok/s prefill, ${stats.threads} threads, stop: ${stats.stopReason}` +
+          `${stats.lossless ? '' : ', LOSSY: not the target model\'s own output'}]\n`,
       );
       if (stats.ead) {
         // a lossy method says so on every run

@@ -384,6 +384,18 @@ Napi::Value session_wrap::begin(const Napi::CallbackInfo & info) {
         if (o.Has("headsFile") && o.Get("headsFile").IsString()) {
             heads_for(o.Get("headsFile").As<Napi::String>().Utf8Value(), mo);
         }
+        Napi::Value lm = o.Get("ludModel");
+        if (lm.IsObject()) {
+            mo.lud_model = Napi::ObjectWrap<model_wrap>::Unwrap(lm.As<Napi::Object>())->get(env);
+            if (!mo.lud_model) return env.Undefined();
+            mo.lud = lud_params_of(*mo.lud_model);
+            const uint32_t k = get_u32(o, "ludK", 0);
+            const double alpha = get_f64(o, "ludAlpha", -1.0);
+            if (k > 16) fail("ERR_INVALID_OPTION", format("lud.k must be 1..16, got %u", k));
+            if (k > 0) mo.lud.k = k;
+            if (alpha > 0.0) mo.lud.alpha = (float) alpha;
+            mo.lud_verify = o.Has("ludVerify") && o.Get("ludVerify").ToBoolean().Value();
+        }
         method_plan plan = make_method(mo, *sess, sp);
         sess->set_taps(plan.taps, plan.taps_all_rows);
         p.draft = plan.draft;
@@ -391,7 +403,29 @@ Napi::Value session_wrap::begin(const Napi::CallbackInfo & info) {
         p.ead = plan.ead;
         p.biased_verifier = mo.biased_verifier;
         sess->clear_abort();
-        generation_ = std::make_unique<generation>(*sess, std::move(p));
+        session * run_on = sess.get();
+        generation_.reset();  // before the LUD session it may run on changes
+        if (plan.lossy_model) {
+            // lossy LUD: the generation decodes on the LUD model's session, the target's stays as it is
+            if (!lud_sess_ || lud_sess_->model_ptr() != plan.lossy_model || lud_sess_->n_ctx() != sess->n_ctx() ||
+                lud_sess_->n_batch() != sess->n_batch()) {
+                lud_sess_.reset();
+                session_params lp;
+                lp.n_ctx = sess->n_ctx();
+                lp.n_batch = sess->n_batch();
+                lp.n_threads = sess->n_threads();
+                lud_sess_ = std::make_unique<session>(plan.lossy_model, lp);
+            }
+            if (lud_sess_->n_threads() != sess->n_threads()) lud_sess_->set_threads(sess->n_threads());
+            lud_sess_->clear_abort();
+            p.parallel_k = plan.parallel.k;
+            p.parallel_alpha = plan.parallel.alpha;
+            p.parallel_placeholder = plan.parallel.placeholder;
+            run_on = lud_sess_.get();
+        } else if (lud_sess_ && !mo.lud_model) {
+            lud_sess_.reset();  // no LUD model in use any more: let it go
+        }
+        generation_ = std::make_unique<generation>(*run_on, std::move(p));
     } catch (const std::exception & e) {
         throw_js(env, e);
     }
@@ -720,6 +754,7 @@ Napi::Value session_wrap::dispose(const Napi::CallbackInfo & info) {
         return env.Undefined();
     }
     generation_.reset();
+    lud_sess_.reset();
     online_.reset();
     eagle_state_.reset();  // it refers to the session
     heads_.reset();

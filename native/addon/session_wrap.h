@@ -81,6 +81,10 @@ private:
 
     bool check(Napi::Env env);
 
+    // Lossy Lexical Unit Decoding: the LUD model's own session, which such a generation decodes on
+    // (kept across generations for prefix reuse; remade for another LUD model or context size).
+    // Declared before sess and generation_: freed after the generation that runs on it.
+    std::unique_ptr<session>    lud_sess_;
     std::unique_ptr<session>    sess;
     std::unique_ptr<generation> generation_;
 

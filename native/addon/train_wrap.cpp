@@ -140,6 +140,9 @@ Napi::Value train_drafter_js(const Napi::CallbackInfo & info) {
     opt.n_heads = u32_of(o, "heads", opt.n_heads);
     opt.ttt_steps = u32_of(o, "tttSteps", opt.ttt_steps);
     opt.seq_len = u32_of(o, "sequenceLength", opt.seq_len);
+    opt.lud_k = u32_of(o, "ludK", opt.lud_k);
+    opt.lud_alpha = (float) f64_of(o, "ludAlpha", opt.lud_alpha);
+    opt.lud_groups = u32_of(o, "ludGroups", opt.lud_groups);
     opt.batch = u32_of(o, "batchSize", opt.batch);
     opt.chunk = u32_of(o, "chunk", opt.chunk);
     opt.val_max = u32_of(o, "validationPositions", opt.val_max);

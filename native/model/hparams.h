@@ -17,6 +17,10 @@ struct hparams {
     std::string arch_name;
 
     uint32_t n_vocab       = 0;
+    // Input-only token ids past the vocabulary: rows of token_embd that the output head has no
+    // row for and no text tokenizes to (a Lexical Unit Decoding model's placeholder, id n_vocab).
+    uint32_t n_vocab_extra = 0;
+    uint32_t n_vocab_in() const { return n_vocab + n_vocab_extra; }
     uint32_t n_ctx_train   = 0;
     uint32_t n_embd        = 0;
     uint32_t n_layer       = 0;

@@ -655,9 +655,18 @@ std::shared_ptr<model> model_load(const load_params & params) {
     const int64_t n_embd = hp.n_embd, n_vocab = hp.n_vocab, n_ff = hp.n_ff;
     const int64_t n_q = hp.n_embd_q(), n_k = hp.n_embd_k_gqa(), n_v = hp.n_embd_v_gqa();
     tensor_finder tf { m->ctx_w };
-    m->tok_embd    = tf.get("token_embd.weight", {n_embd, n_vocab}, ROLE_EMBEDDING, true);
+    // a Lexical Unit Decoding model (lud.* keys, train/lud_train.cpp): its placeholder is the input-only
+    // id n_vocab, one embedding row more than the output head
+    uint32_t placeholder = 0;
+    if (meta.get_u32("lud.placeholder", placeholder, false)) {
+        if (placeholder != hp.n_vocab) {
+            fail("ERR_BAD_METADATA", format("lud.placeholder is %u; it must be the vocabulary size %u (an input-only token)", placeholder, hp.n_vocab));
+        }
+        hp.n_vocab_extra = 1;
+    }
+    m->tok_embd    = tf.get("token_embd.weight", {n_embd, n_vocab + (int64_t) hp.n_vocab_extra}, ROLE_EMBEDDING, true);
     m->output_norm = tf.get("output_norm.weight", {n_embd}, ROLE_NORM, true);
-    m->output      = tf.get("output.weight", {n_embd, n_vocab}, ROLE_MATRIX, false);
+    m->output      = tf.get("output.weight", {n_embd, n_vocab}, ROLE_MATRIX, hp.n_vocab_extra > 0);
     if (!m->output) {
         m->output = m->tok_embd;
         m->tied_embeddings = true;

@@ -1,5 +1,6 @@
 #include "runtime/generation.h"
 #include "common/error.h"
+#include "spec/drafters/lud.h"
 
 #include <algorithm>
 #include <chrono>
@@ -38,6 +39,14 @@ generation::generation(session & s_, generation_params params) : s(s_), par(std:
     // a verification pass holds the root token and the tree, so a batch of one verifies nothing:
     // decode plainly (the drafter never runs, a draft model never reads the prompt)
     if (s.n_batch() < 2) par.draft = nullptr;
+    if (par.parallel_k > 0) {
+        if (par.draft) fail("ERR_INTERNAL", "a lossy LUD generation has no drafter");
+        if (s.mdl().hp.n_vocab_extra != 1 || par.parallel_placeholder != (int32_t) s.n_vocab()) {
+            fail("ERR_INTERNAL", "a lossy LUD generation runs on a LUD model's session");
+        }
+        // a pass holds the tokens emitted since the last one (at most k + 1) and k placeholders
+        par.parallel_k = std::min(par.parallel_k, (std::min(s.n_batch(), MAX_INVARIANT_BATCH) - 1) / 2);
+    }
 
     // reuse what the cache holds of a fresh prefill of this prompt (whole chunks, or the whole
     // prompt with its logits): the prompt's rows then have the bits a fresh session computes
@@ -108,13 +117,16 @@ void generation::step(double budget_ms, uint32_t max_new, std::vector<int32_t> &
         const int32_t t = pending;
         pending = -1;
         if (!emit(t, out, n_new)) break;
-        // EAD: the target's cache may lag behind the history (the small model's tokens)
-        if ((par.ead ? history.size() : s.tokens().size() + 1) > s.n_ctx()) {
+        // the tokens emitted but not evaluated yet must fit: one (t), except with EAD (the target's cache
+        // lags behind the small model's tokens) and lossy LUD (the run emitted with t)
+        if (history.size() > s.n_ctx()) {
             reason = STOP_CONTEXT_FULL;
             break;
         }
         try {
-            if (par.draft) {
+            if (par.parallel_k > 0) {
+                parallel_step();
+            } else if (par.draft) {
                 speculate(t);
             } else if (par.ead) {
                 pending = par.ead->next(s, history, chain);
@@ -135,6 +147,7 @@ void generation::step(double budget_ms, uint32_t max_new, std::vector<int32_t> &
     }
     if (par.ead) par.ead->pause();  // the small model's threads must not spin between steps
     stats.ms_decode += ms_since(td);
+    if (par.parallel_k > 0) s.pause_threads();  // the LUD model's session: the caller pauses only the target's
 }
 
 } // namespace specdec
@@ -225,6 +238,37 @@ void generation::speculate(int32_t t) {
     for (uint32_t k : acc.path) accepted.push_back(tree.tokens[k]);
     pending = acc.next;
     stats.ms_verify += ms_since(t1);
+}
+
+} // namespace specdec
+
+namespace specdec {
+
+void generation::parallel_step() {
+    // every token emitted since the last pass (t, and the run emitted with it) goes into this one
+    const size_t held = s.tokens().size();
+    const std::vector<int32_t> fresh(history.begin() + (std::ptrdiff_t) held, history.end());
+    const uint32_t room = s.n_ctx() - (uint32_t) history.size();               // cells left after them
+    const uint32_t left = par.max_tokens - stats.n_generated;                   // tokens still wanted
+    const uint32_t k = std::min({ par.parallel_k, room, left > 0 ? left - 1 : 0 });
+    lud_parallel_pass(s, fresh, k, par.parallel_placeholder, logits);
+    stats.n_forward++;
+    const int32_t V = (int32_t) s.n_vocab();
+    // the next token, as autoregressive decoding of this model gives it; then the confident run
+    const int32_t first = chain.sample(logits.data(), V, history);
+    std::vector<int32_t> run;
+    lud_confident_run(logits.data(), k, V, par.parallel_alpha, run);
+    stats.n_drafted += k;
+    stats.n_accepted += (uint32_t) run.size();
+    // emitted in order: `accepted` first, then `pending`
+    accepted.clear();
+    if (run.empty()) {
+        pending = first;
+    } else {
+        accepted.push_back(first);
+        accepted.insert(accepted.end(), run.begin(), run.end() - 1);
+        pending = run.back();
+    }
 }
 
 } // namespace specdec

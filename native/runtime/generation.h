@@ -36,6 +36,14 @@ struct generation_params {
     // how a draft is accepted when sampling: 'match' (seed-exact: the output is the autoregressive
     // sample for the seed) or 'rejection' (recursive rejection sampling: the same distribution)
     verify_mode                 verify = VERIFY_MATCH;
+    // Lexical Unit Decoding, lossy mode (spec/drafters/lud.h): when parallel_k > 0 the session is a
+    // LUD model's, and each step evaluates the tokens emitted since the last one plus parallel_k
+    // placeholders in one pass, then emits the next token (sampled as autoregressive decoding samples
+    // it) and, unverified, the confident run of the placeholders' predictions (argmax while its
+    // probability is at least parallel_alpha). Not the target's output: stats say lossless = false.
+    uint32_t                    parallel_k = 0;
+    float                       parallel_alpha = 1.0f;
+    int32_t                     parallel_placeholder = -1;
     // test only: a deliberately wrong verifier (accepts every draft token, whatever p),
     // the negative control of the distribution test
     bool                        biased_verifier = false;
@@ -79,6 +87,8 @@ private:
     bool emit(int32_t t, std::vector<int32_t> & out, uint32_t & n_new);
     // One speculative step after `t` was emitted: draft, verify t + draft, accept, commit.
     void speculate(int32_t t);
+    // One Lexical Unit Decoding step (lossy mode) after `t` was emitted.
+    void parallel_step();
 
     session &            s;
     generation_params    par;

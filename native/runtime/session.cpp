@@ -213,9 +213,10 @@ void session::compute(const std::vector<int32_t> & tokens, const std::vector<int
     if (n_past + n_tokens > kv.size()) {
         fail("ERR_CONTEXT_OVERFLOW", format("the context is full: %u cells used + %u new > context size %u", n_past, n_tokens, kv.size()));
     }
+    const uint32_t n_in = m->hp.n_vocab_in();  // a LUD model's placeholder (id n_vocab) is an input too
     for (int32_t t : tokens) {
-        if (t < 0 || (uint32_t) t >= n_vocab) {
-            fail("ERR_TOKEN_OUT_OF_RANGE", format("token id %d is out of range [0, %u)", t, n_vocab));
+        if (t < 0 || (uint32_t) t >= n_in) {
+            fail("ERR_TOKEN_OUT_OF_RANGE", format("token id %d is out of range [0, %u)", t, n_in));
         }
     }
 

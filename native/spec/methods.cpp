@@ -7,6 +7,7 @@
 #include "spec/drafters/aded.h"
 #include "spec/drafters/auto.h"
 #include "spec/drafters/eagle.h"
+#include "spec/drafters/lud.h"
 #include "spec/drafters/medusa.h"
 #include "spec/drafters/prompt_lookup.h"
 #include "spec/drafters/rasd.h"
@@ -90,6 +91,18 @@ method_plan make_method(const method_options & o, const session & target, const 
         sp.own_attention = -1;
         sp.draft_weights = false;
         plan.ead = std::make_shared<ead_decoder>(o.draft_model, sp, o.ead);
+    } else if (o.method == "lud") {
+        if (!o.lud_model) fail("ERR_INVALID_OPTION", "method 'lud' needs lud: { file }");
+        lud_check_target(*o.lud_model, target.mdl());
+        if (o.lud_verify) {
+            session_params lp = draft_session_params(target);
+            lp.draft_weights = false;  // the LUD model's own matrices (the target's types)
+            plan.draft = std::make_shared<lud_drafter>(o.lud_model, lp, o.lud);
+            plan.draft_max = budget(o.lud.k + 1);
+        } else {
+            plan.lossy_model = o.lud_model;
+            plan.parallel = o.lud;
+        }
     } else if (o.method == "auto") {
         std::vector<auto_drafter::candidate> c;
         // retrieval from the context (rasd without a draft model: prompt lookup's matches as a

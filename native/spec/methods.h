@@ -9,6 +9,7 @@
 #include "spec/ead.h"
 #include "heads/eagle3_heads.h"
 #include "heads/medusa_heads.h"
+#include "spec/drafters/lud.h"
 #include "spec/drafters/token_recycling.h"
 #include "train/online_learner.h"
 
@@ -32,6 +33,9 @@ struct method_options {
     std::shared_ptr<drafter> eagle_state;                // the session's EAGLE-3 drafter for those heads (kept across generations)
     std::shared_ptr<online_learner> online;              // draft: Online Speculative Decoding (the session's learner)
     ead_options ead;                                     // ead: threshold, window, dwell (the small model: draft_model)
+    std::shared_ptr<const model> lud_model;              // lud: a LUD model of the target (lud_train.cpp)
+    lud_params  lud;                                     // lud: k, alpha, its placeholder
+    bool        lud_verify = false;                      // lud: the target verifies (lossless) or not (lossy)
     bool        biased_verifier = false;                 // test only
 };
 
@@ -41,6 +45,10 @@ struct method_plan {
     std::vector<uint32_t> taps;      // hidden-state taps the drafter reads from the target (session::set_taps)
     bool taps_all_rows = false;
     std::shared_ptr<ead_decoder> ead;  // 'ead' (lossy): no drafter, the decoder takes turns with the small model
+    // Lossy Lexical Unit Decoding: the generation runs on a session of this model (not the target's),
+    // parallel_k > 0 (generation_params::parallel_k).
+    std::shared_ptr<const model> lossy_model;
+    lud_params parallel;
 };
 
 // Throws specdec::error (ERR_INVALID_OPTION) for an unknown method or missing model.

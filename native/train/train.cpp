@@ -2,6 +2,7 @@
 
 #include "common/error.h"
 #include "train/eagle3_train.h"
+#include "train/lud_train.h"
 #include "train/medusa_train.h"
 
 #include <algorithm>
@@ -216,6 +217,22 @@ void train_run::evaluate(ggml_opt_dataset_t ds, int64_t nb, double & loss, doubl
     }
 }
 
+void train_run::eval_with(const std::function<void(ggml_tensor * inputs, ggml_tensor * labels)> & fill, double & loss,
+                          std::vector<int32_t> * pred) {
+    check_abort();
+    ggml_opt_result_reset(res_eval);
+    ggml_opt_alloc(opt_ctx, /*backward =*/ false);
+    fill(ggml_opt_inputs(opt_ctx), ggml_opt_labels(opt_ctx));
+    ggml_opt_eval(opt_ctx, res_eval);
+    check_abort();
+    double unc;
+    ggml_opt_result_loss(res_eval, &loss, &unc);
+    if (pred) {
+        pred->resize((size_t) ggml_opt_outputs(opt_ctx)->ne[1]);  // one row per output row of this one pass
+        ggml_opt_result_pred(res_eval, pred->data());
+    }
+}
+
 void softmax_row(const float * logits, int64_t n, float * out) {
     float mx = -INFINITY;
     for (int64_t i = 0; i < n; ++i) mx = std::max(mx, logits[i]);
@@ -235,7 +252,8 @@ train_report train_drafter(std::shared_ptr<const model> target, const train_opti
     if (o.out.empty()) fail("ERR_INVALID_OPTION", "training needs an output file ('out')");
     if (o.kind == "medusa") return train_medusa(std::move(target), o);
     if (o.kind == "eagle3") return train_eagle3(std::move(target), o);
-    fail("ERR_INVALID_OPTION", format("unknown drafter kind '%s' (known: medusa, eagle3)", o.kind.c_str()));
+    if (o.kind == "lud") return train_lud(std::move(target), o);
+    fail("ERR_INVALID_OPTION", format("unknown drafter kind '%s' (known: medusa, eagle3, lud)", o.kind.c_str()));
 }
 
 } // namespace specdec

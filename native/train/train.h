@@ -38,9 +38,12 @@ struct train_progress {
 };
 
 struct train_options {
-    std::string kind = "medusa";  // "medusa" or "eagle3"
+    std::string kind = "medusa";  // "medusa", "eagle3" or "lud"
     uint32_t n_heads   = 4;     // medusa: heads
     uint32_t ttt_steps = 3;     // eagle3: steps of the training-time test (draft depths trained)
+    uint32_t lud_k     = 4;     // lud: placeholders appended (parallel positions trained)
+    float    lud_alpha = 0.8f;  // lud: confidence that marks a lexical unit
+    uint32_t lud_groups = 24;   // lud: placeholder groups per window
     uint32_t seq_len   = 256;   // tokens per window the target reads
     uint32_t batch     = 32;    // datapoints per optimizer step (medusa: positions; eagle3: windows)
     uint32_t chunk     = 1024;  // datapoints per dataset (features computed together)
@@ -139,6 +142,10 @@ public:
     void step(ggml_opt_dataset_t ds, int64_t ib, uint64_t positions);
     // One AdamW step on inputs and labels the caller writes into the graph's tensors (no dataset).
     void step_with(const std::function<void(ggml_tensor * inputs, ggml_tensor * labels)> & fill, uint64_t positions);
+    // A forward pass (no step) on inputs and labels the caller writes: the loss (ggml's mean over the
+    // output rows) and each row's prediction (argmax) in `pred` when given.
+    void eval_with(const std::function<void(ggml_tensor * inputs, ggml_tensor * labels)> & fill, double & loss,
+                   std::vector<int32_t> * pred = nullptr);
     // Trains on the first n datapoints of ds (copied in from data and labels, shuffled), batch by
     // batch while the budget lasts, reporting the training loss every `report_every` batches.
     void train_chunk(ggml_opt_dataset_t ds, const float * data, const float * labels, int64_t n, int64_t batch,
