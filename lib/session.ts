@@ -331,7 +331,8 @@ export class Session {
       this.lud = undefined;
       if (old) await (await old.model.catch(() => undefined))?.dispose();
       const info = this.model.info;
-      const model = loadModel(path, { backend: info.backend, cpuKernels: info.cpuKernels === 'ggml' ? 'ggml' : 'specdec' });
+      // a model split over RPC servers: its LUD model runs on the local CPU
+      const model = loadModel(path, { backend: info.backend === 'rpc' ? 'cpu' : info.backend, cpuKernels: info.cpuKernels === 'ggml' ? 'ggml' : 'specdec' });
       this.lud = { key, model };
       model.catch(() => {
         if (this.lud?.model === model) this.lud = undefined;
