@@ -4,13 +4,17 @@
 
 namespace specdec {
 
-acceptance tree_verifier::accept_match(const draft_tree & tree, const float * logits, int32_t n_vocab,
-                                       const sampler_chain & chain, const std::vector<int32_t> & history) {
-    acceptance out;
+void tree_verifier::start(const draft_tree & tree, const std::vector<int32_t> & history) {
     const size_t n = tree.size();
     children.assign(n + 1, {});  // children[0]: the root's; children[1 + i]: node i's
     for (size_t i = 0; i < n; ++i) children[(size_t) (tree.parents[i] + 1)].push_back((uint32_t) i);
     ctx = history;
+}
+
+acceptance tree_verifier::accept_match(const draft_tree & tree, const float * logits, int32_t n_vocab,
+                                       const sampler_chain & chain, const std::vector<int32_t> & history) {
+    acceptance out;
+    start(tree, history);
     size_t row = 0;  // logits row of the current node (0: the root)
     for (;;) {
         // the target's own token at this position, drawn as autoregressive decoding draws it
@@ -31,10 +35,7 @@ acceptance tree_verifier::accept_match(const draft_tree & tree, const float * lo
 acceptance tree_verifier::accept(const draft_tree & tree, const float * logits, int32_t n_vocab, sampler_chain & chain,
                                  const std::vector<int32_t> & history, bool biased) {
     acceptance out;
-    const size_t n = tree.size();
-    children.assign(n + 1, {});  // children[0]: the root's; children[1 + i]: node i's
-    for (size_t i = 0; i < n; ++i) children[(size_t) (tree.parents[i] + 1)].push_back((uint32_t) i);
-    ctx = history;
+    start(tree, history);
     size_t row = 0;  // logits row of the current node (0: the root)
     for (;;) {
         chain.distribution(logits + row * (size_t) n_vocab, n_vocab, ctx, dist);

@@ -42,6 +42,8 @@ public:
                             const std::vector<int32_t> & history);
 
 private:
+    // Indexes the tree's children by parent and starts the context at `history`.
+    void start(const draft_tree & tree, const std::vector<int32_t> & history);
     std::vector<std::vector<uint32_t>> children;
     std::vector<token_prob> dist;
     std::vector<float> pdense, qdense;
