@@ -27,6 +27,7 @@ export interface NativeStepResult {
       switches: number; largeEvaluated: number; smallEvaluated: number; smallPromptTokens: number;
       largeMs: number; smallMs: number; computeSaved: number;
     };
+    auto?: { plainSteps: number; steps: Record<string, number> };
   };
   /** 'ead': one letter per token of this step ('L' the target produced it, 'S' the small model). */
   eadSources?: string;
@@ -89,6 +90,10 @@ export interface NativeBinding {
   _kernelIsas(): string[];
   _kernelCheck(isa: string, rows: number, k: number, n: number, seed: number, parts: number, type?: string): {
     mismatches: number; invariantMismatches: number; maxRelDiffDequant: number;
+  };
+  /** Test hook of the sampler chain (test/sampler-chain.test.ts, bench/sampler.mjs). */
+  _samplerDistribution(logits: Float32Array, options: Record<string, number>, history: Int32Array, reps?: number): {
+    ids: Int32Array; p: Float32Array; nsPerCall: number; drawn: number;
   };
 }
 

@@ -1,5 +1,6 @@
 // The addon's entry point: registers the wrapper classes.
 #include "addon/kernels_wrap.h"
+#include "addon/sampler_wrap.h"
 #include "addon/model_wrap.h"
 #include "addon/session_wrap.h"
 #include "addon/train_wrap.h"
@@ -76,6 +77,7 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
     exports.Set("_liveModels", Napi::Function::New(env, live_models));
     exports.Set("rpcServe", Napi::Function::New(env, rpc_serve_js));
     kernels_init(env, exports);
+    sampler_init(env, exports);
     return exports;
 }
 

@@ -56,7 +56,11 @@ public:
     bool greedy() const { return par.temperature <= 0.0f; }
 
     // Applies every transform and the softmax: `out` gets the candidate tokens that keep a
-    // non-zero probability, sorted by probability (descending), with p summing to 1.
+    // non-zero probability, with p summing to 1, the most likely first (ties: the lowest id). With
+    // top-k on they are sorted by probability (descending, ties by id); without it the rest follow
+    // in no particular order. No sort of the vocabulary in any setting: top-k is a partial
+    // selection, top-p without top-k a quickselect on probability mass, min-p a linear filter.
+    // No allocation once warm.
     // `history` is the sequence so far (the penalties read its last penalty_last_n tokens).
     void distribution(const float * logits, int32_t n_vocab, const std::vector<int32_t> & history,
                       std::vector<token_prob> & out) const;
@@ -76,11 +80,16 @@ public:
 
 private:
     void apply_penalties(std::vector<float> & logits, const std::vector<int32_t> & history) const;
+    size_t top_p_select(size_t n, float mx, bool p_set) const;
+    bool penalties_apply(const std::vector<int32_t> & history) const;
 
     sampling_params par;
     std::mt19937_64 rng;
     mutable std::vector<float>      scratch;
     mutable std::vector<token_prob> cands;
+    mutable std::vector<int32_t>    penalty_ids;
+    mutable std::vector<float>      weights;
+    std::vector<token_prob>         sample_dist;
 };
 
 } // namespace specdec

@@ -18,7 +18,7 @@ struct draft_tree {
     // proposal (q = one-hot on the node's token). Siblings that share a q were drawn from it
     // independently, or, with `without_replacement`, as a sample without replacement (RSD).
     std::vector<int32_t>                 q_index;
-    std::vector<std::vector<token_prob>> dists;  // each sorted by p, summing to 1
+    std::vector<std::vector<token_prob>> dists;  // each the most likely first (sampler_chain::distribution), summing to 1
     bool without_replacement = false;
 
     size_t size() const { return tokens.size(); }
