@@ -233,6 +233,19 @@ export interface GenerationStats {
   stopReason: StopReason;
   /** 'ead' only. */
   ead?: EadStats;
+  /** 'auto' only: its decisions. */
+  auto?: AutoStats;
+}
+
+/**
+ * GenerationStats.auto: what 'auto' decided, step by step. Each speculative step drafts with one
+ * drafter, or with none (plain decoding: the step verifies only the token it already has).
+ */
+export interface AutoStats {
+  /** Steps that drafted nothing: speculation was not expected to pay. */
+  plainSteps: number;
+  /** Steps per drafter, by name ('rasd', 'aded', 'draft', 'medusa', 'eagle'), those offered included with 0. */
+  steps: Record<string, number>;
 }
 
 /** Session.onlineStats: Online Speculative Decoding's counters. */
@@ -912,6 +925,7 @@ export class Generation implements AsyncIterable<GenerationChunk> {
       verify: this.params.verify,
       stopReason: reason,
     };
+    if (s?.auto) this.stats.auto = { plainSteps: s.auto.plainSteps, steps: { ...s.auto.steps } };
     if (this.method === 'ead') {
       // per returned token: the native loop may have run ahead of a stop string or an abort
       const sources = this.eadSources.slice(0, generated);

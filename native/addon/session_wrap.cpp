@@ -58,6 +58,15 @@ Napi::Object stats_object(Napi::Env env, const generation & g) {
     s.Set("draftMs", g.stats.ms_draft);
     s.Set("verifyMs", g.stats.ms_verify);
     s.Set("stopReason", stop_reason_name(g.reason));
+    if (const auto * a = dynamic_cast<const auto_drafter *>(g.drafter_ptr())) {
+        // 'auto': its decisions, step by step (a step drafts with one drafter, or not at all)
+        Napi::Object x = Napi::Object::New(env);
+        x.Set("plainSteps", (double) a->plain_steps());
+        Napi::Object by = Napi::Object::New(env);
+        for (size_t i = 0; i < a->candidates().size(); ++i) by.Set(a->candidates()[i].name, (double) a->steps_by_candidate()[i]);
+        x.Set("steps", by);
+        s.Set("auto", x);
+    }
     if (const ead_decoder * e = g.ead()) {
         Napi::Object x = Napi::Object::New(env);
         x.Set("switches", e->stats.n_switches);
@@ -353,6 +362,8 @@ Napi::Value session_wrap::begin(const Napi::CallbackInfo & info) {
             if (!mo.draft_model) return env.Undefined();
         }
         mo.recycling = recycling(*sess);
+        if (!auto_mem_) auto_mem_ = std::make_shared<auto_memory>();
+        mo.auto_mem = auto_mem_;
         if (!aded_) aded_ = std::make_shared<aded_drafter>();
         mo.aded = aded_;
         if (o.Has("corpus") && o.Get("corpus").IsArray()) {

@@ -66,6 +66,7 @@ private:
         return recycling_;
     }
     std::shared_ptr<adjacency_matrix> recycling_;
+    std::shared_ptr<auto_memory> auto_mem_;  // what 'auto' learnt (verify costs, acceptance), kept across generations
     std::shared_ptr<aded_drafter> aded_;  // ADED's tri-gram table, kept across generations like the matrix
     // Online Speculative Decoding: the learner of the last draft model used with `online` (its copy
     // of that model learns across generations; another draft model starts a new learner).

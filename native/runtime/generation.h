@@ -78,6 +78,8 @@ public:
     void abort();
     // The EAD decoder of an 'ead' generation, else null.
     const ead_decoder * ead() const { return par.ead.get(); }
+    // The drafter of a speculative generation, else null.
+    const drafter * drafter_ptr() const { return par.draft.get(); }
     stop_reason reason = STOP_NONE;
     generation_stats stats;
 

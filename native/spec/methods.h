@@ -9,6 +9,7 @@
 #include "spec/ead.h"
 #include "heads/eagle3_heads.h"
 #include "heads/medusa_heads.h"
+#include "spec/drafters/auto.h"
 #include "spec/drafters/lud.h"
 #include "spec/drafters/token_recycling.h"
 #include "train/online_learner.h"
@@ -37,6 +38,7 @@ struct method_options {
     lud_params  lud;                                     // lud: k, alpha, its placeholder
     bool        lud_verify = false;                      // lud: the target verifies (lossless) or not (lossy)
     bool        biased_verifier = false;                 // test only
+    std::shared_ptr<auto_memory> auto_mem;               // auto: what the session's earlier generations learnt
 };
 
 struct method_plan {

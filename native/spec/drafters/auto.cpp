@@ -5,14 +5,23 @@
 
 namespace specdec {
 
-auto_drafter::auto_drafter(std::vector<candidate> drafters, uint32_t max_budget_, uint64_t seed)
-    : cands(std::move(drafters)), st(cands.size()), max_budget(std::max<uint32_t>(1, max_budget_)), rng(seed ^ 0x5851F42D4C957F2Dull) {
-    for (int c = 0; c < N_CLASSES; ++c) {
-        t_class[c] = 0.0;
-        t_seen[c] = 0.0;
+auto_drafter::auto_drafter(std::vector<candidate> drafters, uint32_t max_budget_, uint64_t seed,
+                           std::shared_ptr<auto_memory> memory, int n_threads)
+    : cands(std::move(drafters)), mem(memory ? std::move(memory) : std::make_shared<auto_memory>()),
+      max_budget(std::max<uint32_t>(1, max_budget_)), rng(seed ^ 0x5851F42D4C957F2Dull), n_by(cands.size(), 0) {
+    if (mem->n_threads != n_threads) {  // verify costs of another thread count: measure again
+        for (int c = 0; c < N_CLASSES; ++c) {
+            mem->t_class[c] = 0.0;
+            mem->t_seen[c] = 0.0;
+        }
+        mem->n_threads = n_threads;
     }
     for (uint32_t b = 1; b <= max_budget; b *= 2) budgets.push_back(b);
-    for (auto & s : st) s.accepted_hist.assign(max_budget + 1, 0.0);
+    for (const auto & c : cands) {
+        drafter_stats & s = mem->by_name[c.key.empty() ? c.name : c.key];
+        if (s.accepted_hist.size() < max_budget + 1) s.accepted_hist.resize(max_budget + 1, 0.0);
+        st.push_back(&s);
+    }
 }
 
 int auto_drafter::size_class(uint32_t n) {
@@ -26,17 +35,17 @@ int auto_drafter::size_class(uint32_t n) {
 
 double auto_drafter::verify_ms(uint32_t n) const {
     const int c = size_class(n);
-    if (t_seen[c] > 0) return t_class[c];
+    if (mem->t_seen[c] > 0) return mem->t_class[c];
     // not measured yet: from the nearest smaller measured class, a prior of +25 % per doubling
     // (optimistic, so that larger trees get tried and measured)
     for (int k = c - 1; k >= 0; --k) {
-        if (t_seen[k] > 0) return t_class[k] * std::pow(1.25, c - k);
+        if (mem->t_seen[k] > 0) return mem->t_class[k] * std::pow(1.25, c - k);
     }
     return 1.0 * std::pow(1.25, c);
 }
 
 double auto_drafter::expected_accepted(size_t d, uint32_t budget) const {
-    const drafter_stats & s = st[d];
+    const drafter_stats & s = *st[d];
     double tot = 0.0, e = 0.0;
     for (size_t a = 0; a < s.accepted_hist.size(); ++a) {
         tot += s.accepted_hist[a];
@@ -48,7 +57,7 @@ double auto_drafter::expected_accepted(size_t d, uint32_t budget) const {
 
 void auto_drafter::propose(const std::vector<int32_t> & history, uint32_t budget, draft_tree & out) {
     out.clear();
-    steps++;
+    const uint64_t steps = ++mem->steps;
     const double t1 = verify_ms(1);
     double best = 1.0 / t1;  // plain decoding: one token per one-token pass
     chosen = -1;
@@ -58,9 +67,9 @@ void auto_drafter::propose(const std::vector<int32_t> & history, uint32_t budget
             if (b > budget) break;
             // drafters often propose fewer nodes than allowed (lookup without a match): the pass
             // costs what is proposed
-            const double nodes = st[d].n > 0 ? std::min<double>(b, st[d].fill * b) : b;
+            const double nodes = st[d]->n > 0 ? std::min<double>(b, st[d]->fill * b) : b;
             const double tokens = expected_accepted(d, b) + 1.0;
-            const double ms = st[d].ms_per_token * nodes + verify_ms(1 + (uint32_t) std::lround(nodes));
+            const double ms = st[d]->ms_per_token * nodes + verify_ms(1 + (uint32_t) std::lround(nodes));
             if (tokens / ms > best) {
                 best = tokens / ms;
                 chosen = (int) d;
@@ -83,7 +92,11 @@ void auto_drafter::propose(const std::vector<int32_t> & history, uint32_t budget
         }
     }
     last_name = chosen >= 0 ? cands[(size_t) chosen].name : "";
-    if (chosen < 0 || chosen_budget == 0) return;
+    if (chosen < 0 || chosen_budget == 0) {
+        n_plain++;
+        return;
+    }
+    n_by[(size_t) chosen]++;
     cands[(size_t) chosen].d->propose(history, chosen_budget, out);
     out.truncate(chosen_budget);
 }
@@ -91,10 +104,10 @@ void auto_drafter::propose(const std::vector<int32_t> & history, uint32_t budget
 void auto_drafter::observe(const verify_result & r) {
     // the cost of a pass over 1 + tree nodes
     const int c = size_class(1 + (uint32_t) r.tree->size());
-    t_class[c] = t_seen[c] > 0 ? 0.8 * t_class[c] + 0.2 * r.verify_ms : r.verify_ms;
-    t_seen[c] += 1.0;
+    mem->t_class[c] = mem->t_seen[c] > 0 ? 0.8 * mem->t_class[c] + 0.2 * r.verify_ms : r.verify_ms;
+    mem->t_seen[c] += 1.0;
     if (chosen >= 0 && chosen_budget > 0) {
-        drafter_stats & s = st[(size_t) chosen];
+        drafter_stats & s = *st[(size_t) chosen];
         for (auto & h : s.accepted_hist) h *= 0.98;  // forget slowly: the text changes
         const uint32_t a = (uint32_t) r.path.size();
         if (a >= chosen_budget || (r.tree->size() > 0 && a == r.tree->size())) {
