@@ -2,7 +2,7 @@
 /**
  * The specdec command line.
  *
- *   specdec generate [--model PATH] (--prompt TEXT | --prompt-file F) [--max-tokens N] [--temperature T]
+ *   specdec generate [--model PATH] (--prompt TEXT | --prompt-file F) [--max-tokens N] [--ignore-eos] [--temperature T]
  *                    [--seed S] [--threads N] [--method M] [--draft-model PATH] [--draft-max N]
  *                    [--corpus-file F]... [--rsd-tree T] [--verify V] [--cpu-kernels K]
  *                    [--ead-threshold X] [--ead-window N] [--ead-min-dwell N]
@@ -35,6 +35,7 @@ const USAGE = `usage:
   specdec generate [--model PATH] (--prompt TEXT | --prompt-file FILE) [options]
       --model PATH        the GGUF model (default: the embedded stories260K, a 260K-parameter toy)
       --max-tokens N      tokens to generate (default 256)
+      --ignore-eos        do not stop at the end-of-generation token (benchmarks: exactly --max-tokens tokens)
       --temperature T     0 = greedy (default), > 0 samples
       --top-k K --top-p P --min-p P --repeat-penalty R
       --seed S            sampling seed
@@ -258,6 +259,7 @@ async function generate(positional: string[], flags: Flags): Promise<number> {
     const session = await model.createSession(contextSize !== undefined ? { contextSize } : {});
     const opts: GenerateOptions = {
       maxTokens: num(flags, 'max-tokens'),
+      ignoreEos: one(flags, 'ignore-eos') === 'true' ? true : undefined,
       temperature: num(flags, 'temperature'),
       topK: num(flags, 'top-k'),
       topP: num(flags, 'top-p'),
