@@ -13,6 +13,7 @@ import { existsSync, readFileSync, writeFileSync, mkdirSync } from 'node:fs';
 import { availableParallelism, cpus } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { llamaBenchDecode } from './llama-native.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const root = path.resolve(here, '..');
@@ -122,6 +123,9 @@ async function main() {
           decodeRuns: runs[engine].map((x) => Math.round(x.decode)),
         };
       }
+      // native llama.cpp (scripts/build-llama-native.sh), when built: llama-bench's own decode measure
+      const native = llamaBenchDecode(m.file, threads, n, reps);
+      if (native) row.llamaCppNative = { decodeTokensPerSecond: native.decodeTokensPerSecond, decodeRuns: native.runs.map(Math.round) };
       row.decodeRatio = row.specdec.decodeTokensPerSecond / row['node-llama-cpp'].decodeTokensPerSecond;
       row.prefillRatio = row.specdec.prefillTokensPerSecond / row['node-llama-cpp'].prefillTokensPerSecond;
       results.push(row);
@@ -135,8 +139,10 @@ async function main() {
     const pick = (engine) => rows.reduce((a, b) => (b[engine].decodeTokensPerSecond > a[engine].decodeTokensPerSecond ? b : a));
     const s = pick('specdec');
     const l = pick('node-llama-cpp');
+    const nat = rows.filter((r) => r.llamaCppNative).reduce((a, b) => (!a || b.llamaCppNative.decodeTokensPerSecond > a.llamaCppNative.decodeTokensPerSecond ? b : a), null);
     best.push({ model: m.name, specdecThreads: s.threads, specdecDecode: s.specdec.decodeTokensPerSecond, nlcThreads: l.threads,
-      nlcDecode: l['node-llama-cpp'].decodeTokensPerSecond, decodeRatio: s.specdec.decodeTokensPerSecond / l['node-llama-cpp'].decodeTokensPerSecond });
+      nlcDecode: l['node-llama-cpp'].decodeTokensPerSecond, decodeRatio: s.specdec.decodeTokensPerSecond / l['node-llama-cpp'].decodeTokensPerSecond,
+      ...(nat ? { llamaCppThreads: nat.threads, llamaCppDecode: nat.llamaCppNative.decodeTokensPerSecond, decodeRatioOverLlamaCpp: s.specdec.decodeTokensPerSecond / nat.llamaCppNative.decodeTokensPerSecond } : {}) });
   }
   const machine = { cpu: cpus()[0]?.model, cpus: availableParallelism(), node: process.version, date: new Date().toISOString() };
   const json = { machine, method: 'wall clock per prompt: P = 1-token run, F = N-token run; prefill = prompt/P, decode = (N-1)/(F-P); median over prompts per run, median over interleaved runs', results, best };
@@ -147,8 +153,12 @@ async function main() {
   for (const r of results) {
     md += `| ${r.model} | ${r.threads} | ${f(r.specdec.decodeTokensPerSecond)} | ${f(r['node-llama-cpp'].decodeTokensPerSecond)} | ${r.decodeRatio.toFixed(2)}× | ${f(r.specdec.prefillTokensPerSecond)} | ${f(r['node-llama-cpp'].prefillTokensPerSecond)} | ${r.prefillRatio.toFixed(2)}× |\n`;
   }
-  md += `\nEach engine at its best thread count (decode):\n\n| model | specdec | node-llama-cpp | ratio |\n|---|---|---|---|\n`;
-  for (const b of best) md += `| ${b.model} | ${f(b.specdecDecode)} tok/s (${b.specdecThreads} t) | ${f(b.nlcDecode)} tok/s (${b.nlcThreads} t) | ${b.decodeRatio.toFixed(2)}× |\n`;
+  if (results.some((r) => r.llamaCppNative)) {
+    md += `\nNative llama.cpp (llama-bench from the pinned submodule, scripts/build-llama-native.sh), decode tok/s:\n\n| model | threads | llama.cpp | specdec over it |\n|---|---|---|---|\n`;
+    for (const r of results.filter((x) => x.llamaCppNative)) md += `| ${r.model} | ${r.threads} | ${f(r.llamaCppNative.decodeTokensPerSecond)} | ${(r.specdec.decodeTokensPerSecond / r.llamaCppNative.decodeTokensPerSecond).toFixed(2)}× |\n`;
+  }
+  md += `\nEach engine at its best thread count (decode):\n\n| model | specdec | node-llama-cpp | ratio | native llama.cpp | ratio |\n|---|---|---|---|---|---|\n`;
+  for (const b of best) md += `| ${b.model} | ${f(b.specdecDecode)} tok/s (${b.specdecThreads} t) | ${f(b.nlcDecode)} tok/s (${b.nlcThreads} t) | ${b.decodeRatio.toFixed(2)}× | ${b.llamaCppDecode ? `${f(b.llamaCppDecode)} tok/s (${b.llamaCppThreads} t)` : '–'} | ${b.decodeRatioOverLlamaCpp ? b.decodeRatioOverLlamaCpp.toFixed(2) + '×' : '–'} |\n`;
   md += `\n${machine.cpus} CPUs (${machine.cpu}), Node ${machine.node}, ${machine.date.slice(0, 10)}; ${reps} interleaved runs, medians; ${n} generated tokens per prompt.\n`;
   writeFileSync(path.join(root, 'bench', 'results', 'ar.md'), md);
   const readme = path.join(root, 'README.md');

@@ -13,6 +13,8 @@
 // Each run is its own process, runs are interleaved (order reversed every other repetition),
 // results are medians. Decode speed is wall clock: (N - 1) / (time of an N-token run - time of a
 // 1-token run), so prompt processing (the target's and the draft's) is left out for every engine.
+// One-shot mode (BENCH_MODE=oneshot): each method as a fresh `specdec generate --json` process per
+// prompt, beside native llama.cpp when built (bench/spec-oneshot.mjs).
 // Env: BENCH_REPS (3), BENCH_TOKENS (128), BENCH_PROMPTS (4), BENCH_THREADS ("1,2"), BENCH_SUITES
 // ("code,stories"; also "code-q4_k_m"), SPECDEC_SHARED. Writes bench/results/spec.json, spec.md, spec.svg and the
 // table between <!-- bench:spec --> markers in the README.
@@ -208,4 +210,5 @@ async function main() {
 }
 
 if (process.argv[2] === '--worker') worker(process.argv.slice(3)).catch((e) => { console.error(e); process.exit(1); });
+else if (process.env.BENCH_MODE === 'oneshot') import('./spec-oneshot.mjs').then((m) => m.main()).catch((e) => { console.error(e); process.exit(1); });
 else main().catch((e) => { console.error(e); process.exit(1); });
