@@ -15,7 +15,7 @@
 // 1-token run), so prompt processing (the target's and the draft's) is left out for every engine.
 // One-shot mode (BENCH_MODE=oneshot): each method as a fresh `specdec generate --json` process per
 // prompt, beside native llama.cpp when built (bench/spec-oneshot.mjs).
-// Env: BENCH_REPS (3), BENCH_TOKENS (128), BENCH_PROMPTS (4), BENCH_THREADS ("1,2"), BENCH_SUITES
+// Env: BENCH_REPS (3), BENCH_TOKENS (128), BENCH_PROMPTS (20), BENCH_THREADS ("1,2"), BENCH_SUITES
 // ("code,stories"; also "code-q4_k_m"), SPECDEC_SHARED. Writes bench/results/spec.json, spec.md, spec.svg and the
 // table between <!-- bench:spec --> markers in the README.
 import { spawnSync } from 'node:child_process';
@@ -54,7 +54,7 @@ const ENGINES = [
   ['specdec rsd', 'specdec', 'rsd', true, [0, 0.8]],
   ['specdec rasd + draft', 'specdec', 'rasd', true, [0, 0.8]],
   ['specdec auto + draft', 'specdec', 'auto', true, [0, 0.8]],
-  ['node-llama-cpp autoregressive', 'nlc', 'autoregressive', false, [0]],
+  ['node-llama-cpp autoregressive', 'nlc', 'autoregressive', false, [0, 0.8]],
   ['node-llama-cpp InputLookupTokenPredictor', 'nlc', 'lookup', false, [0]],
   ['node-llama-cpp DraftSequenceTokenPredictor', 'nlc', 'draft', true, [0]],
 ].map(([name, engine, method, draft, temps]) => ({ name, engine, method, draft, temps }));
@@ -122,7 +122,7 @@ async function main() {
   const reps = Number(process.env.BENCH_REPS ?? 3);
   const n = Number(process.env.BENCH_TOKENS ?? 128);
   const threadList = (process.env.BENCH_THREADS ?? '1,2').split(',').map(Number);
-  const nPrompts = Number(process.env.BENCH_PROMPTS ?? 4);
+  const nPrompts = Number(process.env.BENCH_PROMPTS ?? 20);
   const suites = (process.env.BENCH_SUITES ?? 'code,stories').split(',');
   const { loadModel } = await import(path.join(root, 'dist', 'index.mjs'));
   mkdirSync(path.join(root, 'bench', 'tmp'), { recursive: true });
@@ -153,7 +153,7 @@ async function main() {
             if (p.status !== 0) throw new Error(`${suite} ${key} failed:\n${p.stderr}`);
             const o = JSON.parse(p.stdout.trim().split('\n').pop());
             if (!runs.has(key)) runs.set(key, []);
-            runs.get(key).push({ decode: median(o.decode), tau: median(o.tau) });
+            runs.get(key).push({ decode: median(o.decode), tau: median(o.tau), perPrompt: o.decode });
             process.stderr.write(`${suite} ${threads}t rep ${r + 1}/${reps} ${key}: ${median(o.decode).toFixed(0)} tok/s\n`);
           }
         }
@@ -161,15 +161,8 @@ async function main() {
       const rows = [];
       for (const [key, rs] of runs) {
         const [name, temp] = key.split('|');
-        rows.push({ method: name, temperature: Number(temp), decodeTokensPerSecond: median(rs.map((x) => x.decode)), tau: median(rs.map((x) => x.tau)), runs: rs.map((x) => Math.round(x.decode)) });
-      }
-      const base = (name, t) => rows.find((r) => r.method === name && r.temperature === t)?.decodeTokensPerSecond;
-      const nlcAr = base('node-llama-cpp autoregressive', 0);
-      const nlcBest = Math.max(...rows.filter((r) => r.method.startsWith('node-llama-cpp')).map((r) => r.decodeTokensPerSecond));
-      for (const r of rows) {
-        r.speedupOverOurAutoregressive = r.method.startsWith('specdec') ? r.decodeTokensPerSecond / base('specdec autoregressive', r.temperature) : null;
-        r.speedupOverNodeLlamaCppAutoregressive = r.decodeTokensPerSecond / nlcAr;
-        r.speedupOverNodeLlamaCppBest = r.decodeTokensPerSecond / nlcBest;
+        rows.push({ method: name, temperature: Number(temp), decodeTokensPerSecond: median(rs.map((x) => x.decode)), tau: median(rs.map((x) => x.tau)), runs: rs.map((x) => Math.round(x.decode)),
+          perPrompt: rs[0].perPrompt.map((_, i) => median(rs.map((x) => x.perPrompt[i]))) });
       }
       results.push({ suite, threads, date: new Date().toISOString().slice(0, 10), prompts: prompts.map((p) => p.length), rows });
     }
@@ -182,16 +175,35 @@ async function main() {
     .map((r) => ({ ...r, date: r.date ?? previous.machine?.date?.slice(0, 10) }));
   const order = Object.keys(SUITES);
   const all = [...kept, ...results].sort((a, b) => order.indexOf(a.suite) - order.indexOf(b.suite) || a.threads - b.threads);
-  writeFileSync(resultsFile, JSON.stringify({ machine, tokens: n, reps, results: all }, null, 2) + '\n');
+  writeFileSync(resultsFile, JSON.stringify({ machine, tokens: n, reps, nPrompts, results: all }, null, 2) + '\n');
+  render({ machine, tokens: n, reps, results: all, nPrompts });
+}
+
+/** Writes spec.md, spec.svg and the README table from the results (BENCH_RENDER_ONLY=1: from spec.json). */
+function render({ machine, tokens: n, reps, results: all, nPrompts }) {
+  // Ratios: against our autoregressive decoding at the same thread count and temperature (per prompt, then
+  // min / median / max), and against node-llama-cpp's autoregressive decoding at ITS best thread count and
+  // the same temperature (at 2 threads on 2 cores its decode collapses: a ratio to that says nothing).
+  const nlcBest = (suite, t) => Math.max(0, ...all.filter((r) => r.suite === suite).flatMap((r) => r.rows)
+    .filter((x) => x.method === 'node-llama-cpp autoregressive' && x.temperature === t).map((x) => x.decodeTokensPerSecond)) || null;
   let md = '';
   for (const res of all) {
-    md += `\n**${SUITES[res.suite].label}, ${res.threads} thread${res.threads > 1 ? 's' : ''}** (${res.date})\n\n`;
-    md += '| method | T | τ | decode tok/s | vs our autoregressive | vs node-llama-cpp autoregressive | vs node-llama-cpp best |\n|---|---|---|---|---|---|---|\n';
+    const ar = (t) => res.rows.find((x) => x.method === 'specdec autoregressive' && x.temperature === t);
+    md += `\n**${SUITES[res.suite].label}, ${res.threads} thread${res.threads > 1 ? 's' : ''}** (${res.date}${res.prompts ? `, ${res.prompts.length} prompts` : ''})\n\n`;
+    md += '| method | T | τ | decode tok/s | vs our autoregressive: median (min – max over prompts) | vs node-llama-cpp autoregressive at its best thread count, same T |\n|---|---|---|---|---|---|\n';
     for (const r of res.rows) {
-      md += `| ${r.method} | ${r.temperature} | ${r.tau ? r.tau.toFixed(2) : '–'} | ${r.decodeTokensPerSecond.toFixed(0)} | ${r.speedupOverOurAutoregressive ? r.speedupOverOurAutoregressive.toFixed(2) + '×' : '–'} | ${r.speedupOverNodeLlamaCppAutoregressive.toFixed(2)}× | ${r.speedupOverNodeLlamaCppBest.toFixed(2)}× |\n`;
+      const base = ar(r.temperature);
+      let ours = '–';
+      if (r.method.startsWith('specdec') && base) {
+        const med = r.decodeTokensPerSecond / base.decodeTokensPerSecond;
+        const per = r.perPrompt && base.perPrompt ? r.perPrompt.map((v, i) => v / base.perPrompt[i]) : null;
+        ours = `${med.toFixed(2)}×${per ? ` (${Math.min(...per).toFixed(2)} – ${Math.max(...per).toFixed(2)})` : ''}`;
+      }
+      const nb = nlcBest(res.suite, r.temperature);
+      md += `| ${r.method} | ${r.temperature} | ${r.tau ? r.tau.toFixed(2) : '–'} | ${r.decodeTokensPerSecond.toFixed(0)} | ${ours} | ${nb ? (r.decodeTokensPerSecond / nb).toFixed(2) + '×' : '–'} |\n`;
     }
   }
-  md += `\n${n} tokens per prompt, ${reps} interleaved runs, medians; code prompts: the first ${nPrompts} of \`eval/code-prompts.json\` (last 400 tokens); ${machine.cpus} CPUs (${machine.cpu}), ${machine.date.slice(0, 10)}. Chart: [bench/results/spec.svg](bench/results/spec.svg).\n`;
+  md += `\n${n} tokens per prompt, ${reps} interleaved runs, medians; code prompts: the first ${nPrompts ?? all.find((r) => r.suite.startsWith('code'))?.prompts?.length} of \`eval/code-prompts.json\` (last 400 tokens); ${machine.cpus} CPUs (${machine.cpu}), ${machine.date.slice(0, 10)}. Chart: [bench/results/spec.svg](bench/results/spec.svg).\n`;
   writeFileSync(path.join(root, 'bench', 'results', 'spec.md'), md);
   // chart: speedup over our autoregressive, code pair, greedy, each thread count
   const bars = [];
@@ -211,4 +223,5 @@ async function main() {
 
 if (process.argv[2] === '--worker') worker(process.argv.slice(3)).catch((e) => { console.error(e); process.exit(1); });
 else if (process.env.BENCH_MODE === 'oneshot') import('./spec-oneshot.mjs').then((m) => m.main()).catch((e) => { console.error(e); process.exit(1); });
+else if (process.env.BENCH_RENDER_ONLY) render(JSON.parse(readFileSync(path.join(root, 'bench', 'results', 'spec.json'), 'utf8')));
 else main().catch((e) => { console.error(e); process.exit(1); });
