@@ -15,6 +15,19 @@ export interface NativeModelInfo {
   ropeScaling: string; tiedEmbeddings: boolean; backend: 'cpu' | 'cuda' | 'metal' | 'rpc'; device: string; cpuKernels: string;
 }
 export interface NativeModel { info(): NativeModelInfo; dispose(): void }
+/** What 'auto' learnt in a session (Session.saveAutoMemory; lib/session.ts checks it on load). */
+export interface AutoMemory {
+  version: 1;
+  /** The thread count its verify costs were measured at. */
+  threads: number;
+  /** Verify cost (ms) of a pass over 1, 2-3, 4-7, ... 256 tokens, and how often each was measured (0: not). */
+  verifyMs: number[];
+  verifySeen: number[];
+  steps: number;
+  /** Per drafter ('rasd', 'aded', 'draft', 'medusa', 'eagle'): decayed counts of accepted lengths, draft ms per token, fill, observations. */
+  drafters: Record<string, { accepted: number[]; msPerToken: number; fill: number; n: number }>;
+}
+
 export interface NativeStepResult {
   tokens: Int32Array;
   done: boolean;
@@ -60,6 +73,8 @@ export interface NativeSession {
   info(): { contextSize: number; batchSize: number; threads: number; usedTokens: number };
   dispose(): void;
   saveTokenRecycling(): Uint8Array;
+  autoMemory(): AutoMemory;
+  setAutoMemory(m: AutoMemory): void;
   loadTokenRecycling(data: Uint8Array): void;
   saveOnline(): Uint8Array;
   loadOnline(data: Uint8Array, draftModel: unknown): void;

@@ -8,7 +8,7 @@
 export { loadModel, Model } from './model';
 export type { Backend, LoadModelOptions, ModelInfo, TokenizeOptions } from './model';
 export { Session, Generation, METHODS, LOSSY_METHODS, EAD_DEFAULTS, VERIFY_MODES } from './session';
-export type { SessionOptions, GenerateOptions, GenerationChunk, GenerationStats, EadStats, AutoStats, Method, StopReason, OnlineStats, VerifyMode } from './session';
+export type { SessionOptions, GenerateOptions, GenerationChunk, GenerationStats, EadStats, AutoStats, AutoMemory, Method, StopReason, OnlineStats, VerifyMode } from './session';
 export { trainDrafter, DRAFTER_KINDS } from './train';
 export type { TrainDrafterOptions, TrainProgress, TrainReport, DrafterKind } from './train';
 export {

@@ -1,5 +1,6 @@
 /** A session: mutable state (KV cache, compute threads) over a model, and generation. */
-import { binding, type NativeSession, type NativeStepResult } from './binding';
+import { binding, type AutoMemory, type NativeSession, type NativeStepResult } from './binding';
+export type { AutoMemory } from './binding';
 import {
   BusyError, ContextOverflowError, DisposedError, InvalidOptionError, TokenOutOfRangeError, VocabularyMismatchError, fromNative,
 } from './errors';
@@ -605,6 +606,32 @@ export class Session {
   }
 
   /**
+   * What 'auto' has learnt in this session (the verify cost per tree size at its thread count, each
+   * drafter's acceptance histogram, draft cost and fill), as plain JSON-able data. Load it into a later
+   * session of the same model (and draft model or heads) with loadAutoMemory() so that 'auto' starts from
+   * it instead of its priors: the CLI keeps one per model pair and machine in a cache file this way.
+   */
+  saveAutoMemory(): AutoMemory {
+    if (this.active || this.inflight) throw new BusyError('the session is generating');
+    try {
+      return this.nativeSession().autoMemory();
+    } catch (err) {
+      throw fromNative(err);
+    }
+  }
+
+  /** Replaces what 'auto' has learnt in this session with saveAutoMemory()'s data (checked: InvalidOptionError). */
+  loadAutoMemory(data: AutoMemory): void {
+    checkAutoMemory(data);
+    if (this.active || this.inflight) throw new BusyError('the session is generating');
+    try {
+      this.nativeSession().setAutoMemory(data);
+    } catch (err) {
+      throw fromNative(err);
+    }
+  }
+
+  /**
    * The session's Token Recycling matrix (the top candidates the target last predicted after each
    * token, n_vocab × 8 int32 plus a 16-byte header), to be loaded later into a session of a model
    * with the same vocabulary.
@@ -943,5 +970,36 @@ export class Generation implements AsyncIterable<GenerationChunk> {
         sources,
       };
     }
+  }
+}
+
+const AUTO_DRAFTERS = ['rasd', 'aded', 'draft', 'medusa', 'eagle'];
+
+/** Checks saveAutoMemory()'s data before it reaches native code (InvalidOptionError naming what is wrong). */
+function checkAutoMemory(m: unknown): asserts m is AutoMemory {
+  const bad = (what: string) => { throw new InvalidOptionError(`loadAutoMemory(data): ${what}`); };
+  const num = (v: unknown, what: string, max = 1e12) => {
+    if (typeof v !== 'number' || !Number.isFinite(v) || v < 0 || v > max) bad(`${what} must be a finite number in [0, ${max}], got ${describe(v)}`);
+  };
+  if (typeof m !== 'object' || m === null) return bad(`data must be an object from saveAutoMemory(), got ${describe(m)}`);
+  const o = m as Record<string, unknown>;
+  if (o.version !== 1) bad(`unsupported version ${describe(o.version)} (expected 1)`);
+  num(o.threads, 'threads', 4096);
+  num(o.steps, 'steps', Number.MAX_SAFE_INTEGER);
+  for (const k of ['verifyMs', 'verifySeen']) {
+    const a = o[k];
+    if (!Array.isArray(a) || a.length !== 9) bad(`${k} must be an array of 9 numbers`);
+    (a as unknown[]).forEach((v, i) => num(v, `${k}[${i}]`));
+  }
+  if (typeof o.drafters !== 'object' || o.drafters === null || Array.isArray(o.drafters)) bad('drafters must be an object');
+  for (const [name, d] of Object.entries(o.drafters as Record<string, unknown>)) {
+    if (!AUTO_DRAFTERS.includes(name)) bad(`unknown drafter '${name}' (known: ${AUTO_DRAFTERS.join(', ')})`);
+    if (typeof d !== 'object' || d === null) bad(`drafters.${name} must be an object`);
+    const x = d as Record<string, unknown>;
+    if (!Array.isArray(x.accepted) || x.accepted.length > 257) bad(`drafters.${name}.accepted must be an array of at most 257 numbers`);
+    (x.accepted as unknown[]).forEach((v, i) => num(v, `drafters.${name}.accepted[${i}]`));
+    num(x.msPerToken, `drafters.${name}.msPerToken`, 1e6);
+    num(x.fill, `drafters.${name}.fill`, 1);
+    num(x.n, `drafters.${name}.n`);
   }
 }

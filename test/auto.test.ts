@@ -3,10 +3,17 @@
 // show that most steps drafted nothing and that the draft model was dropped after being tried, and
 // the greedy output stays the autoregressive one. The assertions are on its decisions, not on timings.
 import { expect, it } from '@jest/globals';
+import { execFile } from 'child_process';
+import * as fs from 'fs';
+import * as os from 'os';
 import * as path from 'path';
-import { loadModel } from '../lib';
+import { promisify } from 'util';
+import { InvalidOptionError, loadModel } from '../lib';
 import { cachedRandomModel } from './utils/random-model';
 import { describeShared } from './utils/shared';
+
+const run = promisify(execFile);
+const cli = path.join(__dirname, '..', 'dist', 'cli', 'index.js');
 
 describeShared("'auto' with a drafter that cannot pay", (dir) => {
   const target = path.join(dir, 'models', 'code', 'code-target-q8_0.gguf');
@@ -36,6 +43,74 @@ describeShared("'auto' with a drafter that cannot pay", (dir) => {
     } finally {
       await d.dispose();
       await m.dispose();
+    }
+  });
+});
+
+describeShared("'auto' memory: saved, loaded, and the CLI's cache", (dir) => {
+  const target = path.join(dir, 'models', 'code', 'code-target-q8_0.gguf');
+  const randomDraft = () => cachedRandomModel({ arch: 'llama', vocabFrom: target, type: 'f32', nEmbd: 64, nLayer: 1, nHead: 2, nHeadKv: 1, nFf: 128, nCtx: 1024, seed: 3 });
+  const prompt = 'def checksum(data: bytes) -> int:\n    """Return the Adler-32 checksum of data."""\n';
+
+  it('a loaded memory steers the first generation of a new session; the output stays exact; bad data is a typed error', async () => {
+    const m = await loadModel(target);
+    const d = await loadModel(await randomDraft());
+    try {
+      const s = await m.createSession({ contextSize: 1024, threads: 1 });
+      const ar = await s.generate(prompt, { maxTokens: 64, ignoreEos: true }).result();
+      await s.generate(prompt, { maxTokens: 64, ignoreEos: true, method: 'auto', draft: { model: d } }).result();
+      const saved = s.saveAutoMemory();
+      expect(saved.version).toBe(1);
+      expect(saved.threads).toBe(1);
+      expect(Object.keys(saved.drafters).sort()).toEqual(['aded', 'draft', 'rasd']);
+      expect(saved.verifySeen[0]).toBeGreaterThan(0);  // one-token passes were measured
+      // a round trip through JSON and another session gives the same data back
+      const s2 = await m.createSession({ contextSize: 1024, threads: 1 });
+      s2.loadAutoMemory(JSON.parse(JSON.stringify(saved)));
+      expect(s2.saveAutoMemory()).toEqual(saved);
+      // a memory claiming the (random) draft model is always right: the new session drafts with it from
+      // its first step, and stays exact
+      const believer = JSON.parse(JSON.stringify(saved)) as typeof saved;
+      believer.drafters.draft = { accepted: Array.from({ length: 33 }, (_, i) => (i === 32 ? 1e6 : 0)), msPerToken: 0.001, fill: 1, n: 1000 };
+      const s3 = await m.createSession({ contextSize: 1024, threads: 1 });
+      s3.loadAutoMemory(believer);
+      const led = await s3.generate(prompt, { maxTokens: 64, ignoreEos: true, method: 'auto', draft: { model: d } }).result();
+      expect(led.tokens).toEqual(ar.tokens);
+      const a = led.stats.auto!;
+      expect(a.steps.draft).toBeGreaterThan(0.8 * (a.plainSteps + a.steps.draft + a.steps.rasd + a.steps.aded));
+      for (const [bad, msg] of [
+        [null, /must be an object/], [{ ...saved, version: 2 }, /version/], [{ ...saved, verifyMs: [1, 2] }, /verifyMs/],
+        [{ ...saved, drafters: { nope: saved.drafters.rasd } }, /unknown drafter 'nope'/],
+        [{ ...saved, drafters: { draft: { ...saved.drafters.draft, fill: NaN } } }, /fill/],
+      ] as const) {
+        expect(() => s3.loadAutoMemory(bad as never)).toThrow(InvalidOptionError);
+        expect(() => s3.loadAutoMemory(bad as never)).toThrow(msg);
+      }
+    } finally {
+      await d.dispose();
+      await m.dispose();
+    }
+  });
+
+  it('generate --method auto keeps its memory in the cache folder; a corrupt cache file is ignored and rewritten', async () => {
+    const cache = fs.mkdtempSync(path.join(os.tmpdir(), 'specdec-auto-cache-'));
+    const draft = await randomDraft();
+    const args = [cli, 'generate', '--model', target, '--draft-model', draft, '--prompt', prompt, '--max-tokens', '24', '--json', '--method', 'auto', '--threads', '1'];
+    const env = { ...process.env, SPECDEC_CACHE_DIR: cache };
+    try {
+      const first = JSON.parse((await run(process.execPath, args, { env })).stdout) as { tokens: number[] };
+      const files = fs.readdirSync(cache).filter((f) => f.startsWith('auto-') && f.endsWith('.json'));
+      expect(files).toHaveLength(1);
+      const file = path.join(cache, files[0]);
+      expect(JSON.parse(fs.readFileSync(file, 'utf8')).version).toBe(1);
+      fs.writeFileSync(file, '{ not json');
+      const second = JSON.parse((await run(process.execPath, args, { env })).stdout) as { tokens: number[] };
+      expect(second.tokens).toEqual(first.tokens);
+      expect(JSON.parse(fs.readFileSync(file, 'utf8')).version).toBe(1);  // rewritten
+      await run(process.execPath, [...args, '--no-auto-cache'], { env });
+      expect(fs.readdirSync(cache).filter((f) => f.startsWith('auto-'))).toHaveLength(1);
+    } finally {
+      fs.rmSync(cache, { recursive: true, force: true });
     }
   });
 });

@@ -2,7 +2,7 @@
 /**
  * The specdec command line.
  *
- *   specdec generate [--model PATH] (--prompt TEXT | --prompt-file F) [--max-tokens N] [--ignore-eos] [--temperature T]
+ *   specdec generate [--model PATH] (--prompt TEXT | --prompt-file F) [--max-tokens N] [--ignore-eos] [--no-auto-cache] [--temperature T]
  *                    [--seed S] [--threads N] [--method M] [--draft-model PATH] [--draft-max N]
  *                    [--corpus-file F]... [--rsd-tree T] [--verify V] [--cpu-kernels K]
  *                    [--ead-threshold X] [--ead-window N] [--ead-min-dwell N]
@@ -21,10 +21,12 @@
  * 2 a usage error (found before any model loads), 130 interrupted by Ctrl-C (the partial output and
  * stats are printed).
  */
-import { existsSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { createHash } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
+import { cpus, homedir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
 import { loadModel, readGguf, SpecdecError, METHODS, VERIFY_MODES } from '../index';
-import type { GenerateOptions } from '../session';
+import type { GenerateOptions, Session } from '../session';
 import { ArgsError, COMMANDS, parseCommand, type Flags } from './args';
 import { infoSummary, infoSummaryText } from './info';
 import { SERVE_USAGE, serveCommand } from './serve';
@@ -36,6 +38,7 @@ const USAGE = `usage:
       --model PATH        the GGUF model (default: the embedded stories260K, a 260K-parameter toy)
       --max-tokens N      tokens to generate (default 256)
       --ignore-eos        do not stop at the end-of-generation token (benchmarks: exactly --max-tokens tokens)
+      --no-auto-cache     --method auto: start from its priors, not from what earlier runs learnt (cache: $SPECDEC_CACHE_DIR or ~/.cache/specdec)
       --temperature T     0 = greedy (default), > 0 samples
       --top-k K --top-p P --min-p P --repeat-penalty R
       --seed S            sampling seed
@@ -287,6 +290,10 @@ async function generate(positional: string[], flags: Flags): Promise<number> {
     };
     if (onlineState !== undefined && existsSync(onlineState)) session.loadOnline(new Uint8Array(readFileSync(onlineState)), draftModel!);
     for (const k of Object.keys(opts) as (keyof GenerateOptions)[]) if (opts[k] === undefined) delete opts[k];
+    // 'auto' starts from what earlier runs on this model pair and machine learnt (verify costs, acceptance)
+    const autoCache = opts.method === 'auto' && one(flags, 'no-auto-cache') !== 'true'
+      ? autoCacheFile(modelPath, draftPath, headsPath, session.info.threads) : undefined;
+    if (autoCache) loadAutoCache(session, autoCache);
     const run = session.generate(prompt, opts);
     onStdoutClosed = () => ac.abort(new SpecdecError('ERR_ABORTED', 'stdout closed'));
     if (stdoutClosed) onStdoutClosed();
@@ -301,6 +308,7 @@ async function generate(positional: string[], flags: Flags): Promise<number> {
       onStdoutClosed = undefined;
     }
     if (interrupted && !run.stats) return 130;  // before the first step: nothing generated
+    if (autoCache && run.stats) saveAutoCache(session, autoCache);
     if (onlineState !== undefined) {
       // through a temporary file: an interrupted write leaves the previous state
       const tmp = `${onlineState}.tmp-${process.pid}`;
@@ -338,6 +346,43 @@ async function generate(positional: string[], flags: Flags): Promise<number> {
     process.off('SIGINT', onSigint);
     await model?.dispose();
     await draftModel?.dispose();
+  }
+}
+
+/**
+ * The cache file of what 'auto' learnt for this model, draft model or heads, thread count, CPU and
+ * specdec version: $SPECDEC_CACHE_DIR, else $XDG_CACHE_HOME/specdec, else ~/.cache/specdec.
+ */
+function autoCacheFile(modelPath: string, draftPath: string | undefined, headsPath: string | undefined, threads: number): string {
+  const id = (p: string | undefined) => {
+    if (!p) return null;
+    const st = statSync(p);
+    return { path: resolve(p), size: st.size, mtimeMs: st.mtimeMs };
+  };
+  const pkg = JSON.parse(readFileSync(join(__dirname, '..', '..', 'package.json'), 'utf8')) as { version: string };
+  const key = JSON.stringify({ v: pkg.version, model: id(modelPath), draft: id(draftPath), heads: id(headsPath), threads, cpu: cpus()[0]?.model ?? '' });
+  const dir = process.env.SPECDEC_CACHE_DIR ?? join(process.env.XDG_CACHE_HOME ?? join(homedir(), '.cache'), 'specdec');
+  return join(dir, `auto-${createHash('sha256').update(key).digest('hex').slice(0, 16)}.json`);
+}
+
+/** Loads the cache into the session; a missing, unreadable or invalid file is ignored (it gets rewritten). */
+function loadAutoCache(session: Session, file: string): void {
+  try {
+    if (existsSync(file)) session.loadAutoMemory(JSON.parse(readFileSync(file, 'utf8')));
+  } catch {
+    // a stale or corrupt cache only costs the priors
+  }
+}
+
+/** Writes the session's auto memory through a temporary file (an interrupted write leaves the previous one). */
+function saveAutoCache(session: Session, file: string): void {
+  try {
+    mkdirSync(dirname(file), { recursive: true });
+    const tmp = `${file}.tmp-${process.pid}`;
+    writeFileSync(tmp, JSON.stringify(session.saveAutoMemory()));
+    renameSync(tmp, file);
+  } catch {
+    // a read-only home: 'auto' starts from its priors next time
   }
 }
 

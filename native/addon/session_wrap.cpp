@@ -296,6 +296,8 @@ Napi::Function session_wrap::init(Napi::Env env) {
         InstanceMethod("onlineInfo", &session_wrap::online_info),
         InstanceMethod("_onlineForward", &session_wrap::online_forward),
         InstanceMethod("_adedSize", &session_wrap::aded_size),
+        InstanceMethod("autoMemory", &session_wrap::auto_memory_get),
+        InstanceMethod("setAutoMemory", &session_wrap::auto_memory_set),
         InstanceMethod("_memory", &session_wrap::memory),
         InstanceMethod("_evalTree", &session_wrap::eval_tree),
     });
@@ -406,6 +408,23 @@ Napi::Value session_wrap::begin(const Napi::CallbackInfo & info) {
             if (k > 0) mo.lud.k = k;
             if (alpha > 0.0) mo.lud.alpha = (float) alpha;
             mo.lud_verify = o.Has("ludVerify") && o.Get("ludVerify").ToBoolean().Value();
+        }
+        if (mo.method == "auto") {
+            // what 'auto' learnt about another draft model or other heads does not carry over
+            const void * heads = mo.heads ? (const void *) mo.heads.get() : (const void *) mo.eagle.get();
+            if (mo.draft_model && mo.draft_model.get() != auto_mem_->draft_model) {
+                if (!auto_mem_->adopt_draft) auto_mem_->by_name.erase("draft");
+                auto_mem_->draft_model = mo.draft_model.get();
+                auto_mem_->adopt_draft = false;
+            }
+            if (heads && heads != auto_mem_->heads) {
+                if (!auto_mem_->adopt_heads) {
+                    auto_mem_->by_name.erase("medusa");
+                    auto_mem_->by_name.erase("eagle");
+                }
+                auto_mem_->heads = heads;
+                auto_mem_->adopt_heads = false;
+            }
         }
         method_plan plan = make_method(mo, *sess, sp);
         sess->set_taps(plan.taps, plan.taps_all_rows);
@@ -713,6 +732,70 @@ Napi::Value session_wrap::aded_size(const Napi::CallbackInfo & info) {
     o.Set("bigrams", (double) (aded_ ? aded_->bigram_count() : 0));
     o.Set("maxTrigrams", (double) (aded_ ? aded_->max_trigrams() : aded_options().max_trigrams));
     return o;
+}
+
+// autoMemory() -> what 'auto' learnt in this session, as plain data (lib/session.ts: AutoMemory)
+Napi::Value session_wrap::auto_memory_get(const Napi::CallbackInfo & info) {
+    Napi::Env env = info.Env();
+    if (!check(env)) return env.Undefined();  // a generation in flight changes it
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("version", 1);
+    const auto_memory m = auto_mem_ ? *auto_mem_ : auto_memory();
+    o.Set("threads", m.n_threads);
+    Napi::Array tc = Napi::Array::New(env, auto_memory::N_CLASSES), ts = Napi::Array::New(env, auto_memory::N_CLASSES);
+    for (uint32_t c = 0; c < (uint32_t) auto_memory::N_CLASSES; ++c) {
+        tc.Set(c, m.t_class[c]);
+        ts.Set(c, m.t_seen[c]);
+    }
+    o.Set("verifyMs", tc);
+    o.Set("verifySeen", ts);
+    o.Set("steps", (double) m.steps);
+    Napi::Object ds = Napi::Object::New(env);
+    for (const auto & [name, st] : m.by_name) {
+        Napi::Object d = Napi::Object::New(env);
+        Napi::Array h = Napi::Array::New(env, st.accepted_hist.size());
+        for (uint32_t i = 0; i < st.accepted_hist.size(); ++i) h.Set(i, st.accepted_hist[i]);
+        d.Set("accepted", h);
+        d.Set("msPerToken", st.ms_per_token);
+        d.Set("fill", st.fill);
+        d.Set("n", st.n);
+        ds.Set(name, d);
+    }
+    o.Set("drafters", ds);
+    return o;
+}
+
+// setAutoMemory(data): replaces it (lib/session.ts validated the shape and ranges)
+Napi::Value session_wrap::auto_memory_set(const Napi::CallbackInfo & info) {
+    Napi::Env env = info.Env();
+    if (!check(env)) return env.Undefined();
+    auto num = [](Napi::Value v) { return v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : 0.0; };
+    auto m = std::make_shared<auto_memory>();
+    Napi::Object o = info[0].As<Napi::Object>();
+    m->n_threads = (int) num(o.Get("threads"));
+    Napi::Array tc = o.Get("verifyMs").As<Napi::Array>(), ts = o.Get("verifySeen").As<Napi::Array>();
+    for (uint32_t c = 0; c < (uint32_t) auto_memory::N_CLASSES && c < tc.Length() && c < ts.Length(); ++c) {
+        m->t_class[c] = num(tc.Get(c));
+        m->t_seen[c] = num(ts.Get(c));
+    }
+    m->steps = (uint64_t) num(o.Get("steps"));
+    Napi::Object ds = o.Get("drafters").As<Napi::Object>();
+    Napi::Array names = ds.GetPropertyNames();
+    for (uint32_t i = 0; i < names.Length(); ++i) {
+        const std::string name = names.Get(i).As<Napi::String>().Utf8Value();
+        Napi::Object d = ds.Get(name).As<Napi::Object>();
+        auto_memory::drafter_stats & st = m->by_name[name];
+        Napi::Array h = d.Get("accepted").As<Napi::Array>();
+        st.accepted_hist.resize(h.Length());
+        for (uint32_t k = 0; k < h.Length(); ++k) st.accepted_hist[k] = num(h.Get(k));
+        st.ms_per_token = num(d.Get("msPerToken"));
+        st.fill = num(d.Get("fill"));
+        st.n = num(d.Get("n"));
+    }
+    m->adopt_draft = true;
+    m->adopt_heads = true;
+    auto_mem_ = m;
+    return env.Undefined();
 }
 
 // _memory() -> { kvBytes, computeBytes, graphBytes }: what the session holds (test hook)

@@ -57,6 +57,8 @@ private:
     Napi::Value online_info(const Napi::CallbackInfo & info);
     Napi::Value online_forward(const Napi::CallbackInfo & info);  // test hook
     Napi::Value aded_size(const Napi::CallbackInfo & info);  // test hook
+    Napi::Value auto_memory_get(const Napi::CallbackInfo & info);
+    Napi::Value auto_memory_set(const Napi::CallbackInfo & info);
     Napi::Value memory(const Napi::CallbackInfo & info);     // test hook
     Napi::Value eval_tree(const Napi::CallbackInfo & info);  // test hook
 

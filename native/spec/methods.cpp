@@ -112,18 +112,16 @@ method_plan make_method(const method_options & o, const session & target, const 
         if (o.aded) c.push_back({ "aded", o.aded });
         if (o.draft_model) {
             need_draft_model(o, target);
-            c.push_back({ "draft", std::make_shared<draft_model_drafter>(o.draft_model, draft_session_params(target), sampling),
-                          format("draft@%p", (const void *) o.draft_model.get()) });
+            c.push_back({ "draft", std::make_shared<draft_model_drafter>(o.draft_model, draft_session_params(target), sampling) });
         }
         if (o.heads) {
             o.heads->check_target(target.mdl(), "the heads");
             plan.taps = medusa_drafter::tap_layers(target.mdl());
-            c.push_back({ "medusa", std::make_shared<medusa_drafter>(o.heads, target), format("medusa@%p", (const void *) o.heads.get()) });
+            c.push_back({ "medusa", std::make_shared<medusa_drafter>(o.heads, target) });
         } else if (o.eagle) {
             plan.taps = eagle_drafter::tap_layers(*o.eagle);
             plan.taps_all_rows = true;
-            c.push_back({ "eagle", o.eagle_state ? o.eagle_state : std::make_shared<eagle_drafter>(o.eagle, target),
-                          format("eagle@%p", (const void *) o.eagle.get()) });
+            c.push_back({ "eagle", o.eagle_state ? o.eagle_state : std::make_shared<eagle_drafter>(o.eagle, target) });
         }
         plan.draft_max = budget(32);
         plan.draft = std::make_shared<auto_drafter>(std::move(c), plan.draft_max, sampling.seed, o.auto_mem, target.n_threads());

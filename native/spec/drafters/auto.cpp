@@ -18,7 +18,7 @@ auto_drafter::auto_drafter(std::vector<candidate> drafters, uint32_t max_budget_
     }
     for (uint32_t b = 1; b <= max_budget; b *= 2) budgets.push_back(b);
     for (const auto & c : cands) {
-        drafter_stats & s = mem->by_name[c.key.empty() ? c.name : c.key];
+        drafter_stats & s = mem->by_name[c.name];
         if (s.accepted_hist.size() < max_budget + 1) s.accepted_hist.resize(max_budget + 1, 0.0);
         st.push_back(&s);
     }

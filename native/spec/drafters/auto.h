@@ -40,14 +40,21 @@ struct auto_memory {
     int    n_threads = 0;  // the verify costs are this thread count's
     uint64_t steps = 0;
     std::map<std::string, drafter_stats> by_name;
+    // Which draft model and heads the "draft" and "medusa"/"eagle" entries were learnt with (identity
+    // only, never dereferenced): another one starts those entries afresh.
+    const void * draft_model = nullptr;
+    const void * heads = nullptr;
+    // Loaded from a saved state (Session.loadAutoMemory): the next draft model and heads take the
+    // saved entries as theirs.
+    bool adopt_draft = false;
+    bool adopt_heads = false;
 };
 
 class auto_drafter : public drafter {
 public:
     struct candidate {
-        std::string              name;
+        std::string              name;  // also its entry in auto_memory
         std::shared_ptr<drafter> d;
-        std::string              key;  // its entry in auto_memory (the name, plus which model or heads); "": the name
     };
     // `memory`: the session's (null: a fresh one); `n_threads`: the target's, whose verify costs it learns.
     auto_drafter(std::vector<candidate> drafters, uint32_t max_budget, uint64_t seed,
