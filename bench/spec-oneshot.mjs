@@ -10,11 +10,13 @@
 // specdec's stats.decodeTokensPerSecond, llama.cpp's "decoded N tokens ... speed". Ratios are taken per
 // prompt and repetition against our one-shot autoregressive run of the same prompt, then summarized as
 // min / median / max over prompts (median over repetitions first). τ beside each.
+// 'auto' runs twice: with the CLI's cache of what it learnt (a fresh cache per bench run, so it warms up
+// over the run as a user's does) and with --no-auto-cache (every run from the priors).
 // Env: BENCH_PROMPTS (20), BENCH_TOKENS (128), BENCH_REPS (2), BENCH_THREADS (unset: the CLI's default
 // thread choice, as users run it), BENCH_NATIVE_THREADS (1: llama.cpp's fastest decode on this machine; see
 // bench:ar), SPECDEC_SHARED. Writes bench/results/spec-oneshot.json and .md.
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { availableParallelism, cpus } from 'node:os';
 import path from 'node:path';
 import { llamaBenchDecode, llamaSpeculative, nativeBuilt } from './llama-native.mjs';
@@ -22,6 +24,9 @@ import { codeDraft, codeTargetQ8, root, shared } from './models.mjs';
 
 const median = (xs) => { const s = [...xs].sort((a, b) => a - b); const m = s.length >> 1; return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2; };
 const cli = path.join(root, 'dist', 'cli', 'index.js');
+// 'auto' keeps what it learns in a cache file (lib/cli/index.ts): a fresh one per bench run, so the first
+// runs start from the priors and the later ones from what the earlier ones measured, as for a user
+const cacheDir = path.join(root, 'bench', 'tmp', 'oneshot-auto-cache');
 
 // label, method, with the draft model, temperatures
 const METHODS = [
@@ -31,15 +36,17 @@ const METHODS = [
   ['draft', 'draft', true, [0, 0.8]],
   ['rsd', 'rsd', true, [0.8]],
   ['auto + draft', 'auto', true, [0, 0.8]],
+  ['auto + draft, no cache', 'auto', true, [0], ['--no-auto-cache']],
 ];
 
-function specdecRun(method, useDraft, temperature, seed, promptFile, n, threads) {
+function specdecRun(method, useDraft, temperature, seed, promptFile, n, threads, extra = []) {
   const args = [cli, 'generate', '--model', codeTargetQ8, '--prompt-file', promptFile, '--max-tokens', String(n), '--ignore-eos', '--json',
     '--method', method, '--temperature', String(temperature), '--seed', String(seed), '--context-size', '1024'];
   if (useDraft) args.push('--draft-model', codeDraft);
   if (threads) args.push('--threads', String(threads));
+  args.push(...extra);
   const t0 = performance.now();
-  const p = spawnSync(process.execPath, args, { encoding: 'utf8', maxBuffer: 1 << 24 });
+  const p = spawnSync(process.execPath, args, { encoding: 'utf8', maxBuffer: 1 << 24, env: { ...process.env, SPECDEC_CACHE_DIR: cacheDir } });
   const wallMs = performance.now() - t0;
   if (p.status !== 0) throw new Error(`specdec generate --method ${method} failed (${p.status}):\n${p.stderr.slice(-2000)}`);
   const o = JSON.parse(p.stdout);
@@ -72,6 +79,7 @@ export async function main() {
   const nativeThreads = Number(process.env.BENCH_NATIVE_THREADS ?? 1);
   const native = nativeBuilt();
   const texts = JSON.parse(readFileSync(path.join(shared, 'eval', 'code-prompts.json'), 'utf8')).prompts.slice(0, nPrompts).map((p) => p.prompt.slice(-1200));
+  rmSync(cacheDir, { recursive: true, force: true });
   const tmp = path.join(root, 'bench', 'tmp', 'oneshot');
   mkdirSync(tmp, { recursive: true });
   const files = texts.map((t, i) => { const f = path.join(tmp, `prompt-${i}.txt`); writeFileSync(f, t); return f; });
@@ -88,7 +96,7 @@ export async function main() {
     for (let i = 0; i < texts.length; i++) {
       for (const t of [0, 0.8]) {
         const engines = [];
-        for (const [label, method, useDraft, temps] of METHODS) if (temps.includes(t)) engines.push(['specdec ' + label, () => specdecRun(method, useDraft, t, i + 1, files[i], n, threads)]);
+        for (const [label, method, useDraft, temps, extra] of METHODS) if (temps.includes(t)) engines.push(['specdec ' + label, () => specdecRun(method, useDraft, t, i + 1, files[i], n, threads, extra)]);
         if (native) {
           engines.push(['llama.cpp speculative-simple (draft)', () => llamaSpeculative('speculative', { target: codeTargetQ8, draft: codeDraft, promptText: texts[i], n, threads: nativeThreads, temperature: t, seed: i + 1 })]);
           engines.push(['llama.cpp lookup', () => llamaSpeculative('lookup', { target: codeTargetQ8, promptText: texts[i], n, threads: nativeThreads, temperature: t, seed: i + 1 })]);
