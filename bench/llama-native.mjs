@@ -65,13 +65,20 @@ function samplingArgs(temperature, seed) {
 export function llamaSpeculative(kind, { target, draft, promptText, n, threads, temperature = 0, seed = 1, draftMax = 8, ctx = 1024 }) {
   const bin = nativeBin(kind === 'lookup' ? 'llama-lookup' : 'llama-speculative-simple');
   if (!bin) return null;
-  const args = ['-m', target, '-f', promptFile(promptText), '-n', String(n), '-t', String(threads), '-c', String(ctx), '--ignore-eos',
+  // -nr: no extra weight buffers. On this machine (AMX) the pinned llama.cpp's AMX buffers crash both programs
+  // in the target's warm-up (SIGSEGV in ggml_backend_amx_mul_mat); for Q8_0 on x86 they are the only extra
+  // buffer type, so the target runs on ggml's plain CPU kernels, as in node-llama-cpp's portable build.
+  const args = ['-m', target, '-f', promptFile(promptText), '-n', String(n), '-t', String(threads), '-c', String(ctx), '--ignore-eos', '-nr',
     '--spec-draft-n-max', String(draftMax), ...samplingArgs(temperature, seed)];
-  if (kind !== 'lookup') args.push('-md', draft, '--spec-draft-threads', String(threads));
-  const t0 = performance.now();
-  const p = spawnSync(bin, args, { encoding: 'utf8', maxBuffer: 1 << 26 });
-  const wallMs = performance.now() - t0;
-  const r = parseSpeculative(`${p.stdout}\n${p.stderr}`);
-  if (p.status !== 0 || !r) throw new Error(`${path.basename(bin)} failed (${p.status}):\n${p.stderr.slice(-2000)}`);
-  return { ...r, wallMs };
+  // its draft-model speculation must be named (no --spec-type: no speculator, an init error)
+  if (kind !== 'lookup') args.push('-md', draft, '--spec-type', 'draft-simple', '--spec-draft-threads', String(threads));
+  // now and then a run exits 0 before its log thread wrote the summary: run it again (up to 3 times)
+  for (let attempt = 1; ; attempt++) {
+    const t0 = performance.now();
+    const p = spawnSync(bin, args, { encoding: 'utf8', maxBuffer: 1 << 26 });
+    const wallMs = performance.now() - t0;
+    const r = parseSpeculative(`${p.stdout}\n${p.stderr}`);
+    if (p.status === 0 && r) return { ...r, wallMs };
+    if (p.status !== 0 || attempt === 3) throw new Error(`${path.basename(bin)} failed (${p.status}):\n${p.stderr.slice(-2000)}`);
+  }
 }
