@@ -2,7 +2,8 @@
 # Checks that an EAGLE-3 head trained by specdec loads and drafts in llama.cpp built from the same
 # pinned submodule (deps/llama.cpp): builds llama-speculative-simple (CPU, native) into
 # build-llama/, trains a small head for the code target unless HEAD is given, and runs llama.cpp's
-# EAGLE-3 speculative decoding with it. Not part of CI (the build takes several minutes).
+# EAGLE-3 speculative decoding with it. Not part of CI (the build takes several minutes). -nr: the pinned
+# llama.cpp crashes in its AMX weight buffers on AMX CPUs (bench/llama-native.mjs).
 #
 #   scripts/llama-eagle3-check.sh                  # train 2 minutes, then check
 #   HEAD=bench/tmp/code-eagle3.gguf scripts/llama-eagle3-check.sh
@@ -30,6 +31,6 @@ fi
 PROMPT=$(node -e "const p=require('$SHARED/eval/code-prompts.json').prompts[0].prompt; process.stdout.write(p.slice(-600))")
 LOG="$(mktemp)"
 build-llama/bin/llama-speculative-simple -m "$TARGET" -md "$HEAD" --spec-type draft-eagle3 \
-  -p "$PROMPT" -n 64 --temp 0 --top-k 1 --seed 1 -t "$(nproc)" --spec-draft-n-max 4 2>&1 | tee "$LOG" | tail -25
+  -p "$PROMPT" -n 64 --temp 0 --top-k 1 --seed 1 -t "$(nproc)" --spec-draft-n-max 4 -nr 2>&1 | tee "$LOG" | tail -25
 grep -Eq "n_accept|accept" "$LOG" || { echo "FAIL: llama.cpp printed no acceptance statistics" >&2; exit 1; }
 echo "OK: llama.cpp loaded and ran the specdec-trained EAGLE-3 head ($HEAD)"
