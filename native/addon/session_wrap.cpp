@@ -245,14 +245,15 @@ private:
 
 class create_worker : public Napi::AsyncWorker {
 public:
-    create_worker(Napi::Env env, Napi::Object model_obj, std::shared_ptr<const model> m, session_params p)
-        : Napi::AsyncWorker(env), model_ref(Napi::Persistent(model_obj)), m(std::move(m)), par(p),
+    create_worker(Napi::Env env, Napi::Object model_obj, std::shared_ptr<const model> m, session_params p, bool warm)
+        : Napi::AsyncWorker(env), model_ref(Napi::Persistent(model_obj)), m(std::move(m)), par(p), warm(warm),
           deferred(Napi::Promise::Deferred::New(env)) {}
     Napi::Promise promise() { return deferred.Promise(); }
 
     void Execute() override {
         try {
             result = std::make_unique<session>(m, par);
+            if (warm) result->warm_up();
         } catch (const std::exception & e) {
             SetError(e.what());
         }
@@ -269,6 +270,7 @@ private:
     Napi::ObjectReference model_ref;
     std::shared_ptr<const model> m;
     session_params par;
+    bool warm;
     Napi::Promise::Deferred deferred;
     std::unique_ptr<session> result;
 };
@@ -872,7 +874,8 @@ Napi::Value create_session(const Napi::CallbackInfo & info) {
     p.n_ctx     = get_u32(o, "contextSize", m->hp.n_ctx_train);
     p.n_batch   = get_u32(o, "batchSize", 512);
     p.n_threads = (int) get_u32(o, "threads", 1);
-    auto * w = new create_worker(env, model_obj, m, p);
+    const bool warm = !o.Has("warmup") || o.Get("warmup").ToBoolean().Value();
+    auto * w = new create_worker(env, model_obj, m, p, warm);
     Napi::Promise pr = w->promise();
     w->Queue();
     return pr;
