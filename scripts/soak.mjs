@@ -6,8 +6,8 @@
 //
 // Models: stories260K as the target, and as its own draft model (same vocabulary); Medusa and
 // EAGLE-3 heads trained for it in a few seconds at the start (trainDrafter, a small corpus of its
-// own stories). Each cycle takes the next method (autoregressive, lookup, draft, rsd,
-// token-recycling, aded, rasd, medusa, eagle, auto) and one of three endings, with the full
+// own stories), and a LUD model of it (trainDrafter kind 'lud'). Each cycle takes the next method
+// (every one of METHODS, the lossy 'ead' and 'lud' included) and one of three endings, with the full
 // sampler chain (temperature, top-k, top-p, min-p, penalties, a stop string, a seed; greedy every
 // fourth cycle):
 //   0  a generation to its end (maxTokens 8..40, or eos/stop)
@@ -74,10 +74,14 @@ async function main() {
   const eagle = path.join(tmp, 'eagle.gguf');
   await trainDrafter(model, { kind: 'medusa', corpus, out: medusa, tokens: 4000, heads: 3, threads: 1, sequenceLength: 128 });
   await trainDrafter(model, { kind: 'eagle3', corpus, out: eagle, tokens: 4096, threads: 1 });
+  const lud = path.join(tmp, 'lud.gguf');
+  await trainDrafter(model, { kind: 'lud', corpus, out: lud, tokens: 2000, threads: 1, sequenceLength: 64, lud: { k: 3, alpha: 0.6, groups: 4 } });
 
   const extra = {
     draft: { draft: { model: draft } }, rsd: { draft: { model: draft } }, rasd: { retrieval: { corpus: lines.slice(0, 8) } },
     medusa: { heads: { file: medusa } }, eagle: { heads: { file: eagle } }, auto: { draft: { model: draft } },
+    ead: { draft: { model: draft } },
+    lud: { lud: { file: lud } },  // lossy mode
   };
   let session = await model.createSession({ contextSize: 512, threads: 1 });
   const samples = [];
