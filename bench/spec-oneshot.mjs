@@ -165,5 +165,11 @@ export async function main() {
   }
   md += `\n${machine.cpus} CPUs (${machine.cpu}), Node ${machine.node}, ${machine.date.slice(0, 10)}.\n`;
   writeFileSync(path.join(root, 'bench', 'results', 'spec-oneshot.md'), md);
+  const readme = path.join(root, 'README.md');
+  const text = readFileSync(readme, 'utf8');
+  const [start, end] = ['<!-- bench:spec-oneshot -->', '<!-- /bench:spec-oneshot -->'];
+  const i = text.indexOf(start);
+  const j = text.indexOf(end);
+  if (i >= 0 && j > i) writeFileSync(readme, text.slice(0, i + start.length) + '\n' + md.replace(/^# .*\n\n/, '') + text.slice(j));
   process.stdout.write(md);
 }
