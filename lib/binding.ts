@@ -90,7 +90,7 @@ export interface NativeSession {
 }
 export interface NativeBinding {
   LoadTask: new (path: string, backend: string, cpuKernels: string, options?: { rpc?: string[]; tensorSplit?: number[] }) => { start(onProgress?: (f: number) => void): Promise<NativeModel>; cancel(): void };
-  createSession(model: NativeModel, options: { contextSize: number; batchSize: number; threads: number; warmup: boolean }): Promise<NativeSession>;
+  createSession(model: NativeModel, options: { contextSize: number; batchSize: number; threads: number }): Promise<NativeSession>;
   trainDrafter(model: NativeModel, options: Record<string, unknown>, onProgress?: (p: Record<string, unknown>) => void):
     { promise: Promise<NativeTrainReport>; abort(): void };
   devices(): { name: string; description: string; type: string }[];

@@ -22,12 +22,6 @@ export interface SessionOptions {
    * says what is used). 'auto' times 1, 2, 4, ... threads at creation and takes the fastest.
    */
   threads?: number | 'auto';
-  /**
-   * Run one one-token decode and one verification-sized pass at creation (nothing is committed), so
-   * that the first generation finds its graphs, buffers and caches warm, as llama.cpp's warm-up run
-   * does (default true; it costs about two forward passes of the model).
-   */
-  warmup?: boolean;
 }
 
 /**
@@ -307,8 +301,7 @@ export class Session {
   /** @internal */
   static async create(model: Model, options: SessionOptions): Promise<Session> {
     const o = checkObject(options, 'createSession options');
-    rejectUnknown(o, ['contextSize', 'batchSize', 'threads', 'warmup'], 'createSession');
-    if (o.warmup !== undefined && typeof o.warmup !== 'boolean') throw new InvalidOptionError(`createSession option 'warmup' must be a boolean, got ${describe(o.warmup)}`);
+    rejectUnknown(o, ['contextSize', 'batchSize', 'threads'], 'createSession');
     const maxCtx = model.info.contextLength;
     const contextSize = optNumber(o, 'contextSize', Math.min(maxCtx, 4096), 1, 1 << 20, true);
     if (contextSize > maxCtx) {
@@ -324,8 +317,6 @@ export class Session {
     try {
       native = await binding().createSession(model.nativeModel(), {
         contextSize, batchSize: Math.min(batchSize, contextSize), threads: candidates[candidates.length - 1],
-        // thread calibration warms the session itself
-        warmup: o.warmup !== false && candidates.length === 1,
       });
       if (candidates.length > 1) await native.calibrateThreads(Int32Array.from(candidates));
     } catch (err) {

@@ -21,21 +21,6 @@ describeShared('public API', (dir) => {
     await model.dispose();
   });
 
-  it("createSession's warm-up commits nothing: the same output with and without it; a non-boolean is a typed error", async () => {
-    const warm = await model.createSession({ contextSize: 256 });
-    const cold = await model.createSession({ contextSize: 256, warmup: false });
-    expect(warm.tokens).toEqual([]);
-    const a = await warm.generate('Once upon a time', { maxTokens: 24 }).result();
-    const b = await cold.generate('Once upon a time', { maxTokens: 24 }).result();
-    expect(a.tokens).toEqual(b.tokens);
-    expect(a.stats.promptTokensReused).toBe(0);
-    await expect(model.createSession({ warmup: 'yes' as never })).rejects.toThrow(/'warmup' must be a boolean/);
-    // a context smaller than the warm-up's verification pass
-    const tiny = await model.createSession({ contextSize: 4 });
-    expect(tiny.tokens).toEqual([]);
-    await Promise.all([warm.dispose(), cold.dispose(), tiny.dispose()]);
-  });
-
   it('reports model info', () => {
     expect(model.info).toMatchObject({
       architecture: 'llama', vocabSize: 512, contextLength: 2048, layerCount: 5, headCount: 8, headCountKv: 4,

@@ -245,15 +245,14 @@ private:
 
 class create_worker : public Napi::AsyncWorker {
 public:
-    create_worker(Napi::Env env, Napi::Object model_obj, std::shared_ptr<const model> m, session_params p, bool warm)
-        : Napi::AsyncWorker(env), model_ref(Napi::Persistent(model_obj)), m(std::move(m)), par(p), warm(warm),
+    create_worker(Napi::Env env, Napi::Object model_obj, std::shared_ptr<const model> m, session_params p)
+        : Napi::AsyncWorker(env), model_ref(Napi::Persistent(model_obj)), m(std::move(m)), par(p),
           deferred(Napi::Promise::Deferred::New(env)) {}
     Napi::Promise promise() { return deferred.Promise(); }
 
     void Execute() override {
         try {
             result = std::make_unique<session>(m, par);
-            if (warm) result->warm_up();
         } catch (const std::exception & e) {
             SetError(e.what());
         }
@@ -270,7 +269,6 @@ private:
     Napi::ObjectReference model_ref;
     std::shared_ptr<const model> m;
     session_params par;
-    bool warm;
     Napi::Promise::Deferred deferred;
     std::unique_ptr<session> result;
 };
@@ -874,8 +872,7 @@ Napi::Value create_session(const Napi::CallbackInfo & info) {
     p.n_ctx     = get_u32(o, "contextSize", m->hp.n_ctx_train);
     p.n_batch   = get_u32(o, "batchSize", 512);
     p.n_threads = (int) get_u32(o, "threads", 1);
-    const bool warm = !o.Has("warmup") || o.Get("warmup").ToBoolean().Value();
-    auto * w = new create_worker(env, model_obj, m, p, warm);
+    auto * w = new create_worker(env, model_obj, m, p);
     Napi::Promise pr = w->promise();
     w->Queue();
     return pr;

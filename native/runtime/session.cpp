@@ -150,25 +150,6 @@ int session::calibrate_threads(const std::vector<int> & candidates, std::vector<
     return best;
 }
 
-void session::warm_up() {
-    if (!committed.empty()) fail("ERR_INTERNAL", "warm_up needs an empty session");
-    std::vector<float> logits;
-    // a one-token decode (its graph, the compute buffers' first touch) and a verification-sized chain on
-    // the batch-invariant path; nothing is committed
-    compute({ 0 }, { -1 }, { 0 }, false, logits);
-    const uint32_t n = std::min<uint32_t>({ 9, par.n_batch, kv.size() });
-    std::vector<int32_t> toks(n, 0), parents(n);
-    std::vector<uint32_t> outs(n);
-    for (uint32_t i = 0; i < n; ++i) {
-        parents[i] = (int32_t) i - 1;
-        outs[i] = i;
-    }
-    compute(toks, parents, outs, true, logits);
-    drop_decode_graph();  // the first generation builds its own for its KV length
-    timing = eval_timing();
-    pause_threads();
-}
-
 session_memory session::memory() const {
     session_memory mem;
     mem.kv = kv.bytes();

@@ -99,10 +99,6 @@ public:
     // empty) and switches to the fastest; fewer threads win ties within 5 %.
     int calibrate_threads(const std::vector<int> & candidates, std::vector<double> & ms_per_token);
 
-    // One one-token decode and one verification-sized pass, committed nowhere: the graphs, compute buffers,
-    // caches and threads of the first generation are warm (as llama.cpp's warm-up run). An empty session only.
-    void warm_up();
-
     // Hidden-state taps (graph_shape::taps): every later evaluation also copies the tapped
     // layers' rows of its outputs to hidden(): [n_outputs][taps.size()][n_embd], or with
     // `all_rows` every evaluated row's: [n_tokens][taps.size()][n_embd] (layers < n_layer only).
