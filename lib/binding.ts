@@ -89,7 +89,7 @@ export interface NativeSession {
   _evalTree(tokens: Int32Array, parents: Int32Array): Float32Array;
 }
 export interface NativeBinding {
-  LoadTask: new (path: string, backend: string, cpuKernels: string, options?: { rpc?: string[]; tensorSplit?: number[] }) => { start(onProgress?: (f: number) => void): Promise<NativeModel>; cancel(): void };
+  LoadTask: new (path: string, backend: string, cpuKernels: string, options?: { rpc?: string[]; tensorSplit?: number[]; draft?: boolean }) => { start(onProgress?: (f: number) => void): Promise<NativeModel>; cancel(): void };
   createSession(model: NativeModel, options: { contextSize: number; batchSize: number; threads: number }): Promise<NativeSession>;
   trainDrafter(model: NativeModel, options: Record<string, unknown>, onProgress?: (p: Record<string, unknown>) => void):
     { promise: Promise<NativeTrainReport>; abort(): void };

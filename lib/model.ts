@@ -2,7 +2,7 @@
 import { binding, type NativeModel } from './binding';
 import { DisposedError, InvalidOptionError, fromNative } from './errors';
 import { readGguf, ggufString, type GgufFile } from './gguf/reader';
-import { checkObject, optEnum, optFunction, optNumber, optSignal, rejectUnknown } from './options';
+import { checkObject, optBoolean, optEnum, optFunction, optNumber, optSignal, rejectUnknown } from './options';
 import { Session, type SessionOptions } from './session';
 import { Tokenizer, type DetokenizeOptions } from './tokenizer';
 
@@ -20,6 +20,12 @@ export interface LoadModelOptions {
    * to llama.cpp. Other weight types (F32, Q5_K, ...) and GPU backends always use ggml's kernels.
    */
   cpuKernels?: 'specdec' | 'ggml';
+  /**
+   * This model will be a draft model (`draft: { model }`): make the Q8_0 copies of its matrices that
+   * drafting runs on now, inside loading (its progress and abort), rather than in the first generation
+   * that drafts with it, whose time to first token they would lengthen (default false; CPU only).
+   */
+  draft?: boolean;
   /** Default compute threads for sessions of this model (default: see README, "Threads"). */
   threads?: number;
   /** Cancels the load: the promise rejects with the signal's reason. */
@@ -69,7 +75,7 @@ export interface TokenizeOptions {
   addBos?: boolean;
 }
 
-const LOAD_OPTIONS = ['backend', 'cpuKernels', 'threads', 'signal', 'onProgress', 'rpc', 'tensorSplit'] as const;
+const LOAD_OPTIONS = ['backend', 'cpuKernels', 'draft', 'threads', 'signal', 'onProgress', 'rpc', 'tensorSplit'] as const;
 
 function rpcOptions(o: Record<string, unknown>): { rpc?: string[]; tensorSplit?: number[] } {
   const { rpc, tensorSplit } = o;
@@ -105,7 +111,8 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
   signal?.throwIfAborted();
   const tokenizer = Tokenizer.fromGguf(file);
 
-  const task = new (binding().LoadTask)(path, backend, cpuKernels, rpc);
+  const draft = optBoolean(o, 'draft', false);
+  const task = new (binding().LoadTask)(path, backend, cpuKernels, { ...rpc, draft });
   const onAbort = () => task.cancel();
   signal?.addEventListener('abort', onAbort, { once: true });
   let native: NativeModel;

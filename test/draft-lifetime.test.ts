@@ -71,6 +71,25 @@ describeShared('draft models: freed when the generation ends, interrupted by an 
     await m.dispose();
   });
 
+  it("loadModel's draft: true makes the Q8_0 draft copies at load (aborted with the load's signal); the output is the same", async () => {
+    const m = await loadModel(stories);
+    const s = await m.createSession({ contextSize: 2048 });
+    const file = await smallDraft();
+    const lazy = await loadModel(file);
+    const eager = await loadModel(file, { draft: true });
+    const a = await s.generate('Once upon a time', { method: 'draft', draft: { model: lazy }, maxTokens: 32 }).result();
+    const b = await s.generate('Once upon a time', { method: 'draft', draft: { model: eager }, maxTokens: 32 }).result();
+    expect(b.tokens).toEqual(a.tokens);
+    await expect(loadModel(file, { draft: 'yes' as never })).rejects.toThrow(/'draft' must be a boolean/);
+    // the copy of a large draft model takes long enough for an abort to land in it, or in the load before
+    const ac = new AbortController();
+    const big = loadModel(await bigDraft(), { draft: true, signal: ac.signal });
+    setTimeout(() => ac.abort(new Error('stop loading')), 50);
+    await expect(big).rejects.toThrow('stop loading');
+    await Promise.all([lazy.dispose(), eager.dispose(), s.dispose()]);
+    await m.dispose();
+  });
+
   it('abort reaches the drafter: latency from abort() to the rejection during the Q8_0 copy, the draft prefill and decoding', async () => {
     const m = await loadModel(stories);
     // batches of 128: a node of the target's own prefill (attention over 512 rows) can take over 100 ms

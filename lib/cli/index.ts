@@ -257,7 +257,8 @@ async function generate(positional: string[], flags: Flags): Promise<number> {
       backend, threads, signal: ac.signal, onProgress: progressBar(showProgress), ...(cpuKernels ? { cpuKernels } : {}),
       ...(rpc ? { rpc } : {}), ...(tensorSplit ? { tensorSplit } : {}),
     });
-    draftModel = draftPath ? await loadModel(draftPath, { backend, threads, signal: ac.signal }) : undefined;
+    // its Q8_0 draft copies at load, not in the generation's time to first token ('ead' runs it as a model of its own)
+    draftModel = draftPath ? await loadModel(draftPath, { backend, threads, signal: ac.signal, draft: one(flags, 'method') !== 'ead' }) : undefined;
     const contextSize = num(flags, 'context-size');
     const session = await model.createSession(contextSize !== undefined ? { contextSize } : {});
     const opts: GenerateOptions = {

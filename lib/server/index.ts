@@ -224,6 +224,8 @@ export class SpecdecServer extends http.Server {
     const load = (path: string, target = false) => loadModel(path, {
       signal, ...(o.backend ? { backend: o.backend } : {}), ...(o.cpuKernels ? { cpuKernels: o.cpuKernels } : {}),
       ...(target && o.rpc ? { rpc: o.rpc } : {}), ...(target && o.tensorSplit ? { tensorSplit: o.tensorSplit } : {}),
+      // the draft model's Q8_0 copies at start-up, not in the first request that drafts
+      ...(target ? {} : { draft: true }),
     });
     let model: Model | undefined;
     let draftModel: Model | undefined;

@@ -72,8 +72,8 @@ namespace {
 
 class load_worker : public Napi::AsyncProgressQueueWorker<float> {
 public:
-    load_worker(Napi::Env env, load_params params, std::shared_ptr<std::atomic<bool>> cancelled, Napi::Function on_progress)
-        : Napi::AsyncProgressQueueWorker<float>(env), par(std::move(params)), cancelled(std::move(cancelled)),
+    load_worker(Napi::Env env, load_params params, bool draft, std::shared_ptr<std::atomic<bool>> cancelled, Napi::Function on_progress)
+        : Napi::AsyncProgressQueueWorker<float>(env), par(std::move(params)), draft(draft), cancelled(std::move(cancelled)),
           deferred(Napi::Promise::Deferred::New(env)) {
         if (!on_progress.IsEmpty()) {
             progress_cb = Napi::Persistent(on_progress);
@@ -93,6 +93,9 @@ public:
         };
         try {
             result = model_load(par);
+            // a draft model: its Q8_0 copies now, inside loading (and its abort), not in the first
+            // generation that drafts with it (that generation's time to first token)
+            if (draft && result->kind == BACKEND_CPU) result->prepare_draft_weights([this] { return cancelled->load(); });
         } catch (const std::exception & e) {
             SetError(e.what());
         }
@@ -119,6 +122,7 @@ public:
 
 private:
     load_params par;
+    bool draft;
     std::shared_ptr<std::atomic<bool>> cancelled;
     Napi::Promise::Deferred deferred;
     Napi::FunctionReference progress_cb;
@@ -169,6 +173,7 @@ load_task_wrap::load_task_wrap(const Napi::CallbackInfo & info) : Napi::ObjectWr
                 rpc.push_back(a.Get(i).As<Napi::String>().Utf8Value());
             }
         }
+        draft = o.Get("draft").ToBoolean().Value();
         Napi::Value t = o.Get("tensorSplit");
         if (t.IsArray()) {
             Napi::Array a = t.As<Napi::Array>();
@@ -193,7 +198,7 @@ Napi::Value load_task_wrap::start(const Napi::CallbackInfo & info) {
     p.specdec_kernels = specdec_kernels;
     p.rpc = rpc;
     p.tensor_split = tensor_split;
-    auto * w = new load_worker(env, p, cancelled, cb);
+    auto * w = new load_worker(env, p, draft, cancelled, cb);
     Napi::Promise pr = w->promise();
     w->Queue();
     return pr;

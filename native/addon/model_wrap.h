@@ -45,6 +45,7 @@ private:
     bool specdec_kernels = true;
     std::vector<std::string> rpc;       // the 4th argument's { rpc, tensorSplit }
     std::vector<float>       tensor_split;
+    bool draft = false;                 // the 4th argument's { draft }: make the Q8_0 draft copies at load
     std::shared_ptr<std::atomic<bool>> cancelled = std::make_shared<std::atomic<bool>>(false);
 };
 
