@@ -74,6 +74,7 @@ export interface NativeSession {
   dispose(): void;
   saveTokenRecycling(): Uint8Array;
   autoMemory(): AutoMemory;
+  dropDraftSession(): void;
   setAutoMemory(m: AutoMemory): void;
   loadTokenRecycling(data: Uint8Array): void;
   saveOnline(): Uint8Array;

@@ -142,6 +142,7 @@ export class Model {
   private native: NativeModel | undefined;
   private readonly sessions = new Set<Session>();
   private readonly jobs = new Set<{ abort(): void; done: Promise<unknown> }>();
+  private readonly draftUsers = new Set<() => void>();
 
   /** @internal */
   constructor(path: string, file: GgufFile, native: NativeModel, tokenizer: Tokenizer, threads: number | undefined) {
@@ -222,9 +223,21 @@ export class Model {
     return () => this.jobs.delete(job);
   }
 
+  /**
+   * @internal a session that drafts with this model and keeps its draft session: `drop` is called when
+   * this model is disposed (the session lets go of it). Returns the unregister function.
+   */
+  addDraftUser(drop: () => void): () => void {
+    this.draftUsers.add(drop);
+    return () => this.draftUsers.delete(drop);
+  }
+
   /** Disposes every session of the model (waiting for their in-flight work) and aborts its training jobs, then the weights. */
   async dispose(): Promise<void> {
     if (!this.native) return;
+    // sessions of other models that kept a draft session of this one let go of it
+    for (const drop of [...this.draftUsers]) drop();
+    this.draftUsers.clear();
     for (const j of this.jobs) j.abort();
     await Promise.all([...this.jobs].map((j) => j.done.catch(() => undefined)));
     await Promise.all([...this.sessions].map((s) => s.dispose()));

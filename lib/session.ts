@@ -295,6 +295,8 @@ export class Session {
   private inflight: Promise<unknown> | undefined;
   private disposing: Promise<void> | undefined;
   private readonly disposeListeners: (() => void)[] = [];
+  // draft models this session drafted with (its native side keeps their session), and how to stop hearing of their disposal
+  private readonly draftUsers = new Map<Model, () => void>();
   // method 'lud': the LUD model last loaded, by path, size and modification time
   private lud: { key: string; model: Promise<Model> } | undefined;
 
@@ -446,6 +448,14 @@ export class Session {
         );
       }
       draftModel = dm.nativeModel();
+      // the native session keeps the draft model's session across generations: let go of it when the
+      // draft model is disposed, so that disposing it frees it (README, "draft session")
+      if (!this.draftUsers.has(dm)) {
+        this.draftUsers.set(dm, dm.addDraftUser(() => {
+          this.native?.dropDraftSession();
+          this.draftUsers.delete(dm);
+        }));
+      }
     }
     const headsOpts = checkObject(o.heads, 'heads options');
     rejectUnknown(headsOpts, ['file'], 'heads');
@@ -719,6 +729,8 @@ export class Session {
       }
       native.dispose();
       this.native = undefined;
+      for (const unregister of this.draftUsers.values()) unregister();
+      this.draftUsers.clear();
       const lud = this.lud;
       this.lud = undefined;
       if (lud) await (await lud.model.catch(() => undefined))?.dispose();

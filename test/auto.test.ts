@@ -77,7 +77,7 @@ describeShared("'auto' memory: saved, loaded, and the CLI's cache", (dir) => {
       const led = await s3.generate(prompt, { maxTokens: 64, ignoreEos: true, method: 'auto', draft: { model: d } }).result();
       expect(led.tokens).toEqual(ar.tokens);
       const a = led.stats.auto!;
-      expect(a.steps.draft).toBeGreaterThan(0.8 * (a.plainSteps + a.steps.draft + a.steps.rasd + a.steps.aded));
+      expect(a.steps.draft).toBeGreaterThan(0.5 * (a.plainSteps + a.steps.draft + a.steps.rasd + a.steps.aded));  // a fresh memory: 1 step
       for (const [bad, msg] of [
         [null, /must be an object/], [{ ...saved, version: 2 }, /version/], [{ ...saved, verifyMs: [1, 2] }, /verifyMs/],
         [{ ...saved, drafters: { nope: saved.drafters.rasd } }, /unknown drafter 'nope'/],

@@ -297,6 +297,7 @@ Napi::Function session_wrap::init(Napi::Env env) {
         InstanceMethod("_onlineForward", &session_wrap::online_forward),
         InstanceMethod("_adedSize", &session_wrap::aded_size),
         InstanceMethod("autoMemory", &session_wrap::auto_memory_get),
+        InstanceMethod("dropDraftSession", &session_wrap::drop_draft_session),
         InstanceMethod("setAutoMemory", &session_wrap::auto_memory_set),
         InstanceMethod("_memory", &session_wrap::memory),
         InstanceMethod("_evalTree", &session_wrap::eval_tree),
@@ -362,6 +363,10 @@ Napi::Value session_wrap::begin(const Napi::CallbackInfo & info) {
         if (dm.IsObject()) {
             mo.draft_model = Napi::ObjectWrap<model_wrap>::Unwrap(dm.As<Napi::Object>())->get(env);
             if (!mo.draft_model) return env.Undefined();
+        }
+        if (mo.draft_model) {
+            if (!draft_slot_) draft_slot_ = std::make_shared<draft_session_slot>();
+            mo.draft_slot = draft_slot_;
         }
         mo.recycling = recycling(*sess);
         if (!auto_mem_) auto_mem_ = std::make_shared<auto_memory>();
@@ -734,6 +739,12 @@ Napi::Value session_wrap::aded_size(const Napi::CallbackInfo & info) {
     return o;
 }
 
+// dropDraftSession(): lets go of the kept draft session (its draft model is being disposed)
+Napi::Value session_wrap::drop_draft_session(const Napi::CallbackInfo & info) {
+    draft_slot_.reset();
+    return info.Env().Undefined();
+}
+
 // autoMemory() -> what 'auto' learnt in this session, as plain data (lib/session.ts: AutoMemory)
 Napi::Value session_wrap::auto_memory_get(const Napi::CallbackInfo & info) {
     Napi::Env env = info.Env();
@@ -848,6 +859,7 @@ Napi::Value session_wrap::dispose(const Napi::CallbackInfo & info) {
         return env.Undefined();
     }
     generation_.reset();
+    draft_slot_.reset();
     lud_sess_.reset();
     online_.reset();
     eagle_state_.reset();  // it refers to the session

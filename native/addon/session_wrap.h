@@ -58,6 +58,7 @@ private:
     Napi::Value online_forward(const Napi::CallbackInfo & info);  // test hook
     Napi::Value aded_size(const Napi::CallbackInfo & info);  // test hook
     Napi::Value auto_memory_get(const Napi::CallbackInfo & info);
+    Napi::Value drop_draft_session(const Napi::CallbackInfo & info);
     Napi::Value auto_memory_set(const Napi::CallbackInfo & info);
     Napi::Value memory(const Napi::CallbackInfo & info);     // test hook
     Napi::Value eval_tree(const Napi::CallbackInfo & info);  // test hook
@@ -68,6 +69,9 @@ private:
         return recycling_;
     }
     std::shared_ptr<adjacency_matrix> recycling_;
+    // the draft model's session, kept across generations (draft_model.h); a generation in flight holds
+    // its own reference, so dropping it here (dropDraftSession, on the JS thread) is safe at any time
+    std::shared_ptr<draft_session_slot> draft_slot_;
     std::shared_ptr<auto_memory> auto_mem_;  // what 'auto' learnt (verify costs, acceptance), kept across generations
     std::shared_ptr<aded_drafter> aded_;  // ADED's tri-gram table, kept across generations like the matrix
     // Online Speculative Decoding: the learner of the last draft model used with `online` (its copy

@@ -50,12 +50,15 @@ method_plan make_method(const method_options & o, const session & target, const 
         plan.draft_max = budget(8);
     } else if (o.method == "draft") {
         need_draft_model(o, target);
-        plan.draft = std::make_shared<draft_model_drafter>(o.draft_model, draft_session_params(target), sampling, draft_model_options {}, o.online);
+        draft_model_options dmo;
+        dmo.slot = o.draft_slot;
+        plan.draft = std::make_shared<draft_model_drafter>(o.draft_model, draft_session_params(target), sampling, dmo, o.online);
         plan.draft_max = budget(8);
     } else if (o.method == "rsd") {
         need_draft_model(o, target);
         rsd_options ro;
         ro.beam = o.rsd_beam;
+        ro.slot = o.draft_slot;
         plan.draft = std::make_shared<rsd_drafter>(o.draft_model, draft_session_params(target), sampling, ro);
         plan.draft_max = budget(12);
     } else if (o.method == "aded") {
@@ -64,7 +67,9 @@ method_plan make_method(const method_options & o, const session & target, const 
         plan.draft_max = budget(8);
     } else if (o.method == "rasd") {
         if (o.draft_model) need_draft_model(o, target);
-        plan.draft = std::make_shared<rasd_drafter>(o.corpus, o.draft_model, draft_session_params(target), sampling);
+        rasd_options ra;
+        ra.slot = o.draft_slot;
+        plan.draft = std::make_shared<rasd_drafter>(o.corpus, o.draft_model, draft_session_params(target), sampling, ra);
         plan.draft_max = budget(o.draft_model ? 16 : 12);
     } else if (o.method == "token-recycling") {
         if (!o.recycling) fail("ERR_INTERNAL", "token-recycling without its matrix");
@@ -112,7 +117,9 @@ method_plan make_method(const method_options & o, const session & target, const 
         if (o.aded) c.push_back({ "aded", o.aded });
         if (o.draft_model) {
             need_draft_model(o, target);
-            c.push_back({ "draft", std::make_shared<draft_model_drafter>(o.draft_model, draft_session_params(target), sampling) });
+            draft_model_options dmo;
+            dmo.slot = o.draft_slot;
+            c.push_back({ "draft", std::make_shared<draft_model_drafter>(o.draft_model, draft_session_params(target), sampling, dmo) });
         }
         if (o.heads) {
             o.heads->check_target(target.mdl(), "the heads");

@@ -10,6 +10,7 @@
 #include "heads/eagle3_heads.h"
 #include "heads/medusa_heads.h"
 #include "spec/drafters/auto.h"
+#include "spec/drafters/draft_model.h"
 #include "spec/drafters/lud.h"
 #include "spec/drafters/token_recycling.h"
 #include "train/online_learner.h"
@@ -39,6 +40,7 @@ struct method_options {
     bool        lud_verify = false;                      // lud: the target verifies (lossless) or not (lossy)
     bool        biased_verifier = false;                 // test only
     std::shared_ptr<auto_memory> auto_mem;               // auto: what the session's earlier generations learnt
+    std::shared_ptr<draft_session_slot> draft_slot;      // draft, rsd, rasd, auto: the session's draft session slot
 };
 
 struct method_plan {

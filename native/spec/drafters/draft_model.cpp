@@ -13,14 +13,31 @@ draft_model_drafter::draft_model_drafter(std::shared_ptr<const model> draft, con
           if (!sampling.coupled_drafts) sp.seed = sampling.seed ^ 0x9E3779B97F4A7C15ull;
           return sp;
       }()), opt(options) {
-    par.abort_also = &aborted;
+    if (learner) opt.slot.reset();  // Online Speculative Decoding drafts with the learner's copy: a session of its own
+    if (opt.slot) {
+        abort_flag = &opt.slot->aborted;
+        abort_flag->store(false);  // made on the JS thread while no generation runs
+    }
+    par.abort_also = abort_flag;
     if (learner) learner->begin();
 }
 
 session & draft_model_drafter::ensure_session() {
-    if (!sess) {
+    if (sess) return *sess;
+    if (opt.slot) {
+        // the slot's session, unless it is another model's or of another size
+        std::unique_ptr<session> & held = opt.slot->sess;
+        if (held && (held->model_ptr() != mdl || held->n_ctx() != par.n_ctx || held->n_batch() != par.n_batch)) held.reset();
+        if (!held) held = std::make_unique<session>(mdl, par);
+        else if (held->n_threads() != par.n_threads) held->set_threads(par.n_threads);
+        // emptied: the draft reads the prompt as a new session would, so its drafts (which decide the
+        // output of rejection sampling) are a function of this generation alone, not of the ones before
+        held->truncate(0);
+        sess = held.get();
+    } else {
         if (learner) mdl = learner->drafting_model();  // the copy is made here, on the worker thread
-        sess = std::make_unique<session>(mdl, par);
+        own = std::make_unique<session>(mdl, par);
+        sess = own.get();
     }
     return *sess;
 }

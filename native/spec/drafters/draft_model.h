@@ -24,12 +24,24 @@ namespace specdec {
 // node of a larger batch can take over 100 ms on a large draft model, and an abort waits for it.
 static constexpr size_t DRAFT_CATCH_UP = 128;
 
+// A draft model's session kept by the target session across its generations, so that each generation
+// does not make a new one (KV cache, compute buffers, graph buffer, threads). Each generation starts it
+// empty (truncate(0)): the draft reads the prompt as a new session would, bit for bit.
+// The target session drops it when the draft model is disposed, when a generation drafts with another
+// model, and when it is disposed itself. `aborted` outlives the session (its session_params::abort_also).
+struct draft_session_slot {
+    std::atomic<bool>        aborted { false };
+    std::unique_ptr<session> sess;
+};
+
 struct draft_model_options {
     float branch_below = 0.5f;   // greedy: add the runner-up as a sibling below this top-1 probability (0: chains)
     float stop_below   = 0.05f;  // greedy: stop drafting below this top-1 probability
     // seed-exact sampling (coupled drafts): add the runner-up of the perturbed log q as a sibling leaf
     // when it is within this margin of the best (the target's p then often picks it)
     float coupled_branch_margin = 1.0f;
+    // the target session's slot for the draft session (null: a session of this drafter's own)
+    std::shared_ptr<draft_session_slot> slot;
 };
 
 class draft_model_drafter : public drafter {
@@ -44,7 +56,7 @@ public:
     // Safe from another thread while the drafter computes: its session (made on the worker thread)
     // reads the flag through session_params::abort_also, the Q8_0 weight copy included.
     void abort() override {
-        aborted.store(true);
+        abort_flag->store(true);
         if (learner) learner->abort();
     }
     void pause() override { if (sess) sess->pause_threads(); }
@@ -56,13 +68,15 @@ public:
 private:
     session & ensure_session();
 
-    std::atomic<bool>                     aborted { false };  // outlives sess (declared before it)
+    std::atomic<bool>                     aborted { false };  // outlives own (declared before it)
+    std::atomic<bool> *                   abort_flag = &aborted;  // the slot's, with a slot
     std::shared_ptr<online_learner>       learner;  // online: drafts with the learner's copy of the model
     std::shared_ptr<const model>          mdl;
     session_params                        par;
     sampler_chain                         chain;
     draft_model_options                   opt;
-    std::unique_ptr<session>              sess;  // made on first use, on the worker thread
+    std::unique_ptr<session>              own;   // without a slot: made on first use, on the worker thread
+    session *                             sess = nullptr;  // own's, or the slot's
     std::vector<float>                    logits;
 };
 

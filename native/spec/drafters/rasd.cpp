@@ -16,7 +16,9 @@ rasd_drafter::rasd_drafter(std::vector<std::vector<int32_t>> corpus_, std::share
     if (draft) {
         sampling_params greedy = sampling;
         greedy.temperature = 0.0f;  // the draft's tree is deterministic: q = one-hot, lossless either way
-        dm = std::make_unique<draft_model_drafter>(std::move(draft), params, greedy);
+        draft_model_options dmo;
+        dmo.slot = opt.slot;
+        dm = std::make_unique<draft_model_drafter>(std::move(draft), params, greedy, dmo);
     }
 }
 

@@ -21,6 +21,7 @@ struct rasd_options {
     uint32_t max_depth   = 12;    // tokens per continuation
     float    prune_below = 0.02f; // draft probability under which a retrieved branch is cut
     uint32_t draft_share = 2;     // with a draft model: 1/draft_share of the budget goes to its tree
+    std::shared_ptr<draft_session_slot> slot;  // the target session's draft session slot
 };
 
 class rasd_drafter : public drafter {

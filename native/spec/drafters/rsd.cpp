@@ -40,7 +40,11 @@ static void eval_nodes(session & ds, const draft_tree & t, const std::vector<uin
 
 rsd_drafter::rsd_drafter(std::shared_ptr<const model> draft, const session_params & params, const sampling_params & sampling,
                          const rsd_options & options)
-    : base(std::move(draft), params, sampling), chain([&] {
+    : base(std::move(draft), params, sampling, [&] {
+          draft_model_options dmo;
+          dmo.slot = options.slot;
+          return dmo;
+      }()), chain([&] {
           sampling_params sp = sampling;
           // its own random stream, or (seed-exact verification) the target's keyed one
           if (!sampling.coupled_drafts) sp.seed = sampling.seed ^ 0xD1B54A32D192ED03ull;

@@ -22,6 +22,7 @@ struct rsd_options {
     std::vector<uint32_t> branching = { 2, 2, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1 };  // Gumbel-top-k: children per node at each depth
     uint32_t beam_width = 3;                                                  // beam search: width
     uint32_t beam_depth = 6;                                                  // beam search: levels
+    std::shared_ptr<draft_session_slot> slot;                                 // the target session's draft session slot
 };
 
 class rsd_drafter : public drafter {
