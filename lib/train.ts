@@ -12,14 +12,17 @@ import { checkObject, describe, optEnum, optFunction, optNumber, optSignal, reje
 import { availableCpus, defaultThreads } from './threads';
 
 /** Drafter kinds that can be trained. */
-export const DRAFTER_KINDS = ['medusa', 'eagle3', 'lud'] as const;
+export const DRAFTER_KINDS = ['medusa', 'eagle3', 'chimera', 'lud'] as const;
 export type DrafterKind = (typeof DRAFTER_KINDS)[number];
 
 export interface TrainDrafterOptions {
   /**
    * 'medusa': K heads over the target's last hidden state; 'eagle3': an EAGLE-3 head (one draft layer
    * over the target's hidden states of three layers, llama.cpp's eagle3 layout), trained with the
-   * training-time test (README, "Draft heads"); 'lud': a Lexical Unit Decoding model, a full fine-tune
+   * training-time test (README, "Draft heads"); 'chimera': a Chimera drafter (a trigram encoder and one
+   * full-context layer over the target's hidden states, residual decoding heads; specdec's own
+   * `specdec-chimera` layout), trained on distillation plus the regression of the next hidden state
+   * (README, "Chimera"); 'lud': a Lexical Unit Decoding model, a full fine-tune
    * of the model that predicts k + 1 tokens in one pass from k placeholders appended to the context
    * (README, "Lexical Unit Decoding"): `out` is then a whole model file for method 'lud'.
    */
@@ -41,9 +44,9 @@ export interface TrainDrafterOptions {
    * (alpha, (0, 1], default 0.8), and placeholder groups per training window (default 24).
    */
   lud?: { k?: number; alpha?: number; groups?: number };
-  /** Tokens per window the target reads (default: medusa 256, eagle3 65, lud 96; at most the model's context). */
+  /** Tokens per window the target reads (default: medusa 256, eagle3 and chimera 65, lud 96; at most the model's context). */
   sequenceLength?: number;
-  /** Per optimizer step: positions (medusa, default 32) or windows (eagle3, default 4). */
+  /** Per optimizer step: positions (medusa, default 32) or windows (eagle3 and chimera, default 4). */
   batchSize?: number;
   /** AdamW learning rate (default 1e-3; lud, a fine-tune of the whole model: 2e-4; decaying linearly to 10 % over the budget). */
   learningRate?: number;
@@ -95,10 +98,13 @@ export interface TrainReport {
   validationLossAfter: number;
   validationAccuracyBefore: number;
   validationAccuracyAfter: number;
-  /** Per head: top-1 agreement with the target's own choice at that position. */
+  /**
+   * Per head (medusa), per draft depth (eagle3), or (chimera) the first draft step's top-1 agreement and
+   * the second's where the first was right: agreement with the target's own choice.
+   */
   headAccuracyBefore: number[];
   headAccuracyAfter: number[];
-  /** Expected tokens per verification of a greedy chain drafted by the heads (held out). */
+  /** Expected tokens per verification of a greedy chain drafted by the heads (held out; chimera: a chain two deep). */
   tauBefore: number;
   tauAfter: number;
 }
@@ -228,7 +234,8 @@ export async function trainDrafter(model: Model, options: TrainDrafterOptions): 
   const tokens = o.tokens === undefined ? 0 : optNumber(o, 'tokens', 0, 1, 1e12, true);
   if (minutes <= 0 && tokens <= 0) throw new InvalidOptionError("training needs a budget: option 'minutes' or 'tokens'");
   const eagle = kind === 'eagle3';
-  if (o.heads !== undefined && eagle) throw new InvalidOptionError("option 'heads' is for kind 'medusa'");
+  const windowed = eagle || kind === 'chimera';  // datapoints are windows (batchSize counts windows)
+  if (o.heads !== undefined && windowed) throw new InvalidOptionError("option 'heads' is for kind 'medusa'");
   if (o.tttSteps !== undefined && !eagle) throw new InvalidOptionError("option 'tttSteps' is for kind 'eagle3'");
   const lud = kind === 'lud';
   if (o.heads !== undefined && lud) throw new InvalidOptionError("option 'heads' is for kind 'medusa'");
@@ -242,12 +249,12 @@ export async function trainDrafter(model: Model, options: TrainDrafterOptions): 
   const heads = optNumber(o, 'heads', 4, 1, 16, true);
   const tttSteps = optNumber(o, 'tttSteps', 3, 1, 8, true);
   const maxSeq = lud ? model.info.contextLength - ludK - 1 : model.info.contextLength;
-  const seqLen = optNumber(o, 'sequenceLength', Math.min(eagle ? 65 : lud ? 96 : 256, maxSeq), 16, maxSeq, true);
-  if (seqLen < (eagle ? tttSteps + 5 : lud ? 16 : heads + 8)) throw new InvalidOptionError(`option 'sequenceLength' (${seqLen}) is too short`);
-  const batchSize = optNumber(o, 'batchSize', eagle ? 4 : lud ? 1 : 32, 1, 4096, true);
+  const seqLen = optNumber(o, 'sequenceLength', Math.min(windowed ? 65 : lud ? 96 : 256, maxSeq), 16, maxSeq, true);
+  if (seqLen < (eagle ? tttSteps + 5 : lud ? 16 : windowed ? 9 : heads + 8)) throw new InvalidOptionError(`option 'sequenceLength' (${seqLen}) is too short`);
+  const batchSize = optNumber(o, 'batchSize', windowed ? 4 : lud ? 1 : 32, 1, 4096, true);
   const learningRate = optNumber(o, 'learningRate', lud ? 2e-4 : 1e-3, 1e-7, 1);
   const valFraction = optNumber(o, 'validationFraction', 0.05, 0.001, 0.5);
-  const valPositions = optNumber(o, 'validationPositions', 1024, eagle ? batchSize * (seqLen - 1) : batchSize, 1 << 20, true);
+  const valPositions = optNumber(o, 'validationPositions', 1024, windowed ? batchSize * (seqLen - 1) : batchSize, 1 << 20, true);
   const seed = optNumber(o, 'seed', 42, 0, 2 ** 32 - 1, true);
   const threads = Math.min(optNumber(o, 'threads', model.threads ?? defaultThreads(), 1, 512, true), availableCpus());
   const onProgress = optFunction<(p: TrainProgress) => void>(o, 'onProgress');

@@ -1,5 +1,5 @@
 /**
- * `specdec train-drafter`: trains draft heads (or a LUD model) for a model on a corpus (lib/train.ts), with a
+ * `specdec train-drafter`: trains draft heads, a Chimera drafter (or a LUD model) for a model on a corpus (lib/train.ts), with a
  * progress bar on stderr (tokens/s, ETA, losses) and Ctrl-C to abort (nothing is written).
  *
  *   specdec train-drafter --model T.gguf --kind medusa --corpus PATH --out F.gguf [--minutes N] [--tokens N]

@@ -2,6 +2,7 @@
 #include "addon/model_wrap.h"
 #include "common/error.h"
 #include "spec/drafters/aded.h"
+#include "spec/drafters/chimera.h"
 #include "spec/drafters/eagle.h"
 #include "heads/head_file.h"
 #include "spec/methods.h"
@@ -463,15 +464,20 @@ void session_wrap::heads_for(const std::string & path, method_options & mo) {
     struct stat st;
     std::string key = path;
     if (stat(path.c_str(), &st) == 0) key += format("|%lld|%lld", (long long) st.st_size, (long long) st.st_mtime);
-    if (!((heads_ || eagle_) && key == heads_key_)) {
+    if (!((heads_ || eagle_ || chimera_) && key == heads_key_)) {
         heads_.reset();
         eagle_.reset();
         eagle_state_.reset();
+        chimera_.reset();
+        chimera_state_.reset();
         heads_key_.clear();
         const std::string arch = head_file::peek_arch(path, "head file");
         if (arch == "eagle3") {
             eagle_ = eagle3_heads::load(path, sess->mdl());
             eagle_state_ = std::make_shared<eagle_drafter>(eagle_, *sess);
+        } else if (arch == "specdec-chimera") {
+            chimera_ = chimera_heads::load(path, sess->mdl());
+            chimera_state_ = std::make_shared<chimera_drafter>(chimera_, *sess);
         } else {
             heads_ = medusa_heads::load(path, sess->mdl());  // its own architecture check names the expected one
         }
@@ -480,6 +486,8 @@ void session_wrap::heads_for(const std::string & path, method_options & mo) {
     mo.heads = heads_;
     mo.eagle = eagle_;
     mo.eagle_state = eagle_state_;
+    mo.chimera = chimera_;
+    mo.chimera_state = chimera_state_;
 }
 
 // evaluateHidden(tokens, layers) -> Promise<{ logits, hidden }>
@@ -757,6 +765,8 @@ Napi::Value session_wrap::dispose(const Napi::CallbackInfo & info) {
     lud_sess_.reset();
     online_.reset();
     eagle_state_.reset();  // it refers to the session
+    chimera_state_.reset();
+    chimera_.reset();
     heads_.reset();
     eagle_.reset();
     sess.reset();

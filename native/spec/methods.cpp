@@ -6,6 +6,7 @@
 #include "spec/drafters/draft_model.h"
 #include "spec/drafters/aded.h"
 #include "spec/drafters/auto.h"
+#include "spec/drafters/chimera.h"
 #include "spec/drafters/eagle.h"
 #include "spec/drafters/lud.h"
 #include "spec/drafters/medusa.h"
@@ -72,7 +73,8 @@ method_plan make_method(const method_options & o, const session & target, const 
         plan.draft = std::make_shared<token_recycling_drafter>(o.recycling, std::max<size_t>(80, plan.draft_max));
     } else if (o.method == "medusa") {
         if (!o.heads) fail("ERR_INVALID_OPTION", o.eagle ? "method 'medusa' needs a Medusa head file; this one is EAGLE-3 (method 'eagle')"
-                                                         : "method 'medusa' needs heads: { file }");
+                                               : o.chimera ? "method 'medusa' needs a Medusa head file; this one is Chimera (method 'chimera')"
+                                                           : "method 'medusa' needs heads: { file }");
         o.heads->check_target(target.mdl(), "the heads");
         plan.taps = medusa_drafter::tap_layers(target.mdl());
         plan.draft = std::make_shared<medusa_drafter>(o.heads, target);
@@ -82,6 +84,13 @@ method_plan make_method(const method_options & o, const session & target, const 
         plan.taps = eagle_drafter::tap_layers(*o.eagle);
         plan.taps_all_rows = true;
         plan.draft = o.eagle_state ? o.eagle_state : std::make_shared<eagle_drafter>(o.eagle, target);
+        plan.draft_max = budget(16);
+    } else if (o.method == "chimera") {
+        if (!o.chimera) fail("ERR_INVALID_OPTION", "method 'chimera' needs heads: { file } with a Chimera file (train-drafter --kind chimera)");
+        o.chimera->check_target(target.mdl(), "the Chimera heads");
+        plan.taps = chimera_drafter::tap_layers(*o.chimera);
+        plan.taps_all_rows = true;
+        plan.draft = o.chimera_state ? o.chimera_state : std::make_shared<chimera_drafter>(o.chimera, target);
         plan.draft_max = budget(16);
     } else if (o.method == "ead") {
         need_draft_model(o, target);
@@ -122,6 +131,11 @@ method_plan make_method(const method_options & o, const session & target, const 
             plan.taps = eagle_drafter::tap_layers(*o.eagle);
             plan.taps_all_rows = true;
             c.push_back({ "eagle", o.eagle_state ? o.eagle_state : std::make_shared<eagle_drafter>(o.eagle, target) });
+        } else if (o.chimera) {
+            o.chimera->check_target(target.mdl(), "the Chimera heads");
+            plan.taps = chimera_drafter::tap_layers(*o.chimera);
+            plan.taps_all_rows = true;
+            c.push_back({ "chimera", o.chimera_state ? o.chimera_state : std::make_shared<chimera_drafter>(o.chimera, target) });
         }
         plan.draft_max = budget(32);
         plan.draft = std::make_shared<auto_drafter>(std::move(c), plan.draft_max, sampling.seed);

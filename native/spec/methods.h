@@ -7,6 +7,7 @@
 #include "sampling/sampler.h"
 #include "spec/drafter.h"
 #include "spec/ead.h"
+#include "heads/chimera_heads.h"
 #include "heads/eagle3_heads.h"
 #include "heads/medusa_heads.h"
 #include "spec/drafters/lud.h"
@@ -31,6 +32,8 @@ struct method_options {
     std::shared_ptr<const medusa_heads> heads;           // medusa (required), auto (optional)
     std::shared_ptr<const eagle3_heads> eagle;           // eagle (required), auto (optional)
     std::shared_ptr<drafter> eagle_state;                // the session's EAGLE-3 drafter for those heads (kept across generations)
+    std::shared_ptr<const chimera_heads> chimera;        // chimera (required), auto (optional)
+    std::shared_ptr<drafter> chimera_state;              // the session's Chimera drafter for them (kept across generations)
     std::shared_ptr<online_learner> online;              // draft: Online Speculative Decoding (the session's learner)
     ead_options ead;                                     // ead: threshold, window, dwell (the small model: draft_model)
     std::shared_ptr<const model> lud_model;              // lud: a LUD model of the target (lud_train.cpp)
