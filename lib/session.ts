@@ -45,6 +45,10 @@ export interface SessionOptions {
  * - 'chimera': a Chimera drafter trained for this model (`heads: { file }`, from trainDrafter kind
  *   'chimera'): a trigram encoder and one full-context layer over the target's hidden states (tapped
  *   from its own passes) with residual decoding heads draft a dynamic tree.
+ * - 'hidden-transfer': Hidden Transfer maps trained for this model (`heads: { file }`, from trainDrafter
+ *   kind 'hidden-transfer'): at a middle layer, linear maps of a row's hidden state become pseudo rows
+ *   of the next positions inside the target's own verification pass, decoded by its output head: the
+ *   next draft comes out of the pass that verifies the last one (no drafter pass, no second model).
  * - 'auto': picks the drafter (retrieval from the context, aded, the draft model and the heads
  *   when given) and the tree size with the best measured tokens per second each step, or plain
  *   decoding when speculation loses.
@@ -58,7 +62,7 @@ export interface SessionOptions {
  *   next token and the confident run after it are emitted unverified (lossy, the default). With
  *   `lud: { verify: true }` they are a draft the target verifies instead, and 'lud' is lossless.
  */
-export const METHODS = ['autoregressive', 'lookup', 'draft', 'rsd', 'token-recycling', 'aded', 'rasd', 'medusa', 'eagle', 'chimera', 'auto', 'ead', 'lud'] as const;
+export const METHODS = ['autoregressive', 'lookup', 'draft', 'rsd', 'token-recycling', 'aded', 'rasd', 'medusa', 'eagle', 'chimera', 'hidden-transfer', 'auto', 'ead', 'lud'] as const;
 /**
  * Methods whose output is not the target's own (greedy) or distribution (sampling): 'ead', and 'lud'
  * unless `lud.verify` (stats.lossless says it for each run).
@@ -70,11 +74,12 @@ const USES_DRAFT_MODEL: readonly string[] = ['draft', 'rsd', 'rasd', 'auto', 'ea
 /** EAD defaults (README, "Entropy Adaptive Decoding"): chosen by bench/ead.mjs on the code pair. */
 export const EAD_DEFAULTS = { threshold: 0.5, window: 5, minDwell: 1 } as const;
 /** Methods that use `heads: { file }` ('medusa', 'eagle' and 'chimera' need it, 'auto' uses it when given). */
-const USES_HEADS: readonly string[] = ['medusa', 'eagle', 'chimera', 'auto'];
+const USES_HEADS: readonly string[] = ['medusa', 'eagle', 'chimera', 'hidden-transfer', 'auto'];
 const NEEDS_HEADS: Readonly<Record<string, string>> = {
   medusa: 'a Medusa head file from trainDrafter()',
   eagle: "an EAGLE-3 head file (llama.cpp's eagle3 layout)",
   chimera: "a Chimera file from trainDrafter() kind 'chimera'",
+  'hidden-transfer': "a Hidden Transfer file from trainDrafter() kind 'hidden-transfer'",
 };
 
 /** repeatPenalty divides positive logits: 0 would make them infinite and the probabilities NaN. */

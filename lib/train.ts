@@ -12,7 +12,7 @@ import { checkObject, describe, optEnum, optFunction, optNumber, optSignal, reje
 import { availableCpus, defaultThreads } from './threads';
 
 /** Drafter kinds that can be trained. */
-export const DRAFTER_KINDS = ['medusa', 'eagle3', 'chimera', 'lud'] as const;
+export const DRAFTER_KINDS = ['medusa', 'eagle3', 'chimera', 'hidden-transfer', 'lud'] as const;
 export type DrafterKind = (typeof DRAFTER_KINDS)[number];
 
 export interface TrainDrafterOptions {
@@ -22,7 +22,10 @@ export interface TrainDrafterOptions {
    * training-time test (README, "Draft heads"); 'chimera': a Chimera drafter (a trigram encoder and one
    * full-context layer over the target's hidden states, residual decoding heads; specdec's own
    * `specdec-chimera` layout), trained on distillation plus the regression of the next hidden state
-   * (README, "Chimera"); 'lud': a Lexical Unit Decoding model, a full fine-tune
+   * (README, "Chimera"); 'hidden-transfer': Hidden Transfer maps (k linear maps at a middle layer whose
+   * pseudo rows the target's own passes carry; specdec's `specdec-hidden-transfer` layout), trained with
+   * the target frozen on the KL to its distributions at those positions, backpropagated through its upper
+   * layers (README, "Hidden Transfer"); 'lud': a Lexical Unit Decoding model, a full fine-tune
    * of the model that predicts k + 1 tokens in one pass from k placeholders appended to the context
    * (README, "Lexical Unit Decoding"): `out` is then a whole model file for method 'lud'.
    */
@@ -39,6 +42,11 @@ export interface TrainDrafterOptions {
   heads?: number;
   /** 'eagle3': steps of the training-time test, the draft depths trained (default 3). */
   tttSteps?: number;
+  /**
+   * 'hidden-transfer': the transfer layer (1 .. layerCount - 1, default layerCount / 2) and the pseudo rows
+   * k (positions drafted per pass, 1..8, default 3).
+   */
+  hiddenTransfer?: { layer?: number; k?: number };
   /**
    * 'lud': placeholders appended (k, 1..16, default 4), the confidence that marks a lexical unit
    * (alpha, (0, 1], default 0.8), and placeholder groups per training window (default 24).
@@ -110,7 +118,7 @@ export interface TrainReport {
 }
 
 const TRAIN_OPTIONS = [
-  'kind', 'corpus', 'out', 'minutes', 'tokens', 'heads', 'tttSteps', 'lud', 'sequenceLength', 'batchSize', 'learningRate',
+  'kind', 'corpus', 'out', 'minutes', 'tokens', 'heads', 'tttSteps', 'hiddenTransfer', 'lud', 'sequenceLength', 'batchSize', 'learningRate',
   'validationFraction', 'validationPositions', 'seed', 'threads', 'onProgress', 'signal',
 ] as const;
 
@@ -241,6 +249,14 @@ export async function trainDrafter(model: Model, options: TrainDrafterOptions): 
   if (o.heads !== undefined && lud) throw new InvalidOptionError("option 'heads' is for kind 'medusa'");
   if (o.lud !== undefined && !lud) throw new InvalidOptionError("option 'lud' is for kind 'lud'");
   if (o.batchSize !== undefined && lud) throw new InvalidOptionError("option 'batchSize' is not for kind 'lud' (one window per step)");
+  const ht = kind === 'hidden-transfer';
+  if (o.heads !== undefined && ht) throw new InvalidOptionError("option 'heads' is for kind 'medusa'");
+  if (o.batchSize !== undefined && ht) throw new InvalidOptionError("option 'batchSize' is not for kind 'hidden-transfer' (one window per step)");
+  if (o.hiddenTransfer !== undefined && !ht) throw new InvalidOptionError("option 'hiddenTransfer' is for kind 'hidden-transfer'");
+  const htOpts = checkObject(o.hiddenTransfer, 'hiddenTransfer options');
+  rejectUnknown(htOpts, ['layer', 'k'], 'hiddenTransfer');
+  const transferLayer = optNumber(htOpts, 'layer', Math.floor(model.info.layerCount / 2), 1, Math.max(1, model.info.layerCount - 1), true);
+  const pseudoRows = optNumber(htOpts, 'k', 3, 1, 8, true);
   const ludOpts = checkObject(o.lud, 'lud options');
   rejectUnknown(ludOpts, ['k', 'alpha', 'groups'], 'lud');
   const ludK = optNumber(ludOpts, 'k', 4, 1, 16, true);
@@ -249,9 +265,9 @@ export async function trainDrafter(model: Model, options: TrainDrafterOptions): 
   const heads = optNumber(o, 'heads', 4, 1, 16, true);
   const tttSteps = optNumber(o, 'tttSteps', 3, 1, 8, true);
   const maxSeq = lud ? model.info.contextLength - ludK - 1 : model.info.contextLength;
-  const seqLen = optNumber(o, 'sequenceLength', Math.min(windowed ? 65 : lud ? 96 : 256, maxSeq), 16, maxSeq, true);
-  if (seqLen < (eagle ? tttSteps + 5 : lud ? 16 : windowed ? 9 : heads + 8)) throw new InvalidOptionError(`option 'sequenceLength' (${seqLen}) is too short`);
-  const batchSize = optNumber(o, 'batchSize', windowed ? 4 : lud ? 1 : 32, 1, 4096, true);
+  const seqLen = optNumber(o, 'sequenceLength', Math.min(windowed ? 65 : ht ? 64 : lud ? 96 : 256, maxSeq), 16, maxSeq, true);
+  if (seqLen < (eagle ? tttSteps + 5 : lud ? 16 : windowed ? 9 : ht ? pseudoRows + 8 : heads + 8)) throw new InvalidOptionError(`option 'sequenceLength' (${seqLen}) is too short`);
+  const batchSize = optNumber(o, 'batchSize', windowed ? 4 : lud || ht ? 1 : 32, 1, 4096, true);
   const learningRate = optNumber(o, 'learningRate', lud ? 2e-4 : 1e-3, 1e-7, 1);
   const valFraction = optNumber(o, 'validationFraction', 0.05, 0.001, 0.5);
   const valPositions = optNumber(o, 'validationPositions', 1024, windowed ? batchSize * (seqLen - 1) : batchSize, 1 << 20, true);
@@ -319,7 +335,7 @@ export async function trainDrafter(model: Model, options: TrainDrafterOptions): 
   signal?.throwIfAborted();
 
   const job = binding().trainDrafter(native, {
-    kind, out, heads, tttSteps, ludK, ludAlpha, ludGroups, sequenceLength: seqLen, batchSize, chunk: Math.max(batchSize, 1024), validationPositions: valPositions,
+    kind, out, heads, tttSteps, transferLayer, pseudoRows, ludK, ludAlpha, ludGroups, sequenceLength: seqLen, batchSize, chunk: Math.max(batchSize, 1024), validationPositions: valPositions,
     learningRate, seconds: minutes * 60, tokens, threads, seed, train: trainTok, validation: valTok,
   }, (p) => emit(p as Omit<TrainProgress, 'etaSeconds'>));
   const onAbort = () => job.abort();

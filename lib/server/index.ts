@@ -90,7 +90,7 @@ const SERVER_OPTIONS = [
   'backend', 'cpuKernels', 'rpc', 'tensorSplit', 'chatTemplate', 'modelAlias', 'defaults',
 ];
 const DRAFT_METHODS: readonly string[] = ['draft', 'rsd', 'rasd', 'auto'];
-const HEAD_METHODS: readonly string[] = ['medusa', 'eagle', 'chimera', 'auto'];
+const HEAD_METHODS: readonly string[] = ['medusa', 'eagle', 'chimera', 'hidden-transfer', 'auto'];
 
 interface Ready {
   model: Model;
@@ -431,7 +431,7 @@ export class SpecdecServer extends http.Server {
     if ((method === 'draft' || method === 'rsd') && !s.draftModel) {
       throw new HttpError(400, `method '${method}' needs a draft model, and this server has none (start it with a draft model)`, 'method');
     }
-    if ((method === 'medusa' || method === 'eagle' || method === 'chimera') && !this.opts.heads) {
+    if ((method === 'medusa' || method === 'eagle' || method === 'chimera' || method === 'hidden-transfer') && !this.opts.heads) {
       throw new HttpError(400, `method '${method}' needs a head file, and this server has none (start it with heads)`, 'method');
     }
     const options: GenerateOptions = { ...this.opts.defaults, ...p.options, method };

@@ -51,6 +51,10 @@ void fill_entry_sel(const graph_shape & shape, const graph_inputs & in) {
     for (uint32_t i = 0; i < shape.n_tokens; ++i) sel[i] = (int32_t) i;
     for (size_t j = 0; j < shape.entry_rows.size(); ++j) sel[shape.entry_rows[j]] = (int32_t) (shape.n_tokens + j);
     ggml_backend_tensor_set(in.entry_sel, sel.data(), 0, sel.size() * sizeof(int32_t));
+    if (in.entry_from) {
+        std::vector<int32_t> from(shape.entry_from.begin(), shape.entry_from.end());
+        ggml_backend_tensor_set(in.entry_from, from.data(), 0, from.size() * sizeof(int32_t));
+    }
 }
 
 uint32_t decode_n_kv(uint32_t n_total, uint32_t kv_size) {
@@ -251,11 +255,19 @@ ggml_cgraph * build_llama_graph(ggml_context * ctx0, const model & m, const kv_c
         ggml_set_name(in.tokens, "inp_tokens");
         ggml_set_input(in.tokens);
     }
-    in.entry = in.entry_sel = nullptr;
+    in.entry = in.entry_sel = in.entry_from = nullptr;
+    const bool entry_mapped = n_entry > 0 && shape.entry_maps && !all_enter_at_0;
+    if (entry_mapped) {
+        in.entry_from = ggml_new_tensor_1d(ctx0, GGML_TYPE_I32, (int64_t) shape.entry_from.size());
+        ggml_set_name(in.entry_from, "inp_entry_from");
+        ggml_set_input(in.entry_from);
+    }
     if (n_entry > 0) {
-        in.entry = ggml_new_tensor_2d(ctx0, GGML_TYPE_F32, hp.n_embd, n_entry);
-        ggml_set_name(in.entry, "inp_entry");
-        ggml_set_input(in.entry);
+        if (!entry_mapped) {
+            in.entry = ggml_new_tensor_2d(ctx0, GGML_TYPE_F32, hp.n_embd, n_entry);
+            ggml_set_name(in.entry, "inp_entry");
+            ggml_set_input(in.entry);
+        }
         if (!all_enter_at_0) {
             in.entry_sel = ggml_new_tensor_1d(ctx0, GGML_TYPE_I32, n_tokens);
             ggml_set_name(in.entry_sel, "inp_entry_sel");
@@ -264,6 +276,16 @@ ggml_cgraph * build_llama_graph(ggml_context * ctx0, const model & m, const kv_c
     }
     // the residual stream with the entering rows replaced: rows of [stream ; entry] by entry_sel
     auto enter = [&](ggml_tensor * stream) -> ggml_tensor * {
+        if (entry_mapped) {
+            // every map applied to every source row: [n_embd, n_from, M], map-major once flattened
+            ggml_tensor * maps = const_cast<ggml_tensor *>(shape.entry_maps);
+            const int64_t n_from = (int64_t) shape.entry_from.size(), n_maps = maps->ne[2];
+            ggml_tensor * src = ggml_get_rows(ctx0, stream, in.entry_from);                            // [n_embd, n_from]
+            ggml_tensor * rep = ggml_repeat(ctx0, ggml_reshape_3d(ctx0, src, hp.n_embd, n_from, 1),
+                                            ggml_new_tensor_3d(ctx0, GGML_TYPE_F32, hp.n_embd, n_from, n_maps));  // [n_embd, n_from, M]
+            in.entry = ggml_reshape_2d(ctx0, ggml_mul_mat(ctx0, maps, rep), hp.n_embd, n_from * n_maps);  // [n_embd, n_entry]
+            ggml_set_name(in.entry, "entry_mapped");
+        }
         ggml_tensor * both = ggml_concat(ctx0, stream, in.entry, 1);  // [n_embd, n_tokens + n_entry]
         return ggml_get_rows(ctx0, both, in.entry_sel);               // [n_embd, n_tokens]
     };

@@ -66,6 +66,13 @@ struct graph_shape {
     // from the vector (Hidden Transfer's pseudo rows). Empty: the graph is the same as without.
     uint32_t              entry_layer = 0;
     std::vector<uint32_t> entry_rows;  // strictly increasing batch rows
+    // The entering vectors computed in the graph rather than given (entry_layer > 0): linear maps of
+    // the stream's rows at entry_layer. With M = entry_maps->ne[2] maps and the source rows entry_from,
+    // vector j * entry_from.size() + a is map j applied to row entry_from[a] (map-major); entry_rows
+    // then holds M * entry_from.size() rows. Hidden Transfer's pseudo rows: maps of a context row's
+    // hidden state stand in for the hidden states of the positions after it.
+    const ggml_tensor *   entry_maps = nullptr;  // [n_embd, n_embd, M] f32 (input dimension first)
+    std::vector<uint32_t> entry_from;            // batch rows the maps read
     // Low-rank adapters on the weights (a coprocessor's): null for none.
     const lora_adapter * lora = nullptr;
 };
@@ -96,11 +103,13 @@ struct graph_inputs {
     std::vector<ggml_tensor *> taps;  // per graph_shape::taps: [n_embd, n_outputs] f32 ([n_embd, n_tokens] with tap_all_rows)
     ggml_tensor * gather_idx  = nullptr;  // [gather_n_kv, n_gather] i32: per gathered row, the cell of each view cell
     ggml_tensor * gather_mask = nullptr;  // [gather_n_kv, n_gather] f16: its mask in that layout
-    ggml_tensor * entry     = nullptr;  // [n_embd, entry_rows.size()] f32: the vectors of rows that enter at entry_layer
+    ggml_tensor * entry     = nullptr;  // [n_embd, entry_rows.size()] f32: the vectors of rows that enter at entry_layer (computed with entry_maps)
+    ggml_tensor * entry_from = nullptr; // [entry_from.size()] i32: the rows the entry maps read (with entry_maps)
     ggml_tensor * entry_sel = nullptr;  // [n_tokens] i32: row i's source in [stream ; entry] (absent when every row enters at layer 0)
 };
 
-// Fills graph_inputs::entry_sel for a shape with entry rows (row i: i, or n_tokens + j for entry_rows[j]).
+// Fills graph_inputs::entry_sel for a shape with entry rows (row i: i, or n_tokens + j for entry_rows[j]),
+// and entry_from when the entering vectors are computed by maps.
 void fill_entry_sel(const graph_shape & shape, const graph_inputs & in);
 
 ggml_cgraph * build_llama_graph(ggml_context * ctx0, const model & m, const kv_cache & kv,

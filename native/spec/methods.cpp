@@ -8,6 +8,7 @@
 #include "spec/drafters/auto.h"
 #include "spec/drafters/chimera.h"
 #include "spec/drafters/eagle.h"
+#include "spec/drafters/hidden_transfer.h"
 #include "spec/drafters/lud.h"
 #include "spec/drafters/medusa.h"
 #include "spec/drafters/prompt_lookup.h"
@@ -92,6 +93,12 @@ method_plan make_method(const method_options & o, const session & target, const 
         plan.taps_all_rows = true;
         plan.draft = o.chimera_state ? o.chimera_state : std::make_shared<chimera_drafter>(o.chimera, target);
         plan.draft_max = budget(16);
+    } else if (o.method == "hidden-transfer") {
+        if (!o.transfer) fail("ERR_INVALID_OPTION", "method 'hidden-transfer' needs heads: { file } with a Hidden Transfer file (train-drafter --kind hidden-transfer)");
+        o.transfer->check_target(target.mdl(), "the Hidden Transfer maps");
+        plan.transfer = o.transfer;
+        plan.draft = std::make_shared<hidden_transfer_drafter>(o.transfer, target);
+        plan.draft_max = budget(o.transfer->k + 2);
     } else if (o.method == "ead") {
         need_draft_model(o, target);
         // the small model's tokens are the output: its session runs its own weights and the model's

@@ -5,6 +5,7 @@
 #include "train/eagle3_train.h"
 #include "train/lud_train.h"
 #include "train/medusa_train.h"
+#include "train/transfer_train.h"
 
 #include <algorithm>
 #include <cmath>
@@ -254,8 +255,9 @@ train_report train_drafter(std::shared_ptr<const model> target, const train_opti
     if (o.kind == "medusa") return train_medusa(std::move(target), o);
     if (o.kind == "eagle3") return train_eagle3(std::move(target), o);
     if (o.kind == "chimera") return train_chimera(std::move(target), o);
+    if (o.kind == "hidden-transfer") return train_transfer(std::move(target), o);
     if (o.kind == "lud") return train_lud(std::move(target), o);
-    fail("ERR_INVALID_OPTION", format("unknown drafter kind '%s' (known: medusa, eagle3, chimera, lud)", o.kind.c_str()));
+    fail("ERR_INVALID_OPTION", format("unknown drafter kind '%s' (known: medusa, eagle3, chimera, hidden-transfer, lud)", o.kind.c_str()));
 }
 
 } // namespace specdec

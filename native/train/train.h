@@ -38,10 +38,12 @@ struct train_progress {
 };
 
 struct train_options {
-    std::string kind = "medusa";  // "medusa", "eagle3", "chimera" or "lud"
+    std::string kind = "medusa";  // "medusa", "eagle3", "chimera", "hidden-transfer" or "lud"
     uint32_t n_heads   = 4;     // medusa: heads
     uint32_t ttt_steps = 3;     // eagle3: steps of the training-time test (draft depths trained)
     float    reg_weight = 1.0f; // chimera: weight of the hidden-state regression next to the distillation
+    uint32_t ht_layer  = 0;     // hidden-transfer: the transfer layer (0: n_layer / 2)
+    uint32_t ht_k      = 3;     // hidden-transfer: pseudo rows (positions drafted per pass)
     uint32_t lud_k     = 4;     // lud: placeholders appended (parallel positions trained)
     float    lud_alpha = 0.8f;  // lud: confidence that marks a lexical unit
     uint32_t lud_groups = 24;   // lud: placeholder groups per window
