@@ -37,6 +37,7 @@ const ALL_ARMS = [
   ['auto + Medusa', 'auto', false, 'medusa'],
   ['chimera', 'chimera', false, 'chimera'],
   ['auto + Chimera', 'auto', false, 'chimera'],
+  ['hidden-transfer', 'hidden-transfer', false, 'hidden-transfer'],
   ['draft model', 'draft', true, ''],
   ['lookup', 'lookup', false, ''],
   ['rasd (retrieval)', 'rasd', false, ''],
@@ -46,6 +47,8 @@ const ARMS = process.env.BENCH_ARMS
   : ALL_ARMS;
 const OUT = process.env.BENCH_OUT ?? 'drafters';
 const KIND_NAMES = { eagle3: 'EAGLE-3 (1 layer, 3 TTT steps)', chimera: 'Chimera (trigram + 1 layer, residual head)' };
+// Hidden Transfer's transfer layer and pseudo rows (bench/results/hidden-transfer-sweep.json chose them)
+const HT = { layer: Number(process.env.BENCH_HT_LAYER ?? 6), k: Number(process.env.BENCH_HT_K ?? 3) };
 
 async function trainWorker([kind, out, minutes, threads]) {
   const { loadModel, trainDrafter } = await import(path.join(root, 'dist', 'index.mjs'));
@@ -53,6 +56,7 @@ async function trainWorker([kind, out, minutes, threads]) {
   let last = 0;
   const r = await trainDrafter(model, {
     kind, corpus, out, minutes: Number(minutes), threads: Number(threads),
+    ...(kind === 'hidden-transfer' ? { hiddenTransfer: HT } : {}),
     onProgress: (p) => {
       if (Date.now() - last < 30_000 && p.phase === 'train') return;
       last = Date.now();
@@ -113,7 +117,7 @@ async function main() {
   mkdirSync(path.join(root, 'bench', 'tmp'), { recursive: true });
   const heads = {};
   const training = {};
-  for (const kind of ['eagle3', 'medusa', 'chimera'].filter((k) => ARMS.some((a) => a.heads === k))) {
+  for (const kind of ['eagle3', 'medusa', 'chimera', 'hidden-transfer'].filter((k) => ARMS.some((a) => a.heads === k))) {
     heads[kind] = path.join(root, 'bench', 'tmp', `code-${kind}.gguf`);
     const reportFile = heads[kind].replace(/\.gguf$/, '.json');
     if (process.env.BENCH_REUSE === '1' && existsSync(heads[kind]) && existsSync(reportFile)) {
@@ -156,7 +160,8 @@ async function main() {
   writeFileSync(path.join(root, 'bench', 'results', `${OUT}.json`), JSON.stringify(result, null, 2) + '\n');
   let md = '\n| training | time | threads | positions (AdamW steps) | peak RSS | held-out loss before → after | held-out top-1 per head / depth | τ estimate |\n|---|---|---|---|---|---|---|---|\n';
   for (const [kind, t] of Object.entries(training)) {
-    md += `| ${KIND_NAMES[kind] ?? `Medusa (${t.headAccuracyAfter.length} heads)`} | ${(t.seconds / 60).toFixed(1)} min | ${t.threads ?? '–'} | ` +
+    const label = KIND_NAMES[kind] ?? (kind === 'hidden-transfer' ? `Hidden Transfer (layer ${HT.layer}, k ${t.headAccuracyAfter.length})` : `Medusa (${t.headAccuracyAfter.length} heads)`);
+    md += `| ${label} | ${(t.seconds / 60).toFixed(1)} min | ${t.threads ?? '–'} | ` +
       `${t.tokens} (${t.steps}) | ${t.maxRssMiB.toFixed(0)} MiB | ${t.validationLossBefore.toFixed(2)} → ${t.validationLossAfter.toFixed(2)} | ` +
       `${t.headAccuracyAfter.map((x) => (x * 100).toFixed(1) + ' %').join(' / ')} | ${t.tauBefore.toFixed(2)} → ${t.tauAfter.toFixed(2)} |\n`;
   }

@@ -39,11 +39,6 @@ void trainable_llama_store(const trainable_llama & w, model & dst);
 // Number of trainable values.
 int64_t trainable_llama_size(const trainable_llama & w);
 
-// One decoder layer of the differentiable forward pass over B windows of T rows each (the weights may
-// be trainable or frozen F32 tensors): x [n_embd, T * B] -> [n_embd, T * B]; pos [T], mask [T, T] as below.
-ggml_tensor * build_llama_train_layer(ggml_context * c, const hparams & hp, const layer_weights & L, ggml_tensor * rope_freqs,
-                                      ggml_tensor * x, ggml_tensor * pos, ggml_tensor * mask, int64_t T, int64_t B);
-
 // The forward pass over B windows of T tokens each (causal within its window, positions 0..T-1).
 //   tokens: [T * B] i32, window-major; pos: [T] i32 = 0..T-1; mask: [T, T] f32 (0 / -inf, causal);
 //   returns the logits [n_vocab, T * B].
