@@ -162,7 +162,7 @@ async function main() {
   for (const [kind, t] of Object.entries(training)) {
     const label = KIND_NAMES[kind] ?? (kind === 'hidden-transfer' ? `Hidden Transfer (layer ${HT.layer}, k ${t.headAccuracyAfter.length})` : `Medusa (${t.headAccuracyAfter.length} heads)`);
     md += `| ${label} | ${(t.seconds / 60).toFixed(1)} min | ${t.threads ?? '–'} | ` +
-      `${t.tokens} (${t.steps}) | ${t.maxRssMiB.toFixed(0)} MiB | ${t.validationLossBefore.toFixed(2)} → ${t.validationLossAfter.toFixed(2)} | ` +
+      `${t.tokens} (${t.steps}) | ${t.maxRssMiB != null ? `${t.maxRssMiB.toFixed(0)} MiB` : '–'} | ${t.validationLossBefore.toFixed(2)} → ${t.validationLossAfter.toFixed(2)} | ` +
       `${t.headAccuracyAfter.map((x) => (x * 100).toFixed(1) + ' %').join(' / ')} | ${t.tauBefore.toFixed(2)} → ${t.tauAfter.toFixed(2)} |\n`;
   }
   md += `\n| method | T | τ | acceptance | decode tok/s (min–max) | vs our autoregressive |\n|---|---|---|---|---|---|\n`;

@@ -52,11 +52,11 @@ export interface TrainDrafterOptions {
    * (alpha, (0, 1], default 0.8), and placeholder groups per training window (default 24).
    */
   lud?: { k?: number; alpha?: number; groups?: number };
-  /** Tokens per window the target reads (default: medusa 256, eagle3 and chimera 65, lud 96; at most the model's context). */
+  /** Tokens per window the target reads (default: medusa 256, eagle3 and chimera 65, hidden-transfer 32, lud 96; at most the model's context). */
   sequenceLength?: number;
   /** Per optimizer step: positions (medusa, default 32) or windows (eagle3 and chimera, default 4). */
   batchSize?: number;
-  /** AdamW learning rate (default 1e-3; lud, a fine-tune of the whole model: 2e-4; decaying linearly to 10 % over the budget). */
+  /** AdamW learning rate (default 1e-3; lud, a fine-tune of the whole model: 2e-4; hidden-transfer, few but costly steps: 3e-3; decaying linearly to 10 % over the budget). */
   learningRate?: number;
   /** Share of the corpus's documents held out for validation (default 0.05). */
   validationFraction?: number;
@@ -107,8 +107,9 @@ export interface TrainReport {
   validationAccuracyBefore: number;
   validationAccuracyAfter: number;
   /**
-   * Per head (medusa), per draft depth (eagle3), or (chimera) the first draft step's top-1 agreement and
-   * the second's where the first was right: agreement with the target's own choice.
+   * Per head (medusa), per draft depth (eagle3), per pseudo position (hidden-transfer), or (chimera) the
+   * first draft step's top-1 agreement and the second's where the first was right: agreement with the
+   * target's own choice.
    */
   headAccuracyBefore: number[];
   headAccuracyAfter: number[];
@@ -265,10 +266,10 @@ export async function trainDrafter(model: Model, options: TrainDrafterOptions): 
   const heads = optNumber(o, 'heads', 4, 1, 16, true);
   const tttSteps = optNumber(o, 'tttSteps', 3, 1, 8, true);
   const maxSeq = lud ? model.info.contextLength - ludK - 1 : model.info.contextLength;
-  const seqLen = optNumber(o, 'sequenceLength', Math.min(windowed ? 65 : ht ? 64 : lud ? 96 : 256, maxSeq), 16, maxSeq, true);
+  const seqLen = optNumber(o, 'sequenceLength', Math.min(windowed ? 65 : ht ? 32 : lud ? 96 : 256, maxSeq), 16, maxSeq, true);
   if (seqLen < (eagle ? tttSteps + 5 : lud ? 16 : windowed ? 9 : ht ? pseudoRows + 8 : heads + 8)) throw new InvalidOptionError(`option 'sequenceLength' (${seqLen}) is too short`);
   const batchSize = optNumber(o, 'batchSize', windowed ? 4 : lud || ht ? 1 : 32, 1, 4096, true);
-  const learningRate = optNumber(o, 'learningRate', lud ? 2e-4 : 1e-3, 1e-7, 1);
+  const learningRate = optNumber(o, 'learningRate', lud ? 2e-4 : ht ? 3e-3 : 1e-3, 1e-7, 1);
   const valFraction = optNumber(o, 'validationFraction', 0.05, 0.001, 0.5);
   const valPositions = optNumber(o, 'validationPositions', 1024, windowed ? batchSize * (seqLen - 1) : batchSize, 1 << 20, true);
   const seed = optNumber(o, 'seed', 42, 0, 2 ** 32 - 1, true);
