@@ -202,6 +202,7 @@ describeShared('hidden transfer', (dir) => {
     await expect(gen(corrupt)).rejects.toMatchObject({ code: 'ERR_TENSOR_SHAPE' });
     await expect(s.generate('x', { maxTokens: 2, method: 'medusa', heads: { file: trained } }).result()).rejects.toThrow(InvalidOptionError);
     expect(() => s.generate('x', { method: 'hidden-transfer' })).toThrow(InvalidOptionError);
+    await expect(s.generate('x', { maxTokens: 2, method: 'auto', heads: { file: trained } }).result()).rejects.toThrow(InvalidOptionError);
     const ok = await gen(trained);
     expect(ok.tokens.length).toBe(4);
     await s.dispose();

@@ -120,6 +120,10 @@ method_plan make_method(const method_options & o, const session & target, const 
             plan.parallel = o.lud;
         }
     } else if (o.method == "auto") {
+        if (o.transfer) {
+            fail("ERR_INVALID_OPTION", "method 'auto' does not draft with Hidden Transfer maps (their pseudo rows ride on every verification pass); "
+                 "use method 'hidden-transfer'");
+        }
         std::vector<auto_drafter::candidate> c;
         // retrieval from the context (rasd without a draft model: prompt lookup's matches as a
         // tree, measured better than lookup alone) and ADED's learnt table; Token Recycling is left
