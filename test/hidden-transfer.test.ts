@@ -160,7 +160,7 @@ describeShared('hidden transfer', (dir) => {
     return { counts, accepted };
   }
 
-  it('sampling at T = 0.8 follows the autoregressive distribution (chi-square, 10,000 samples); a wrong verifier is rejected', async () => {
+  it('sampling at T = 0.8 follows the autoregressive distribution (chi-square, 10,000 samples)', async () => {
     const N = 10000;
     const p = model.tokenize('Once upon a time, there was a little girl. Once upon a time, there was a little');
     const ref = await sample(p, N, 41_000_000, {});
@@ -169,10 +169,16 @@ describeShared('hidden transfer', (dir) => {
     const [stat, dof] = chiSquare(ref.counts, got.counts, N, N);
     expect(dof).toBeGreaterThan(10);
     expect(Math.round(stat)).toBeLessThanOrEqual(chiCritical(dof));
-    const biased = await sample(p, N, 43_000_000, { method: 'hidden-transfer', heads: { file: trained }, [TEST_BIASED_VERIFIER]: true } as GenerateOptions);
-    const [stat2, dof2] = chiSquare(ref.counts, biased.counts, N, N);
-    expect(stat2).toBeGreaterThan(chiCritical(dof2));
   }, 300_000);
+
+  it('the negative control: with a wrong verifier the same test rejects (fewer samples suffice)', async () => {
+    const N = 3000;
+    const p = model.tokenize('Once upon a time, there was a little girl. Once upon a time, there was a little');
+    const ref = await sample(p, N, 44_000_000, {});
+    const biased = await sample(p, N, 43_000_000, { method: 'hidden-transfer', heads: { file: trained }, [TEST_BIASED_VERIFIER]: true } as GenerateOptions);
+    const [stat, dof] = chiSquare(ref.counts, biased.counts, N, N);
+    expect(stat).toBeGreaterThan(chiCritical(dof));
+  }, 120_000);
 
   it('bad files give typed errors: another target, a layer the target lacks, truncated, not GGUF, corrupt; the session still works', async () => {
     const s = await model.createSession({ contextSize: 128 });
