@@ -7,10 +7,12 @@
 //      autoregressive decoding, eagle, medusa, auto + each head, the draft model, lookup and rasd, at
 //      T = 0 and T = 0.8, each run in its own process, runs interleaved, medians: decode tok/s, τ,
 //      acceptance.
-// Env: BENCH_TRAIN_MINUTES (15), BENCH_REUSE=1 (reuse bench/tmp/code-{eagle3,medusa}.gguf and their
-// training reports from an earlier run instead of training), BENCH_REPS (3), BENCH_TOKENS (128),
-// BENCH_PROMPTS (8), BENCH_THREADS (1), SPECDEC_SHARED.
-// Writes bench/results/drafters.json, drafters.md, drafters.svg and the README table between
+// Env: BENCH_TRAIN_MINUTES (15), BENCH_REUSE=1 (reuse bench/tmp/code-{eagle3,medusa,chimera}.gguf and
+// their training reports from an earlier run instead of training), BENCH_REPS (3), BENCH_TOKENS (128),
+// BENCH_PROMPTS (8), BENCH_THREADS (1), BENCH_ARMS (a comma-separated subset of the arms' names, default
+// all; the drafters they need are trained), BENCH_OUT (results file base name, default 'drafters'),
+// SPECDEC_SHARED.
+// Writes bench/results/<BENCH_OUT>.json, .md, .svg and, for the default name, the README table between
 // <!-- bench:drafters --> markers.
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -26,17 +28,27 @@ const shared = path.resolve(process.env.SPECDEC_SHARED ?? path.join(root, '..', 
 const corpus = path.join(shared, 'corpus', 'python-packages.jsonl');
 const median = (xs) => { const s = [...xs].sort((a, b) => a - b); const m = s.length >> 1; return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2; };
 
-// name, method, uses the draft model, the heads it uses ('eagle3', 'medusa' or none)
-const ARMS = [
+// name, method, uses the draft model, the heads it uses ('eagle3', 'medusa', 'chimera' or none)
+const ALL_ARMS = [
   ['autoregressive', 'autoregressive', false, ''],
   ['eagle (EAGLE-3)', 'eagle', false, 'eagle3'],
   ['auto + EAGLE-3', 'auto', false, 'eagle3'],
   ['medusa', 'medusa', false, 'medusa'],
   ['auto + Medusa', 'auto', false, 'medusa'],
+  ['chimera', 'chimera', false, 'chimera'],
+  ['auto + Chimera', 'auto', false, 'chimera'],
+  ['hidden-transfer', 'hidden-transfer', false, 'hidden-transfer'],
   ['draft model', 'draft', true, ''],
   ['lookup', 'lookup', false, ''],
   ['rasd (retrieval)', 'rasd', false, ''],
 ].map(([name, method, draft, heads]) => ({ name, method, draft, heads }));
+const ARMS = process.env.BENCH_ARMS
+  ? ALL_ARMS.filter((a) => a.name === 'autoregressive' || process.env.BENCH_ARMS.split(',').map((x) => x.trim()).includes(a.name))
+  : ALL_ARMS;
+const OUT = process.env.BENCH_OUT ?? 'drafters';
+const KIND_NAMES = { eagle3: 'EAGLE-3 (1 layer, 3 TTT steps)', chimera: 'Chimera (trigram + 1 layer, residual head)' };
+// Hidden Transfer's transfer layer and pseudo rows (bench/results/hidden-transfer-sweep.json chose them)
+const HT = { layer: Number(process.env.BENCH_HT_LAYER ?? 6), k: Number(process.env.BENCH_HT_K ?? 3) };
 
 async function trainWorker([kind, out, minutes, threads]) {
   const { loadModel, trainDrafter } = await import(path.join(root, 'dist', 'index.mjs'));
@@ -44,6 +56,7 @@ async function trainWorker([kind, out, minutes, threads]) {
   let last = 0;
   const r = await trainDrafter(model, {
     kind, corpus, out, minutes: Number(minutes), threads: Number(threads),
+    ...(kind === 'hidden-transfer' ? { hiddenTransfer: HT } : {}),
     onProgress: (p) => {
       if (Date.now() - last < 30_000 && p.phase === 'train') return;
       last = Date.now();
@@ -104,7 +117,7 @@ async function main() {
   mkdirSync(path.join(root, 'bench', 'tmp'), { recursive: true });
   const heads = {};
   const training = {};
-  for (const kind of ['eagle3', 'medusa']) {
+  for (const kind of ['eagle3', 'medusa', 'chimera', 'hidden-transfer'].filter((k) => ARMS.some((a) => a.heads === k))) {
     heads[kind] = path.join(root, 'bench', 'tmp', `code-${kind}.gguf`);
     const reportFile = heads[kind].replace(/\.gguf$/, '.json');
     if (process.env.BENCH_REUSE === '1' && existsSync(heads[kind]) && existsSync(reportFile)) {
@@ -144,11 +157,12 @@ async function main() {
   for (const r of rows) r.speedupOverOurAutoregressive = r.decodeTokensPerSecond / rows.find((x) => x.method === 'autoregressive' && x.temperature === r.temperature).decodeTokensPerSecond;
   const machine = { cpu: cpus()[0]?.model, cpus: availableParallelism(), node: process.version, date: new Date().toISOString() };
   const result = { machine, tokens: n, reps, prompts: nPrompts, threads, training, rows };
-  writeFileSync(path.join(root, 'bench', 'results', 'drafters.json'), JSON.stringify(result, null, 2) + '\n');
+  writeFileSync(path.join(root, 'bench', 'results', `${OUT}.json`), JSON.stringify(result, null, 2) + '\n');
   let md = '\n| training | time | threads | positions (AdamW steps) | peak RSS | held-out loss before → after | held-out top-1 per head / depth | τ estimate |\n|---|---|---|---|---|---|---|---|\n';
   for (const [kind, t] of Object.entries(training)) {
-    md += `| ${kind === 'eagle3' ? 'EAGLE-3 (1 layer, 3 TTT steps)' : `Medusa (${t.headAccuracyAfter.length} heads)`} | ${(t.seconds / 60).toFixed(1)} min | ${t.threads ?? '–'} | ` +
-      `${t.tokens} (${t.steps}) | ${t.maxRssMiB.toFixed(0)} MiB | ${t.validationLossBefore.toFixed(2)} → ${t.validationLossAfter.toFixed(2)} | ` +
+    const label = KIND_NAMES[kind] ?? (kind === 'hidden-transfer' ? `Hidden Transfer (layer ${HT.layer}, k ${t.headAccuracyAfter.length})` : `Medusa (${t.headAccuracyAfter.length} heads)`);
+    md += `| ${label} | ${(t.seconds / 60).toFixed(1)} min | ${t.threads ?? '–'} | ` +
+      `${t.tokens} (${t.steps}) | ${t.maxRssMiB != null ? `${t.maxRssMiB.toFixed(0)} MiB` : '–'} | ${t.validationLossBefore.toFixed(2)} → ${t.validationLossAfter.toFixed(2)} | ` +
       `${t.headAccuracyAfter.map((x) => (x * 100).toFixed(1) + ' %').join(' / ')} | ${t.tauBefore.toFixed(2)} → ${t.tauAfter.toFixed(2)} |\n`;
   }
   md += `\n| method | T | τ | acceptance | decode tok/s (min–max) | vs our autoregressive |\n|---|---|---|---|---|---|\n`;
@@ -157,15 +171,15 @@ async function main() {
       `${r.decodeTokensPerSecond.toFixed(0)} (${r.min.toFixed(0)}–${r.max.toFixed(0)}) | ${r.speedupOverOurAutoregressive.toFixed(2)}× |\n`;
   }
   md += `\nCode target (Q8_0), ${threads} thread${threads > 1 ? 's' : ''}, the first ${nPrompts} prompts of \`eval/code-prompts.json\` (last 400 tokens), ${n} tokens each; ` +
-    `${reps} interleaved runs, each method in its own process, medians; ${machine.cpus} CPUs (${machine.cpu}), ${machine.date.slice(0, 10)}. Chart: [bench/results/drafters.svg](bench/results/drafters.svg).\n`;
-  writeFileSync(path.join(root, 'bench', 'results', 'drafters.md'), md);
+    `${reps} interleaved runs, each method in its own process, medians; ${machine.cpus} CPUs (${machine.cpu}), ${machine.date.slice(0, 10)}. Chart: [bench/results/${OUT}.svg](bench/results/${OUT}.svg).\n`;
+  writeFileSync(path.join(root, 'bench', 'results', `${OUT}.md`), md);
   const bars = rows.filter((r) => r.method !== 'autoregressive').map((r) => ({ label: `${r.method} T=${r.temperature}`, value: r.speedupOverOurAutoregressive, group: String(r.temperature) }));
-  writeFileSync(path.join(root, 'bench', 'results', 'drafters.svg'), barChart({ title: 'Code target: decode speed relative to our autoregressive decoding', yLabel: 'speedup', bars, width: Math.max(760, bars.length * 40 + 80) }));
+  writeFileSync(path.join(root, 'bench', 'results', `${OUT}.svg`), barChart({ title: 'Code target: decode speed relative to our autoregressive decoding', yLabel: 'speedup', bars, width: Math.max(760, bars.length * 40 + 80) }));
   const readme = path.join(root, 'README.md');
   const text = readFileSync(readme, 'utf8');
   const i = text.indexOf('<!-- bench:drafters -->');
   const j = text.indexOf('<!-- /bench:drafters -->');
-  if (i >= 0 && j > i) writeFileSync(readme, text.slice(0, i + '<!-- bench:drafters -->'.length) + '\n' + md + text.slice(j));
+  if (OUT === 'drafters' && i >= 0 && j > i) writeFileSync(readme, text.slice(0, i + '<!-- bench:drafters -->'.length) + '\n' + md + text.slice(j));
   process.stdout.write(md);
 }
 

@@ -88,6 +88,7 @@ export interface NativeSession {
   _memory(): { kvBytes: number; computeBytes: number; graphBytes: number };
   /** Test hook: the logits of every row of a verification pass of a tree (nothing committed). */
   _evalTree(tokens: Int32Array, parents: Int32Array): Float32Array;
+  _evalTree(tokens: Int32Array, parents: Int32Array, transferFile: string): { logits: Float32Array; pseudo: Float32Array };
 }
 export interface NativeBinding {
   LoadTask: new (path: string, backend: string, cpuKernels: string, options?: { rpc?: string[]; tensorSplit?: number[]; draft?: boolean }) => { start(onProgress?: (f: number) => void): Promise<NativeModel>; cancel(): void };

@@ -43,6 +43,13 @@ export interface SessionOptions {
  *   tree from the target's own last hidden state, taken from the verification pass itself.
  * - 'eagle': an EAGLE-3 head in llama.cpp's `eagle3` GGUF layout (`heads: { file }`) drafts a dynamic
  *   tree (EAGLE-2) from the target's hidden states of three layers, tapped from its own passes.
+ * - 'chimera': a Chimera drafter trained for this model (`heads: { file }`, from trainDrafter kind
+ *   'chimera'): a trigram encoder and one full-context layer over the target's hidden states (tapped
+ *   from its own passes) with residual decoding heads draft a dynamic tree.
+ * - 'hidden-transfer': Hidden Transfer maps trained for this model (`heads: { file }`, from trainDrafter
+ *   kind 'hidden-transfer'): at a middle layer, linear maps of a row's hidden state become pseudo rows
+ *   of the next positions inside the target's own verification pass, decoded by its output head: the
+ *   next draft comes out of the pass that verifies the last one (no drafter pass, no second model).
  * - 'auto': picks the drafter (retrieval from the context, aded, the draft model and the heads
  *   when given) and the tree size with the best measured tokens per second each step, or plain
  *   decoding when speculation loses.
@@ -56,7 +63,7 @@ export interface SessionOptions {
  *   next token and the confident run after it are emitted unverified (lossy, the default). With
  *   `lud: { verify: true }` they are a draft the target verifies instead, and 'lud' is lossless.
  */
-export const METHODS = ['autoregressive', 'lookup', 'draft', 'rsd', 'token-recycling', 'aded', 'rasd', 'medusa', 'eagle', 'auto', 'ead', 'lud'] as const;
+export const METHODS = ['autoregressive', 'lookup', 'draft', 'rsd', 'token-recycling', 'aded', 'rasd', 'medusa', 'eagle', 'chimera', 'hidden-transfer', 'auto', 'ead', 'lud'] as const;
 /**
  * Methods whose output is not the target's own (greedy) or distribution (sampling): 'ead', and 'lud'
  * unless `lud.verify` (stats.lossless says it for each run).
@@ -67,8 +74,14 @@ const NEEDS_DRAFT_MODEL: readonly string[] = ['draft', 'rsd', 'ead'];
 const USES_DRAFT_MODEL: readonly string[] = ['draft', 'rsd', 'rasd', 'auto', 'ead'];
 /** EAD defaults (README, "Entropy Adaptive Decoding"): chosen by bench/ead.mjs on the code pair. */
 export const EAD_DEFAULTS = { threshold: 0.5, window: 5, minDwell: 1 } as const;
-/** Methods that use `heads: { file }` ('medusa' and 'eagle' need it, 'auto' uses it when given). */
-const USES_HEADS: readonly string[] = ['medusa', 'eagle', 'auto'];
+/** Methods that use `heads: { file }` ('medusa', 'eagle' and 'chimera' need it, 'auto' uses it when given). */
+const USES_HEADS: readonly string[] = ['medusa', 'eagle', 'chimera', 'hidden-transfer', 'auto'];
+const NEEDS_HEADS: Readonly<Record<string, string>> = {
+  medusa: 'a Medusa head file from trainDrafter()',
+  eagle: "an EAGLE-3 head file (llama.cpp's eagle3 layout)",
+  chimera: "a Chimera file from trainDrafter() kind 'chimera'",
+  'hidden-transfer': "a Hidden Transfer file from trainDrafter() kind 'hidden-transfer'",
+};
 
 /** repeatPenalty divides positive logits: 0 would make them infinite and the probabilities NaN. */
 function positivePenalty(v: number): number {
@@ -135,8 +148,9 @@ export interface GenerateOptions {
    */
   rsd?: { tree?: 'gumbel-top-k' | 'beam-search' };
   /**
-   * 'medusa', 'eagle' (required), 'auto' (optional): a head file for this model: Medusa heads from
-   * trainDrafter() / `specdec train-drafter`, or an EAGLE-3 head in llama.cpp's `eagle3` layout.
+   * 'medusa', 'eagle', 'chimera' (required), 'auto' (optional): a head file for this model: Medusa heads
+   * or a Chimera drafter from trainDrafter() / `specdec train-drafter`, or an EAGLE-3 head in llama.cpp's
+   * `eagle3` layout.
    */
   heads?: { file: string };
   /**
@@ -462,8 +476,8 @@ export class Session {
     if (o.heads !== undefined && !USES_HEADS.includes(method as string)) {
       throw new InvalidOptionError(`method '${method as string}' does not use heads; 'heads: { file }' is for ${USES_HEADS.map((m) => `'${m}'`).join(', ')}`);
     }
-    if ((method === 'medusa' || method === 'eagle') && o.heads === undefined) {
-      throw new InvalidOptionError(`method '${method}' needs \`heads: { file }\`, a ${method === 'medusa' ? 'Medusa head file from trainDrafter()' : 'EAGLE-3 head file (llama.cpp\'s eagle3 layout)'}`);
+    if (NEEDS_HEADS[method as string] !== undefined && o.heads === undefined) {
+      throw new InvalidOptionError(`method '${method as string}' needs \`heads: { file }\`, ${NEEDS_HEADS[method as string]}`);
     }
     if (o.heads !== undefined && (typeof headsOpts.file !== 'string' || headsOpts.file.length === 0)) {
       throw new InvalidOptionError(`heads.file must be a path, got ${describe(headsOpts.file)}`);

@@ -12,14 +12,20 @@ import { checkObject, describe, optEnum, optFunction, optNumber, optSignal, reje
 import { availableCpus, defaultThreads } from './threads';
 
 /** Drafter kinds that can be trained. */
-export const DRAFTER_KINDS = ['medusa', 'eagle3', 'lud'] as const;
+export const DRAFTER_KINDS = ['medusa', 'eagle3', 'chimera', 'hidden-transfer', 'lud'] as const;
 export type DrafterKind = (typeof DRAFTER_KINDS)[number];
 
 export interface TrainDrafterOptions {
   /**
    * 'medusa': K heads over the target's last hidden state; 'eagle3': an EAGLE-3 head (one draft layer
    * over the target's hidden states of three layers, llama.cpp's eagle3 layout), trained with the
-   * training-time test (README, "Draft heads"); 'lud': a Lexical Unit Decoding model, a full fine-tune
+   * training-time test (README, "Draft heads"); 'chimera': a Chimera drafter (a trigram encoder and one
+   * full-context layer over the target's hidden states, residual decoding heads; specdec's own
+   * `specdec-chimera` layout), trained on distillation plus the regression of the next hidden state
+   * (README, "Chimera"); 'hidden-transfer': Hidden Transfer maps (k linear maps at a middle layer whose
+   * pseudo rows the target's own passes carry; specdec's `specdec-hidden-transfer` layout), trained with
+   * the target frozen on the KL to its distributions at those positions, backpropagated through its upper
+   * layers (README, "Hidden Transfer"); 'lud': a Lexical Unit Decoding model, a full fine-tune
    * of the model that predicts k + 1 tokens in one pass from k placeholders appended to the context
    * (README, "Lexical Unit Decoding"): `out` is then a whole model file for method 'lud'.
    */
@@ -37,15 +43,20 @@ export interface TrainDrafterOptions {
   /** 'eagle3': steps of the training-time test, the draft depths trained (default 3). */
   tttSteps?: number;
   /**
+   * 'hidden-transfer': the transfer layer (1 .. layerCount - 1, default layerCount / 2) and the pseudo rows
+   * k (positions drafted per pass, 1..8, default 3).
+   */
+  hiddenTransfer?: { layer?: number; k?: number };
+  /**
    * 'lud': placeholders appended (k, 1..16, default 4), the confidence that marks a lexical unit
    * (alpha, (0, 1], default 0.8), and placeholder groups per training window (default 24).
    */
   lud?: { k?: number; alpha?: number; groups?: number };
-  /** Tokens per window the target reads (default: medusa 256, eagle3 65, lud 96; at most the model's context). */
+  /** Tokens per window the target reads (default: medusa 256, eagle3 and chimera 65, hidden-transfer 32, lud 96; at most the model's context). */
   sequenceLength?: number;
-  /** Per optimizer step: positions (medusa, default 32) or windows (eagle3, default 4). */
+  /** Per optimizer step: positions (medusa, default 32) or windows (eagle3 and chimera, default 4). */
   batchSize?: number;
-  /** AdamW learning rate (default 1e-3; lud, a fine-tune of the whole model: 2e-4; decaying linearly to 10 % over the budget). */
+  /** AdamW learning rate (default 1e-3; lud, a fine-tune of the whole model: 2e-4; hidden-transfer, few but costly steps: 3e-3; decaying linearly to 10 % over the budget). */
   learningRate?: number;
   /** Share of the corpus's documents held out for validation (default 0.05). */
   validationFraction?: number;
@@ -95,16 +106,20 @@ export interface TrainReport {
   validationLossAfter: number;
   validationAccuracyBefore: number;
   validationAccuracyAfter: number;
-  /** Per head: top-1 agreement with the target's own choice at that position. */
+  /**
+   * Per head (medusa), per draft depth (eagle3), per pseudo position (hidden-transfer), or (chimera) the
+   * first draft step's top-1 agreement and the second's where the first was right: agreement with the
+   * target's own choice.
+   */
   headAccuracyBefore: number[];
   headAccuracyAfter: number[];
-  /** Expected tokens per verification of a greedy chain drafted by the heads (held out). */
+  /** Expected tokens per verification of a greedy chain drafted by the heads (held out; chimera: a chain two deep). */
   tauBefore: number;
   tauAfter: number;
 }
 
 const TRAIN_OPTIONS = [
-  'kind', 'corpus', 'out', 'minutes', 'tokens', 'heads', 'tttSteps', 'lud', 'sequenceLength', 'batchSize', 'learningRate',
+  'kind', 'corpus', 'out', 'minutes', 'tokens', 'heads', 'tttSteps', 'hiddenTransfer', 'lud', 'sequenceLength', 'batchSize', 'learningRate',
   'validationFraction', 'validationPositions', 'seed', 'threads', 'onProgress', 'signal',
 ] as const;
 
@@ -228,12 +243,21 @@ export async function trainDrafter(model: Model, options: TrainDrafterOptions): 
   const tokens = o.tokens === undefined ? 0 : optNumber(o, 'tokens', 0, 1, 1e12, true);
   if (minutes <= 0 && tokens <= 0) throw new InvalidOptionError("training needs a budget: option 'minutes' or 'tokens'");
   const eagle = kind === 'eagle3';
-  if (o.heads !== undefined && eagle) throw new InvalidOptionError("option 'heads' is for kind 'medusa'");
+  const windowed = eagle || kind === 'chimera';  // datapoints are windows (batchSize counts windows)
+  if (o.heads !== undefined && windowed) throw new InvalidOptionError("option 'heads' is for kind 'medusa'");
   if (o.tttSteps !== undefined && !eagle) throw new InvalidOptionError("option 'tttSteps' is for kind 'eagle3'");
   const lud = kind === 'lud';
   if (o.heads !== undefined && lud) throw new InvalidOptionError("option 'heads' is for kind 'medusa'");
   if (o.lud !== undefined && !lud) throw new InvalidOptionError("option 'lud' is for kind 'lud'");
   if (o.batchSize !== undefined && lud) throw new InvalidOptionError("option 'batchSize' is not for kind 'lud' (one window per step)");
+  const ht = kind === 'hidden-transfer';
+  if (o.heads !== undefined && ht) throw new InvalidOptionError("option 'heads' is for kind 'medusa'");
+  if (o.batchSize !== undefined && ht) throw new InvalidOptionError("option 'batchSize' is not for kind 'hidden-transfer' (one window per step)");
+  if (o.hiddenTransfer !== undefined && !ht) throw new InvalidOptionError("option 'hiddenTransfer' is for kind 'hidden-transfer'");
+  const htOpts = checkObject(o.hiddenTransfer, 'hiddenTransfer options');
+  rejectUnknown(htOpts, ['layer', 'k'], 'hiddenTransfer');
+  const transferLayer = optNumber(htOpts, 'layer', Math.floor(model.info.layerCount / 2), 1, Math.max(1, model.info.layerCount - 1), true);
+  const pseudoRows = optNumber(htOpts, 'k', 3, 1, 8, true);
   const ludOpts = checkObject(o.lud, 'lud options');
   rejectUnknown(ludOpts, ['k', 'alpha', 'groups'], 'lud');
   const ludK = optNumber(ludOpts, 'k', 4, 1, 16, true);
@@ -242,12 +266,12 @@ export async function trainDrafter(model: Model, options: TrainDrafterOptions): 
   const heads = optNumber(o, 'heads', 4, 1, 16, true);
   const tttSteps = optNumber(o, 'tttSteps', 3, 1, 8, true);
   const maxSeq = lud ? model.info.contextLength - ludK - 1 : model.info.contextLength;
-  const seqLen = optNumber(o, 'sequenceLength', Math.min(eagle ? 65 : lud ? 96 : 256, maxSeq), 16, maxSeq, true);
-  if (seqLen < (eagle ? tttSteps + 5 : lud ? 16 : heads + 8)) throw new InvalidOptionError(`option 'sequenceLength' (${seqLen}) is too short`);
-  const batchSize = optNumber(o, 'batchSize', eagle ? 4 : lud ? 1 : 32, 1, 4096, true);
-  const learningRate = optNumber(o, 'learningRate', lud ? 2e-4 : 1e-3, 1e-7, 1);
+  const seqLen = optNumber(o, 'sequenceLength', Math.min(windowed ? 65 : ht ? 32 : lud ? 96 : 256, maxSeq), 16, maxSeq, true);
+  if (seqLen < (eagle ? tttSteps + 5 : lud ? 16 : windowed ? 9 : ht ? pseudoRows + 8 : heads + 8)) throw new InvalidOptionError(`option 'sequenceLength' (${seqLen}) is too short`);
+  const batchSize = optNumber(o, 'batchSize', windowed ? 4 : lud || ht ? 1 : 32, 1, 4096, true);
+  const learningRate = optNumber(o, 'learningRate', lud ? 2e-4 : ht ? 3e-3 : 1e-3, 1e-7, 1);
   const valFraction = optNumber(o, 'validationFraction', 0.05, 0.001, 0.5);
-  const valPositions = optNumber(o, 'validationPositions', 1024, eagle ? batchSize * (seqLen - 1) : batchSize, 1 << 20, true);
+  const valPositions = optNumber(o, 'validationPositions', 1024, windowed ? batchSize * (seqLen - 1) : batchSize, 1 << 20, true);
   const seed = optNumber(o, 'seed', 42, 0, 2 ** 32 - 1, true);
   const threads = Math.min(optNumber(o, 'threads', model.threads ?? defaultThreads(), 1, 512, true), availableCpus());
   const onProgress = optFunction<(p: TrainProgress) => void>(o, 'onProgress');
@@ -312,7 +336,7 @@ export async function trainDrafter(model: Model, options: TrainDrafterOptions): 
   signal?.throwIfAborted();
 
   const job = binding().trainDrafter(native, {
-    kind, out, heads, tttSteps, ludK, ludAlpha, ludGroups, sequenceLength: seqLen, batchSize, chunk: Math.max(batchSize, 1024), validationPositions: valPositions,
+    kind, out, heads, tttSteps, transferLayer, pseudoRows, ludK, ludAlpha, ludGroups, sequenceLength: seqLen, batchSize, chunk: Math.max(batchSize, 1024), validationPositions: valPositions,
     learningRate, seconds: minutes * 60, tokens, threads, seed, train: trainTok, validation: valTok,
   }, (p) => emit(p as Omit<TrainProgress, 'etaSeconds'>));
   const onAbort = () => job.abort();

@@ -29,7 +29,7 @@ export const COMMANDS: Record<string, CommandSpec> = {
   'rpc-server': { host: s, port: s, threads: s, help, version: b },
   info: { json: b, help, version: b },
   'train-drafter': {
-    model: s, kind: s, corpus: many, out: s, minutes: s, tokens: s, heads: s, 'ttt-steps': s, 'lud-k': s, 'lud-alpha': s, 'learning-rate': s, seed: s, threads: s, json: b,
+    model: s, kind: s, corpus: many, out: s, minutes: s, tokens: s, heads: s, 'ttt-steps': s, 'transfer-layer': s, 'pseudo-rows': s, 'lud-k': s, 'lud-alpha': s, 'learning-rate': s, seed: s, threads: s, json: b,
     help, version: b,
   },
   serve: {

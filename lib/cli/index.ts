@@ -52,7 +52,7 @@ const USAGE = `usage:
       --draft-model PATH  the draft model for --method draft | rsd | ead (required), rasd | auto (optional)
       --draft-max N       most drafted tokens (tree nodes) verified per forward pass (default: per method)
       --corpus-file F     --method rasd: a text file to retrieve drafts from (repeatable)
-      --heads F           --method medusa | eagle (required), auto (optional): a head file (train-drafter's, or EAGLE-3)
+      --heads F           --method medusa | eagle | chimera | hidden-transfer (required), auto (optional): a head file (train-drafter's, or EAGLE-3)
       --rsd-tree T        --method rsd: gumbel-top-k (default) | beam-search
       --verify V          speculative sampling: match (default; seed-exact, the autoregressive sample) | rejection
       --online            --method draft: Online Speculative Decoding (the draft model learns while it drafts)
@@ -148,9 +148,9 @@ function checkFlags(flags: Flags): void {
   if (!flags.has('draft-model') && ['draft', 'rsd', 'ead'].includes(method)) throw new UsageError(`--method ${method} needs --draft-model PATH`);
   if (flags.has('corpus-file') && method !== 'rasd') throw new UsageError('--corpus-file goes with --method rasd');
   if (flags.has('rsd-tree') && method !== 'rsd') throw new UsageError('--rsd-tree goes with --method rsd');
-  if (flags.has('heads') && !['medusa', 'eagle', 'auto'].includes(method)) throw new UsageError('--heads goes with --method medusa, eagle or auto');
+  if (flags.has('heads') && !['medusa', 'eagle', 'chimera', 'hidden-transfer', 'auto'].includes(method)) throw new UsageError('--heads goes with --method medusa, eagle, chimera, hidden-transfer or auto');
   if ((flags.has('online') || flags.has('online-state')) && method !== 'draft') throw new UsageError('--online and --online-state go with --method draft');
-  if (!flags.has('heads') && (method === 'medusa' || method === 'eagle')) throw new UsageError(`--method ${method} needs --heads FILE`);
+  if (!flags.has('heads') && ['medusa', 'eagle', 'chimera', 'hidden-transfer'].includes(method)) throw new UsageError(`--method ${method} needs --heads FILE`);
   if (['lud', 'lud-alpha', 'lud-k', 'lud-verify'].some((f) => flags.has(f)) && method !== 'lud') throw new UsageError('--lud, --lud-alpha, --lud-k and --lud-verify go with --method lud');
   if (!flags.has('lud') && method === 'lud') throw new UsageError('--method lud needs --lud FILE');
 }

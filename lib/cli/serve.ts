@@ -17,7 +17,7 @@ export const SERVE_USAGE = `  specdec serve --model PATH [options]          an O
       --api-key K         require Authorization: Bearer K (also $SPECDEC_API_KEY)
       --method M          default method of requests that name none (default: auto with --draft-model or --heads, else autoregressive)
       --draft-model PATH  draft model for draft | rsd | rasd | auto
-      --heads F           head file for medusa | eagle | auto
+      --heads F           head file for medusa | eagle | chimera | hidden-transfer | auto
       --context-size N --batch-size N --threads N   per slot
       --chat-template-file F        a Jinja chat template instead of the model's
       --no-chat-template-fallback   refuse chat requests (400) for a model without a template (default: ChatML)
@@ -72,7 +72,7 @@ export async function serveCommand(
   const draftPath = one('draft-model');
   const heads = one('heads');
   if ((method === 'draft' || method === 'rsd') && !draftPath) throw usageError(`--method ${method} needs --draft-model PATH`);
-  if ((method === 'medusa' || method === 'eagle') && !heads) throw usageError(`--method ${method} needs --heads FILE`);
+  if (method !== undefined && ['medusa', 'eagle', 'chimera', 'hidden-transfer'].includes(method) && !heads) throw usageError(`--method ${method} needs --heads FILE`);
   const apiKey = one('api-key') ?? process.env.SPECDEC_API_KEY;
   if (apiKey !== undefined && apiKey.length === 0) throw usageError('--api-key must not be empty');
   const defaults: ServerDefaults = {

@@ -1,5 +1,5 @@
 /**
- * `specdec train-drafter`: trains draft heads (or a LUD model) for a model on a corpus (lib/train.ts), with a
+ * `specdec train-drafter`: trains draft heads, a Chimera drafter (or a LUD model) for a model on a corpus (lib/train.ts), with a
  * progress bar on stderr (tokens/s, ETA, losses) and Ctrl-C to abort (nothing is written).
  *
  *   specdec train-drafter --model T.gguf --kind medusa --corpus PATH --out F.gguf [--minutes N] [--tokens N]
@@ -15,6 +15,8 @@ export const TRAIN_USAGE = `  specdec train-drafter --model PATH --kind ${DRAFTE
       --tokens N          token budget (corpus positions trained on)
       --heads K           medusa: number of heads (default 4)
       --ttt-steps J       eagle3: steps of the training-time test (default 3)
+      --transfer-layer L  hidden-transfer: the transfer layer (default: half the layers)
+      --pseudo-rows K     hidden-transfer: pseudo rows, positions drafted per pass (default 3)
       --lud-k K           lud: placeholders appended, tokens predicted in parallel beyond the first (default 4)
       --lud-alpha A       lud: confidence that marks a lexical unit (default 0.8)
       --learning-rate X   AdamW learning rate
@@ -65,8 +67,11 @@ export async function trainDrafterCommand(
   const minutes = num('minutes');
   const tokens = num('tokens');
   if (minutes === undefined && tokens === undefined) throw usageError('give a budget: --minutes N and/or --tokens N');
-  for (const n of ['heads', 'ttt-steps', 'lud-k', 'lud-alpha', 'learning-rate', 'seed', 'threads']) num(n);
+  for (const n of ['heads', 'ttt-steps', 'transfer-layer', 'pseudo-rows', 'lud-k', 'lud-alpha', 'learning-rate', 'seed', 'threads']) num(n);
   if ((num('lud-k') !== undefined || num('lud-alpha') !== undefined) && kind !== 'lud') throw usageError('--lud-k and --lud-alpha are for --kind lud');
+  if ((num('transfer-layer') !== undefined || num('pseudo-rows') !== undefined) && kind !== 'hidden-transfer') {
+    throw usageError('--transfer-layer and --pseudo-rows are for --kind hidden-transfer');
+  }
   checkFile('--model', modelPath);
   const json = one('json') === 'true';
   const model = await loadModel(modelPath);
@@ -82,6 +87,9 @@ export async function trainDrafterCommand(
       ...(minutes !== undefined ? { minutes } : {}), ...(tokens !== undefined ? { tokens } : {}),
       ...(num('heads') !== undefined ? { heads: num('heads') } : {}),
       ...(num('ttt-steps') !== undefined ? { tttSteps: num('ttt-steps') } : {}),
+      ...(kind === 'hidden-transfer' && (num('transfer-layer') !== undefined || num('pseudo-rows') !== undefined)
+        ? { hiddenTransfer: { ...(num('transfer-layer') !== undefined ? { layer: num('transfer-layer') } : {}), ...(num('pseudo-rows') !== undefined ? { k: num('pseudo-rows') } : {}) } }
+        : {}),
       ...(kind === 'lud' && (num('lud-k') !== undefined || num('lud-alpha') !== undefined)
         ? { lud: { ...(num('lud-k') !== undefined ? { k: num('lud-k') } : {}), ...(num('lud-alpha') !== undefined ? { alpha: num('lud-alpha') } : {}) } }
         : {}),

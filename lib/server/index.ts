@@ -47,7 +47,7 @@ export interface ServerOptions {
   model: string | Model;
   /** A draft model with the same vocabulary, for the methods that use one ('draft', 'rsd', 'rasd', 'auto'). */
   draftModel?: string | Model;
-  /** A head file for 'medusa' and 'eagle' (and 'auto'). */
+  /** A head file for 'medusa', 'eagle' and 'chimera' (and 'auto'). */
   heads?: string;
   /** The method of requests that name none (default 'auto' with a draft model or heads, else 'autoregressive'). */
   method?: Method;
@@ -90,7 +90,7 @@ const SERVER_OPTIONS = [
   'backend', 'cpuKernels', 'rpc', 'tensorSplit', 'chatTemplate', 'modelAlias', 'defaults',
 ];
 const DRAFT_METHODS: readonly string[] = ['draft', 'rsd', 'rasd', 'auto'];
-const HEAD_METHODS: readonly string[] = ['medusa', 'eagle', 'auto'];
+const HEAD_METHODS: readonly string[] = ['medusa', 'eagle', 'chimera', 'hidden-transfer', 'auto'];
 
 interface Ready {
   model: Model;
@@ -433,7 +433,7 @@ export class SpecdecServer extends http.Server {
     if ((method === 'draft' || method === 'rsd') && !s.draftModel) {
       throw new HttpError(400, `method '${method}' needs a draft model, and this server has none (start it with a draft model)`, 'method');
     }
-    if ((method === 'medusa' || method === 'eagle') && !this.opts.heads) {
+    if ((method === 'medusa' || method === 'eagle' || method === 'chimera' || method === 'hidden-transfer') && !this.opts.heads) {
       throw new HttpError(400, `method '${method}' needs a head file, and this server has none (start it with heads)`, 'method');
     }
     const options: GenerateOptions = { ...this.opts.defaults, ...p.options, method };

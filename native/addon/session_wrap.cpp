@@ -2,6 +2,7 @@
 #include "addon/model_wrap.h"
 #include "common/error.h"
 #include "spec/drafters/aded.h"
+#include "spec/drafters/chimera.h"
 #include "spec/drafters/eagle.h"
 #include "heads/head_file.h"
 #include "spec/methods.h"
@@ -433,6 +434,8 @@ Napi::Value session_wrap::begin(const Napi::CallbackInfo & info) {
         }
         method_plan plan = make_method(mo, *sess, sp);
         sess->set_taps(plan.taps, plan.taps_all_rows);
+        sess->set_transfer(plan.transfer ? plan.transfer->maps_tensor() : nullptr, plan.transfer ? plan.transfer->layer : 0);
+        transfer_active_ = plan.transfer;
         p.draft = plan.draft;
         p.draft_max = plan.draft_max;
         p.ead = plan.ead;
@@ -498,15 +501,23 @@ void session_wrap::heads_for(const std::string & path, method_options & mo) {
     struct stat st;
     std::string key = path;
     if (stat(path.c_str(), &st) == 0) key += format("|%lld|%lld", (long long) st.st_size, (long long) st.st_mtime);
-    if (!((heads_ || eagle_) && key == heads_key_)) {
+    if (!((heads_ || eagle_ || chimera_ || transfer_) && key == heads_key_)) {
+        transfer_.reset();
         heads_.reset();
         eagle_.reset();
         eagle_state_.reset();
+        chimera_.reset();
+        chimera_state_.reset();
         heads_key_.clear();
         const std::string arch = head_file::peek_arch(path, "head file");
         if (arch == "eagle3") {
             eagle_ = eagle3_heads::load(path, sess->mdl());
             eagle_state_ = std::make_shared<eagle_drafter>(eagle_, *sess);
+        } else if (arch == "specdec-hidden-transfer") {
+            transfer_ = transfer_heads::load(path, sess->mdl());
+        } else if (arch == "specdec-chimera") {
+            chimera_ = chimera_heads::load(path, sess->mdl());
+            chimera_state_ = std::make_shared<chimera_drafter>(chimera_, *sess);
         } else {
             heads_ = medusa_heads::load(path, sess->mdl());  // its own architecture check names the expected one
         }
@@ -515,6 +526,9 @@ void session_wrap::heads_for(const std::string & path, method_options & mo) {
     mo.heads = heads_;
     mo.eagle = eagle_;
     mo.eagle_state = eagle_state_;
+    mo.chimera = chimera_;
+    mo.chimera_state = chimera_state_;
+    mo.transfer = transfer_;
 }
 
 // evaluateHidden(tokens, layers) -> Promise<{ logits, hidden }>
@@ -823,7 +837,9 @@ Napi::Value session_wrap::memory(const Napi::CallbackInfo & info) {
 
 // _evalTree(tokens, parents) -> Float32Array [tokens.length][n_vocab]: the logits of every row of a
 // verification pass of this tree after the committed sequence (nothing committed; synchronous; test
-// hook for tree rows against one-token decoding)
+// hook for tree rows against one-token decoding). _evalTree(tokens, parents, transferFile) -> { logits,
+// pseudo }: the same pass carrying the Hidden Transfer pseudo rows of that file's maps (pseudo:
+// [tokens.length][k][n_vocab], empty when they did not fit).
 Napi::Value session_wrap::eval_tree(const Napi::CallbackInfo & info) {
     Napi::Env env = info.Env();
     if (!check(env)) return env.Undefined();
@@ -842,10 +858,24 @@ Napi::Value session_wrap::eval_tree(const Napi::CallbackInfo & info) {
         for (size_t i = 0; i < toks.size(); ++i) outputs[i] = (uint32_t) i;
         std::vector<float> logits;
         sess->clear_abort();
+        std::shared_ptr<const transfer_heads> th;
+        if (info.Length() > 2 && info[2].IsString()) th = transfer_heads::load(info[2].As<Napi::String>().Utf8Value(), sess->mdl());
+        if (th) sess->set_transfer(th->maps_tensor(), th->layer);
+        struct restore_t {
+            session * s; const std::shared_ptr<const transfer_heads> & active; bool on;
+            ~restore_t() { if (on) s->set_transfer(active ? active->maps_tensor() : nullptr, active ? active->layer : 0); }
+        } restore { sess.get(), transfer_active_, (bool) th };
         sess->eval_tree(toks, parents, outputs, logits);
         Napi::Float32Array out = Napi::Float32Array::New(env, logits.size());
         std::copy(logits.begin(), logits.end(), out.Data());
-        return out;
+        if (!th) return out;
+        const std::vector<float> & pl = sess->pseudo_logits();
+        Napi::Float32Array pseudo = Napi::Float32Array::New(env, pl.size());
+        std::copy(pl.begin(), pl.end(), pseudo.Data());
+        Napi::Object r = Napi::Object::New(env);
+        r.Set("logits", out);
+        r.Set("pseudo", pseudo);
+        return r;
     } catch (const std::exception & e) {
         throw_js(env, e);
     }
@@ -863,6 +893,11 @@ Napi::Value session_wrap::dispose(const Napi::CallbackInfo & info) {
     lud_sess_.reset();
     online_.reset();
     eagle_state_.reset();  // it refers to the session
+    chimera_state_.reset();
+    chimera_.reset();
+    if (sess) sess->set_transfer(nullptr, 0);
+    transfer_active_.reset();
+    transfer_.reset();
     heads_.reset();
     eagle_.reset();
     sess.reset();

@@ -84,6 +84,10 @@ private:
     std::shared_ptr<const medusa_heads> heads_;
     std::shared_ptr<const eagle3_heads> eagle_;
     std::shared_ptr<drafter> eagle_state_;  // its drafter and draft cache, following the session's sequence
+    std::shared_ptr<const chimera_heads> chimera_;
+    std::shared_ptr<drafter> chimera_state_;  // likewise for Chimera
+    std::shared_ptr<const transfer_heads> transfer_;         // a loaded Hidden Transfer file
+    std::shared_ptr<const transfer_heads> transfer_active_;  // the maps the session's passes carry now
     std::string heads_key_;
 
     bool check(Napi::Env env);

@@ -139,6 +139,8 @@ Napi::Value train_drafter_js(const Napi::CallbackInfo & info) {
     if (o.Get("out").IsString()) opt.out = o.Get("out").As<Napi::String>().Utf8Value();
     opt.n_heads = u32_of(o, "heads", opt.n_heads);
     opt.ttt_steps = u32_of(o, "tttSteps", opt.ttt_steps);
+    opt.ht_layer = u32_of(o, "transferLayer", opt.ht_layer);
+    opt.ht_k = u32_of(o, "pseudoRows", opt.ht_k);
     opt.seq_len = u32_of(o, "sequenceLength", opt.seq_len);
     opt.lud_k = u32_of(o, "ludK", opt.lud_k);
     opt.lud_alpha = (float) f64_of(o, "ludAlpha", opt.lud_alpha);

@@ -171,6 +171,16 @@ void session::set_taps(const std::vector<uint32_t> & layers, bool all_rows) {
     hidden_.clear();
 }
 
+void session::set_transfer(const ggml_tensor * maps, uint32_t layer) {
+    if (maps && (layer == 0 || layer >= m->hp.n_layer || maps->type != GGML_TYPE_F32 || maps->ne[0] != m->hp.n_embd ||
+                 maps->ne[1] != m->hp.n_embd || maps->ne[2] < 1)) {
+        fail("ERR_INTERNAL", "hidden-transfer maps do not fit this model");
+    }
+    transfer_maps_ = maps;
+    transfer_layer_ = layer;
+    pseudo_logits_.clear();
+}
+
 void session::pause_threads() {
     if (threadpool) ggml_threadpool_pause(threadpool);
 }
@@ -201,7 +211,7 @@ uint32_t session::fresh_prefix(const std::vector<int32_t> & prompt, std::vector<
 }
 
 void session::compute(const std::vector<int32_t> & tokens, const std::vector<int32_t> & parents,
-                      const std::vector<uint32_t> & outputs, bool invariant, std::vector<float> & logits) {
+                      const std::vector<uint32_t> & outputs, bool invariant, std::vector<float> & logits, uint32_t pseudo) {
     const auto t0 = std::chrono::steady_clock::now();
     const uint32_t n_tokens = (uint32_t) tokens.size();
     const uint32_t n_past   = kv.used();
@@ -239,6 +249,14 @@ void session::compute(const std::vector<int32_t> & tokens, const std::vector<int
         shape.invariant = true;
         plan_invariant_rows(shape, n_past, depth, kv.size(), gather_rows);
     }
+    if (pseudo > 0) {
+        // Hidden Transfer: the last `pseudo` rows enter at the transfer layer, map j of row a at k * ... (map-major)
+        const uint32_t n_real = n_tokens - pseudo;
+        shape.entry_layer = transfer_layer_;
+        shape.entry_maps = transfer_maps_;
+        for (uint32_t a = 0; a < n_real; ++a) shape.entry_from.push_back(a);
+        for (uint32_t i = n_real; i < n_tokens; ++i) shape.entry_rows.push_back(i);
+    }
     bool identity_outputs = outputs.size() == n_tokens;
     for (uint32_t i = 0; identity_outputs && i < n_tokens; ++i) identity_outputs = outputs[i] == i;
     if (identity_outputs) shape.n_outputs = n_tokens;
@@ -259,6 +277,10 @@ void session::compute(const std::vector<int32_t> & tokens, const std::vector<int
         if (!identity_outputs && !in.out_ids) {
             ggml_free(ctx);
             fail("ERR_INTERNAL", "outputs must be given as a selection");
+        }
+        if (pseudo > 0 && !in.entry_from) {
+            ggml_free(ctx);
+            fail("ERR_INTERNAL", "the pseudo rows were not built");
         }
         ggml_backend_sched_reset(sched);
         if (!ggml_backend_sched_alloc_graph(sched, gf)) {
@@ -300,6 +322,7 @@ void session::compute(const std::vector<int32_t> & tokens, const std::vector<int
         for (int32_t a = (int32_t) i; a >= 0; a = parents[a]) row[n_past + a] = zero;
     }
     ggml_backend_tensor_set(in.mask, mask.data(), 0, mask.size() * sizeof(ggml_fp16_t));
+    fill_entry_sel(shape, in);
     if (in.gather_idx) {
         // a gathered row's view: the context, then its ancestors (root first) in the cells after it,
         // then cells it does not see (masked), as its one-token decode lays them out
@@ -367,7 +390,42 @@ void session::eval_tree(const std::vector<int32_t> & tokens, const std::vector<i
     if (parents.size() != tokens.size()) {
         fail("ERR_INTERNAL", "tokens and parents differ in length");
     }
-    compute(tokens, parents, outputs, true, logits);
+    pseudo_logits_.clear();
+    const uint32_t k = transfer_maps_ ? (uint32_t) transfer_maps_->ne[2] : 0;
+    const uint32_t n = (uint32_t) tokens.size();
+    const uint32_t n_all = n * (1 + k);
+    if (k == 0 || n_all > std::min(par.n_batch, MAX_INVARIANT_BATCH) || kv.used() + n_all > kv.size()) {
+        compute(tokens, parents, outputs, true, logits);
+        return;
+    }
+    // each row's k pseudo rows after the batch, map-major (map j of row a at n + j * n + a): a chain
+    // hanging off its row (positions after it; it attends the row's ancestors, the row, and itself's
+    // predecessors in the chain), its token a placeholder (the row's: below the transfer layer the
+    // pseudo rows' states are replaced anyway, and no real row attends them)
+    std::vector<int32_t> t2(tokens), p2(parents);
+    std::vector<uint32_t> o2(outputs);
+    t2.resize(n_all);
+    p2.resize(n_all);
+    for (uint32_t j = 0; j < k; ++j) {
+        for (uint32_t a = 0; a < n; ++a) {
+            const uint32_t i = n + j * n + a;
+            t2[i] = tokens[a];
+            p2[i] = (int32_t) (j == 0 ? a : n + (j - 1) * n + a);
+            o2.push_back(i);
+        }
+    }
+    std::vector<float> all;
+    compute(t2, p2, o2, true, all, n_all - n);
+    const size_t V = m->hp.n_vocab;
+    logits.assign(all.begin(), all.begin() + outputs.size() * V);
+    // [rows][k][n_vocab] from the map-major output order
+    pseudo_logits_.resize((size_t) n * k * V);
+    for (uint32_t j = 0; j < k; ++j) {
+        for (uint32_t a = 0; a < n; ++a) {
+            const float * src = all.data() + (outputs.size() + (size_t) j * n + a) * V;
+            std::copy(src, src + V, pseudo_logits_.data() + ((size_t) a * k + j) * V);
+        }
+    }
 }
 
 void session::eval_chain(const std::vector<int32_t> & tokens, bool all_logits, bool invariant, std::vector<float> & logits) {

@@ -109,6 +109,17 @@ public:
     // The tapped rows of the last evaluation (of eval_chain: its last chunk's outputs).
     const std::vector<float> & hidden() const { return hidden_; }
 
+    // Hidden Transfer's pseudo rows (arXiv 2404.12022): while set, every eval_tree appends to each of
+    // its rows r the k = maps->ne[2] rows of r's next positions, which enter at `layer` as maps of r's
+    // hidden state there (graph_shape::entry_maps), attend the context, r's ancestors, r and the pseudo
+    // rows of r before them, and are decoded by the target's own output head: pseudo_logits() then holds
+    // [rows][k][n_vocab], row r's pseudo row j predicting the token j + 1 places after r's own
+    // prediction. The rows' own logits do not change by a bit; the pseudo rows' cells are dropped at
+    // the commit. Skipped (pseudo_logits() empty) when they would not fit the batch or the context.
+    // `maps` (f32 [n_embd, n_embd, k], in a host buffer) must outlive the setting; null turns it off.
+    void set_transfer(const ggml_tensor * maps, uint32_t layer);
+    const std::vector<float> & pseudo_logits() const { return pseudo_logits_; }
+
     // The compute threads spin between graphs; pause them while the session is idle.
     void pause_threads();
 
@@ -124,8 +135,10 @@ public:
     eval_timing timing;
 
 private:
+    // `pseudo`: the number of trailing rows of `tokens` that are Hidden Transfer pseudo rows (set_transfer),
+    // the maps reading the rows before them.
     void compute(const std::vector<int32_t> & tokens, const std::vector<int32_t> & parents,
-                 const std::vector<uint32_t> & outputs, bool invariant, std::vector<float> & logits);
+                 const std::vector<uint32_t> & outputs, bool invariant, std::vector<float> & logits, uint32_t pseudo = 0);
     void make_threadpool(int n);
 
     std::shared_ptr<const model> m;
@@ -154,6 +167,10 @@ private:
     std::atomic<bool> abort_flag { false };
     bool own_attn    = false;  // decoding and verification on specdec's attention kernel
     bool gather_rows = false;  // ggml's CPU attention: verification rows may be gathered (plan_invariant_rows)
+
+    const ggml_tensor *   transfer_maps_ = nullptr;
+    uint32_t              transfer_layer_ = 0;
+    std::vector<float>    pseudo_logits_;
 
     std::vector<uint32_t> taps_;
     bool                  taps_all_ = false;

@@ -6,7 +6,9 @@
 #include "spec/drafters/draft_model.h"
 #include "spec/drafters/aded.h"
 #include "spec/drafters/auto.h"
+#include "spec/drafters/chimera.h"
 #include "spec/drafters/eagle.h"
+#include "spec/drafters/hidden_transfer.h"
 #include "spec/drafters/lud.h"
 #include "spec/drafters/medusa.h"
 #include "spec/drafters/prompt_lookup.h"
@@ -77,7 +79,8 @@ method_plan make_method(const method_options & o, const session & target, const 
         plan.draft = std::make_shared<token_recycling_drafter>(o.recycling, std::max<size_t>(80, plan.draft_max));
     } else if (o.method == "medusa") {
         if (!o.heads) fail("ERR_INVALID_OPTION", o.eagle ? "method 'medusa' needs a Medusa head file; this one is EAGLE-3 (method 'eagle')"
-                                                         : "method 'medusa' needs heads: { file }");
+                                               : o.chimera ? "method 'medusa' needs a Medusa head file; this one is Chimera (method 'chimera')"
+                                                           : "method 'medusa' needs heads: { file }");
         o.heads->check_target(target.mdl(), "the heads");
         plan.taps = medusa_drafter::tap_layers(target.mdl());
         plan.draft = std::make_shared<medusa_drafter>(o.heads, target);
@@ -88,6 +91,21 @@ method_plan make_method(const method_options & o, const session & target, const 
         plan.taps_all_rows = true;
         plan.draft = o.eagle_state ? o.eagle_state : std::make_shared<eagle_drafter>(o.eagle, target);
         plan.draft_max = budget(16);
+    } else if (o.method == "chimera") {
+        if (!o.chimera) fail("ERR_INVALID_OPTION", "method 'chimera' needs heads: { file } with a Chimera file (train-drafter --kind chimera)");
+        o.chimera->check_target(target.mdl(), "the Chimera heads");
+        plan.taps = chimera_drafter::tap_layers(*o.chimera);
+        plan.taps_all_rows = true;
+        plan.draft = o.chimera_state ? o.chimera_state : std::make_shared<chimera_drafter>(o.chimera, target);
+        plan.draft_max = budget(16);
+    } else if (o.method == "hidden-transfer") {
+        if (!o.transfer) fail("ERR_INVALID_OPTION", "method 'hidden-transfer' needs heads: { file } with a Hidden Transfer file (train-drafter --kind hidden-transfer)");
+        o.transfer->check_target(target.mdl(), "the Hidden Transfer maps");
+        plan.transfer = o.transfer;
+        plan.draft = std::make_shared<hidden_transfer_drafter>(o.transfer, target);
+        // every verified row carries k pseudo rows: on a CPU the smallest tree pays best
+        // (bench/results/hidden-transfer-budget.json)
+        plan.draft_max = budget(1);
     } else if (o.method == "ead") {
         need_draft_model(o, target);
         // the small model's tokens are the output: its session runs its own weights and the model's
@@ -109,6 +127,10 @@ method_plan make_method(const method_options & o, const session & target, const 
             plan.parallel = o.lud;
         }
     } else if (o.method == "auto") {
+        if (o.transfer) {
+            fail("ERR_INVALID_OPTION", "method 'auto' does not draft with Hidden Transfer maps (their pseudo rows ride on every verification pass); "
+                 "use method 'hidden-transfer'");
+        }
         std::vector<auto_drafter::candidate> c;
         // retrieval from the context (rasd without a draft model: prompt lookup's matches as a
         // tree, measured better than lookup alone) and ADED's learnt table; Token Recycling is left
@@ -129,6 +151,11 @@ method_plan make_method(const method_options & o, const session & target, const 
             plan.taps = eagle_drafter::tap_layers(*o.eagle);
             plan.taps_all_rows = true;
             c.push_back({ "eagle", o.eagle_state ? o.eagle_state : std::make_shared<eagle_drafter>(o.eagle, target) });
+        } else if (o.chimera) {
+            o.chimera->check_target(target.mdl(), "the Chimera heads");
+            plan.taps = chimera_drafter::tap_layers(*o.chimera);
+            plan.taps_all_rows = true;
+            c.push_back({ "chimera", o.chimera_state ? o.chimera_state : std::make_shared<chimera_drafter>(o.chimera, target) });
         }
         plan.draft_max = budget(32);
         plan.draft = std::make_shared<auto_drafter>(std::move(c), plan.draft_max, sampling.seed, o.auto_mem, target.n_threads());

@@ -7,8 +7,10 @@
 #include "sampling/sampler.h"
 #include "spec/drafter.h"
 #include "spec/ead.h"
+#include "heads/chimera_heads.h"
 #include "heads/eagle3_heads.h"
 #include "heads/medusa_heads.h"
+#include "heads/transfer_heads.h"
 #include "spec/drafters/auto.h"
 #include "spec/drafters/draft_model.h"
 #include "spec/drafters/lud.h"
@@ -33,6 +35,9 @@ struct method_options {
     std::shared_ptr<const medusa_heads> heads;           // medusa (required), auto (optional)
     std::shared_ptr<const eagle3_heads> eagle;           // eagle (required), auto (optional)
     std::shared_ptr<drafter> eagle_state;                // the session's EAGLE-3 drafter for those heads (kept across generations)
+    std::shared_ptr<const chimera_heads> chimera;        // chimera (required), auto (optional)
+    std::shared_ptr<drafter> chimera_state;              // the session's Chimera drafter for them (kept across generations)
+    std::shared_ptr<const transfer_heads> transfer;      // hidden-transfer (required)
     std::shared_ptr<online_learner> online;              // draft: Online Speculative Decoding (the session's learner)
     ead_options ead;                                     // ead: threshold, window, dwell (the small model: draft_model)
     std::shared_ptr<const model> lud_model;              // lud: a LUD model of the target (lud_train.cpp)
@@ -48,6 +53,9 @@ struct method_plan {
     uint32_t draft_max = 0;
     std::vector<uint32_t> taps;      // hidden-state taps the drafter reads from the target (session::set_taps)
     bool taps_all_rows = false;
+    // Hidden Transfer: the maps the target's verification passes carry pseudo rows of (session::set_transfer);
+    // null: none. The plan keeps them alive.
+    std::shared_ptr<const transfer_heads> transfer;
     std::shared_ptr<ead_decoder> ead;  // 'ead' (lossy): no drafter, the decoder takes turns with the small model
     // Lossy Lexical Unit Decoding: the generation runs on a session of this model (not the target's),
     // parallel_k > 0 (generation_params::parallel_k).

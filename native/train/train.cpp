@@ -1,9 +1,11 @@
 #include "train/train.h"
 
 #include "common/error.h"
+#include "train/chimera_train.h"
 #include "train/eagle3_train.h"
 #include "train/lud_train.h"
 #include "train/medusa_train.h"
+#include "train/transfer_train.h"
 
 #include <algorithm>
 #include <cmath>
@@ -132,9 +134,9 @@ ggml_opt_optimizer_params train_run::lr_pars(void * ud) {
     return p;
 }
 
-void train_run::init_opt(ggml_tensor * inputs, ggml_tensor * outputs) {
+void train_run::init_opt(ggml_tensor * inputs, ggml_tensor * outputs, ggml_opt_loss_type loss) {
     sched = ggml_backend_sched_new(&cpu, nullptr, 1, GGML_DEFAULT_GRAPH_SIZE * 4, false, true);
-    ggml_opt_params op = ggml_opt_default_params(sched, GGML_OPT_LOSS_TYPE_CROSS_ENTROPY);
+    ggml_opt_params op = ggml_opt_default_params(sched, loss);
     op.ctx_compute = ctx_c;
     op.inputs = inputs;
     op.outputs = outputs;
@@ -177,7 +179,7 @@ void train_run::train_chunk(ggml_opt_dataset_t ds, const float * data, const flo
     const ggml_tensor * dd = ggml_opt_dataset_data(ds);
     const ggml_tensor * dl = ggml_opt_dataset_labels(ds);
     std::memcpy(dd->data, data, (size_t) n * dd->ne[0] * sizeof(float));  // the tail stays unused when the chunk is short
-    std::memcpy(dl->data, labels, (size_t) n * dl->ne[0] * sizeof(float));
+    if (dl) std::memcpy(dl->data, labels, (size_t) n * dl->ne[0] * sizeof(float));  // none: the labels are in the data
     ggml_opt_dataset_shuffle(opt_ctx, ds, n);
     reset_train_loss();
     const int64_t nb = n / batch;
@@ -252,8 +254,10 @@ train_report train_drafter(std::shared_ptr<const model> target, const train_opti
     if (o.out.empty()) fail("ERR_INVALID_OPTION", "training needs an output file ('out')");
     if (o.kind == "medusa") return train_medusa(std::move(target), o);
     if (o.kind == "eagle3") return train_eagle3(std::move(target), o);
+    if (o.kind == "chimera") return train_chimera(std::move(target), o);
+    if (o.kind == "hidden-transfer") return train_transfer(std::move(target), o);
     if (o.kind == "lud") return train_lud(std::move(target), o);
-    fail("ERR_INVALID_OPTION", format("unknown drafter kind '%s' (known: medusa, eagle3, lud)", o.kind.c_str()));
+    fail("ERR_INVALID_OPTION", format("unknown drafter kind '%s' (known: medusa, eagle3, chimera, hidden-transfer, lud)", o.kind.c_str()));
 }
 
 } // namespace specdec

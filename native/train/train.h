@@ -38,9 +38,12 @@ struct train_progress {
 };
 
 struct train_options {
-    std::string kind = "medusa";  // "medusa", "eagle3" or "lud"
+    std::string kind = "medusa";  // "medusa", "eagle3", "chimera", "hidden-transfer" or "lud"
     uint32_t n_heads   = 4;     // medusa: heads
     uint32_t ttt_steps = 3;     // eagle3: steps of the training-time test (draft depths trained)
+    float    reg_weight = 1.0f; // chimera: weight of the hidden-state regression next to the distillation
+    uint32_t ht_layer  = 0;     // hidden-transfer: the transfer layer (0: n_layer / 2)
+    uint32_t ht_k      = 3;     // hidden-transfer: pseudo rows (positions drafted per pass)
     uint32_t lud_k     = 4;     // lud: placeholders appended (parallel positions trained)
     float    lud_alpha = 0.8f;  // lud: confidence that marks a lexical unit
     uint32_t lud_groups = 24;   // lud: placeholder groups per window
@@ -133,8 +136,10 @@ public:
     void           alloc_weights();      // zeroed
     // The context the training graph is built in.
     ggml_context * compute(size_t n_tensors);
-    // ggml-opt over the graph inputs -> outputs, cross-entropy against the dataset's labels.
-    void init_opt(ggml_tensor * inputs, ggml_tensor * outputs);
+    // ggml-opt over the graph inputs -> outputs, cross-entropy against the dataset's labels; or, with
+    // GGML_OPT_LOSS_TYPE_MEAN, outputs a loss the graph builds itself (a mixed loss: one scalar; its
+    // labels are part of the inputs, and the datasets have none).
+    void init_opt(ggml_tensor * inputs, ggml_tensor * outputs, ggml_opt_loss_type loss = GGML_OPT_LOSS_TYPE_CROSS_ENTROPY);
     // A dataset of n datapoints (data and labels f32), owned by this run.
     ggml_opt_dataset_t dataset(int64_t ne_data, int64_t ne_label, int64_t n);
 
