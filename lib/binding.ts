@@ -24,7 +24,7 @@ export interface AutoMemory {
   verifyMs: number[];
   verifySeen: number[];
   steps: number;
-  /** Per drafter ('rasd', 'aded', 'draft', 'medusa', 'eagle'): decayed counts of accepted lengths, draft ms per token, fill, observations. */
+  /** Per drafter ('rasd', 'aded', 'draft', 'medusa', 'eagle', 'chimera'): decayed counts of accepted lengths, draft ms per token, fill, observations. */
   drafters: Record<string, { accepted: number[]; msPerToken: number; fill: number; n: number }>;
 }
 

@@ -259,7 +259,7 @@ export interface GenerationStats {
 export interface AutoStats {
   /** Steps that drafted nothing: speculation was not expected to pay. */
   plainSteps: number;
-  /** Steps per drafter, by name ('rasd', 'aded', 'draft', 'medusa', 'eagle'), those offered included with 0. */
+  /** Steps per drafter, by name ('rasd', 'aded', 'draft', 'medusa', 'eagle', 'chimera'), those offered included with 0. */
   steps: Record<string, number>;
 }
 
@@ -999,7 +999,7 @@ export class Generation implements AsyncIterable<GenerationChunk> {
   }
 }
 
-const AUTO_DRAFTERS = ['rasd', 'aded', 'draft', 'medusa', 'eagle'];
+const AUTO_DRAFTERS = ['rasd', 'aded', 'draft', 'medusa', 'eagle', 'chimera'];
 
 /** Checks saveAutoMemory()'s data before it reaches native code (InvalidOptionError naming what is wrong). */
 function checkAutoMemory(m: unknown): asserts m is AutoMemory {

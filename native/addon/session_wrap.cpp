@@ -417,7 +417,8 @@ Napi::Value session_wrap::begin(const Napi::CallbackInfo & info) {
         }
         if (mo.method == "auto") {
             // what 'auto' learnt about another draft model or other heads does not carry over
-            const void * heads = mo.heads ? (const void *) mo.heads.get() : (const void *) mo.eagle.get();
+            const void * heads = mo.heads ? (const void *) mo.heads.get()
+                               : mo.eagle ? (const void *) mo.eagle.get() : (const void *) mo.chimera.get();
             if (mo.draft_model && mo.draft_model.get() != auto_mem_->draft_model) {
                 if (!auto_mem_->adopt_draft) auto_mem_->by_name.erase("draft");
                 auto_mem_->draft_model = mo.draft_model.get();
@@ -427,6 +428,7 @@ Napi::Value session_wrap::begin(const Napi::CallbackInfo & info) {
                 if (!auto_mem_->adopt_heads) {
                     auto_mem_->by_name.erase("medusa");
                     auto_mem_->by_name.erase("eagle");
+                    auto_mem_->by_name.erase("chimera");
                 }
                 auto_mem_->heads = heads;
                 auto_mem_->adopt_heads = false;
