@@ -5,7 +5,7 @@ import type { Model } from '../lib';
 import * as fs from 'fs';
 import * as path from 'path';
 import { describeShared, itWith } from './utils/shared';
-import { llamaCppGreedy } from './utils/reference';
+import { llamaCppGreedy, NLC_KERNELS_DIFFER } from './utils/reference';
 import { firstDiff, gapAt, specdecGreedy, withModel } from './utils/engine';
 
 interface RefEntry { prompt?: string; id?: string; prompt_tokens: number[]; generated_tokens: number[]; n: number }
@@ -24,15 +24,6 @@ function expectSame(ours: number[][], theirs: number[][], labels: string[]): voi
 // output may then part from llama.cpp's, but only where two tokens are within NEAR_TIE logits of
 // each other.
 const NEAR_TIE = 0.1;
-
-// AMX tiles (Sapphire Rapids and later Xeons): ggml's CPU backend then has AMX weight buffers.
-const CPU_HAS_AMX = (() => {
-  try {
-    return /\bamx_int8\b/.test(fs.readFileSync('/proc/cpuinfo', 'utf8'));
-  } catch {
-    return false;
-  }
-})();
 
 async function expectSameOrNearTie(m: Model, prompts: number[][], ours: number[][], theirs: number[][], threads: number): Promise<number> {
   let diverged = 0;
@@ -130,11 +121,9 @@ describeShared('greedy identity with llama.cpp', (dir) => {
         prompts = texts.map((t) => m.tokenize(t).slice(-200));
         theirs = await llamaCppGreedy(file, prompts, 64, { threads: 1, contextSize: 1024 });
         const ours = await specdecGreedy(m, prompts, 64, { threads: 1, contextSize: 1024 });
-        // On a CPU with AMX, node-llama-cpp's prebuilt binary loads ggml's sapphirerapids CPU variant, whose
-        // AMX weight buffers (an "extra buffer type", for quantized weights) sum Q8_0 products in another
-        // order than ggml's plain kernels, which specdec's ggml path and llama.cpp without extra buffers
-        // (-nr) run: there the two llama.cpp builds themselves differ at near-ties, and so may we.
-        if (CPU_HAS_AMX && !['f16', 'bf16', 'f32'].includes(m.info.weightType.toLowerCase())) await expectSameOrNearTie(m, prompts, ours, theirs, 1);
+        // where node-llama-cpp's prebuilt ggml runs other kernels than the plain ones (NLC_KERNELS_DIFFER: AMX
+        // CPUs), llama.cpp's two builds differ at near-ties themselves, and so may we
+        if (NLC_KERNELS_DIFFER) await expectSameOrNearTie(m, prompts, ours, theirs, 1);
         else expectSame(ours, theirs, texts.map((t) => `${path.basename(file)}: ${t.slice(0, 30)}`));
       }, { cpuKernels: 'ggml' });
       await withModel(file, async (m) => {

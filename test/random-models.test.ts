@@ -13,7 +13,7 @@
 import { expect, it } from '@jest/globals';
 import * as path from 'path';
 import { loadModel, type Model } from '../lib';
-import { llamaCppGreedy } from './utils/reference';
+import { llamaCppGreedy, NLC_KERNELS_DIFFER } from './utils/reference';
 import { cachedRandomModel, type RandomModelArch, type RandomModelType } from './utils/random-model';
 import { firstDiff } from './utils/engine';
 import { describeShared } from './utils/shared';
@@ -73,7 +73,9 @@ describeShared('random-weight models: greedy identity with llama.cpp', (dir) => 
             for (const t of theirs) expect(new Set(t).size).toBeGreaterThan(4);
             const diffs = ours.map((o, i) => firstDiff(o, theirs[i]));
             const onSpecdec = cpuKernels === 'specdec' && m.info.cpuKernels !== 'ggml' && ownKernels;
-            if (EXACT.includes(type) && !onSpecdec) {
+            // NLC_KERNELS_DIFFER (AMX CPUs): node-llama-cpp's prebuilt ggml runs other kernels than the plain
+            // ones specdec's ggml path runs, so only near-ties may differ there
+            if (EXACT.includes(type) && !onSpecdec && !NLC_KERNELS_DIFFER) {
               expect(diffs).toEqual(texts.map(() => -1));
               return;
             }
