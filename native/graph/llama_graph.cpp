@@ -45,6 +45,14 @@ void plan_invariant_rows(graph_shape & shape, uint32_t n_past, const std::vector
     }
 }
 
+void fill_entry_sel(const graph_shape & shape, const graph_inputs & in) {
+    if (!in.entry_sel) return;
+    std::vector<int32_t> sel(shape.n_tokens);
+    for (uint32_t i = 0; i < shape.n_tokens; ++i) sel[i] = (int32_t) i;
+    for (size_t j = 0; j < shape.entry_rows.size(); ++j) sel[shape.entry_rows[j]] = (int32_t) (shape.n_tokens + j);
+    ggml_backend_tensor_set(in.entry_sel, sel.data(), 0, sel.size() * sizeof(int32_t));
+}
+
 uint32_t decode_n_kv(uint32_t n_total, uint32_t kv_size) {
     const uint32_t pad = 256;
     const uint32_t padded = ((n_total + pad - 1) / pad) * pad;
@@ -142,6 +150,7 @@ struct mm_builder {
     const model &  m;
     bool           invariant;
     bool           draft_weights;
+    const lora_adapter * lora;
     struct quantized_input {
         ggml_tensor *     x;
         kernels::act_type type;
@@ -150,6 +159,17 @@ struct mm_builder {
     std::vector<quantized_input> quantized;  // input -> its quantized columns
 
     ggml_tensor * operator()(ggml_tensor * w, ggml_tensor * x) {
+        ggml_tensor * y = product(w, x);
+        const lora_adapter::pair * p = lora ? lora->find(w) : nullptr;
+        if (p) {
+            // the adapter: + scale * B (A x)
+            ggml_tensor * ax = ggml_mul_mat(ctx0, p->a, x);                         // [rank, n]
+            y = ggml_add(ctx0, y, ggml_scale(ctx0, ggml_mul_mat(ctx0, p->b, ax), lora->scale));  // [M, n]
+        }
+        return y;
+    }
+
+    ggml_tensor * product(ggml_tensor * w, ggml_tensor * x) {
         const int64_t n = x->ne[1];
         const kernels::packed_weights * pw = draft_weights ? m.draft_packed_for(w) : nullptr;
         if (!pw) pw = m.packed_for(w);
@@ -193,13 +213,10 @@ ggml_cgraph * build_llama_graph(ggml_context * ctx0, const model & m, const kv_c
     const int64_t n_tokens    = shape.n_tokens;
     const int64_t n_embd_head = hp.n_embd_head_k;
     const float   kq_scale    = hp.f_attn_scale != 0.0f ? hp.f_attn_scale : 1.0f / sqrtf((float) n_embd_head);
-    mm_builder    build_mm { ctx0, m, shape.invariant, shape.draft_weights, {} };
+    mm_builder    build_mm { ctx0, m, shape.invariant, shape.draft_weights, shape.lora, {} };
 
     ggml_cgraph * gf = ggml_new_graph_custom(ctx0, llama_graph_max_nodes(m, shape.n_gather > 0), false);
 
-    in.tokens = ggml_new_tensor_1d(ctx0, GGML_TYPE_I32, n_tokens);
-    ggml_set_name(in.tokens, "inp_tokens");
-    ggml_set_input(in.tokens);
     in.pos = ggml_new_tensor_1d(ctx0, GGML_TYPE_I32, n_tokens);
     ggml_set_name(in.pos, "inp_pos");
     ggml_set_input(in.pos);
@@ -225,7 +242,33 @@ ggml_cgraph * build_llama_graph(ggml_context * ctx0, const model & m, const kv_c
         ggml_set_input(in.out_ids);
     }
 
-    ggml_tensor * inpL = ggml_get_rows(ctx0, m.tok_embd, in.tokens);  // [n_embd, n_tokens]
+    // rows that enter as given vectors
+    const int64_t n_entry = (int64_t) shape.entry_rows.size();
+    const bool all_enter_at_0 = n_entry == n_tokens && shape.entry_layer == 0;
+    in.tokens = nullptr;
+    if (!all_enter_at_0) {
+        in.tokens = ggml_new_tensor_1d(ctx0, GGML_TYPE_I32, n_tokens);
+        ggml_set_name(in.tokens, "inp_tokens");
+        ggml_set_input(in.tokens);
+    }
+    in.entry = in.entry_sel = nullptr;
+    if (n_entry > 0) {
+        in.entry = ggml_new_tensor_2d(ctx0, GGML_TYPE_F32, hp.n_embd, n_entry);
+        ggml_set_name(in.entry, "inp_entry");
+        ggml_set_input(in.entry);
+        if (!all_enter_at_0) {
+            in.entry_sel = ggml_new_tensor_1d(ctx0, GGML_TYPE_I32, n_tokens);
+            ggml_set_name(in.entry_sel, "inp_entry_sel");
+            ggml_set_input(in.entry_sel);
+        }
+    }
+    // the residual stream with the entering rows replaced: rows of [stream ; entry] by entry_sel
+    auto enter = [&](ggml_tensor * stream) -> ggml_tensor * {
+        ggml_tensor * both = ggml_concat(ctx0, stream, in.entry, 1);  // [n_embd, n_tokens + n_entry]
+        return ggml_get_rows(ctx0, both, in.entry_sel);               // [n_embd, n_tokens]
+    };
+
+    ggml_tensor * inpL = all_enter_at_0 ? in.entry : ggml_get_rows(ctx0, m.tok_embd, in.tokens);  // [n_embd, n_tokens]
     ggml_tensor * cur  = nullptr;
 
     // a hidden-state tap: the residual stream's rows of the outputs, kept as a graph output
@@ -244,6 +287,9 @@ ggml_cgraph * build_llama_graph(ggml_context * ctx0, const model & m, const kv_c
 
     for (int il = 0; il < (int) hp.n_layer; ++il) {
         const layer_weights & L = m.layers[il];
+        if (n_entry > 0 && !all_enter_at_0 && (uint32_t) il == shape.entry_layer) {
+            inpL = enter(inpL);  // [n_embd, n_tokens]
+        }
         ggml_tensor * inpSA = inpL;
         tap((uint32_t) il, inpL, false);
 

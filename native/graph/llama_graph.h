@@ -13,6 +13,21 @@ namespace specdec {
 // The largest batch evaluated with batch-invariant attention (tree verification, evaluate()).
 static constexpr uint32_t MAX_INVARIANT_BATCH = 256;
 
+// Low-rank adapters: W x + scale * B (A x) for the weights listed (A: [n_in, rank], B: [rank, n_out]).
+struct lora_adapter {
+    struct pair {
+        const ggml_tensor * w = nullptr;  // the model's weight it adapts
+        ggml_tensor *       a = nullptr;  // [n_in, rank]
+        ggml_tensor *       b = nullptr;  // [rank, n_out]
+    };
+    std::vector<pair> pairs;
+    float             scale = 1.0f;
+    const pair * find(const ggml_tensor * w) const {
+        for (const pair & p : pairs) if (p.w == w) return &p;
+        return nullptr;
+    }
+};
+
 struct graph_shape {
     uint32_t n_tokens  = 0;  // tokens evaluated (written to cells [kv_head, kv_head + n_tokens))
     uint32_t n_kv      = 0;  // cells attended over (>= kv_head + n_tokens, padded)
@@ -42,7 +57,19 @@ struct graph_shape {
     // Taps of every evaluated row rather than the outputs' (layers < n_layer only): drafters that
     // keep a cache of their own over the whole sequence (EAGLE-3) read the prompt's rows.
     bool                  tap_all_rows = false;
+    // Rows that enter as given vectors: at the input of layer entry_layer (the residual stream before
+    // its attention norm, where a tap of that layer reads), batch rows entry_rows[j] take the given
+    // hidden vector j (graph_inputs::entry, [n_embd, entry_rows.size()]) instead of what the layers
+    // below computed. entry_layer 0: instead of their token embedding (the token id is not read; the
+    // coprocessor's soft tokens and latents). entry_layer l > 0: below l such a row is computed from its
+    // token as any row (its K/V in those layers too; the mask decides who attends them), from l on
+    // from the vector (Hidden Transfer's pseudo rows). Empty: the graph is the same as without.
+    uint32_t              entry_layer = 0;
+    std::vector<uint32_t> entry_rows;  // strictly increasing batch rows
+    // Low-rank adapters on the weights (a coprocessor's): null for none.
+    const lora_adapter * lora = nullptr;
 };
+
 
 // Length of the KV view a one-token decode uses when the cache holds n_total cells
 // (llama.cpp pads to 256 so that graph shapes repeat).
@@ -60,7 +87,7 @@ void plan_invariant_rows(graph_shape & shape, uint32_t n_past, const std::vector
                          bool ggml_cpu_attention);
 
 struct graph_inputs {
-    ggml_tensor * tokens  = nullptr;  // [n_tokens] i32
+    ggml_tensor * tokens  = nullptr;  // [n_tokens] i32 (null when every row enters as a vector at layer 0)
     ggml_tensor * pos     = nullptr;  // [n_tokens] i32: RoPE positions
     ggml_tensor * kv_idxs = nullptr;  // [n_tokens] i64: the cache cell each token's K/V goes to
     ggml_tensor * mask    = nullptr;  // [n_kv, n_tokens] f16: 0 where a token may attend, -inf elsewhere
@@ -69,7 +96,12 @@ struct graph_inputs {
     std::vector<ggml_tensor *> taps;  // per graph_shape::taps: [n_embd, n_outputs] f32 ([n_embd, n_tokens] with tap_all_rows)
     ggml_tensor * gather_idx  = nullptr;  // [gather_n_kv, n_gather] i32: per gathered row, the cell of each view cell
     ggml_tensor * gather_mask = nullptr;  // [gather_n_kv, n_gather] f16: its mask in that layout
+    ggml_tensor * entry     = nullptr;  // [n_embd, entry_rows.size()] f32: the vectors of rows that enter at entry_layer
+    ggml_tensor * entry_sel = nullptr;  // [n_tokens] i32: row i's source in [stream ; entry] (absent when every row enters at layer 0)
 };
+
+// Fills graph_inputs::entry_sel for a shape with entry rows (row i: i, or n_tokens + j for entry_rows[j]).
+void fill_entry_sel(const graph_shape & shape, const graph_inputs & in);
 
 ggml_cgraph * build_llama_graph(ggml_context * ctx0, const model & m, const kv_cache & kv,
                                 const graph_shape & shape, graph_inputs & in);
