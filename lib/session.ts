@@ -21,6 +21,11 @@ export interface SessionOptions {
    * says what is used). 'auto' times 1, 2, 4, ... threads at creation and takes the fastest.
    */
   threads?: number | 'auto';
+  /**
+   * The KV-cache coprocessor for every generate() on this session that does not give its own
+   * (GenerateOptions.coprocessor; `coprocessor: null` there turns it off for one generation).
+   */
+  coprocessor?: { file: string; latents?: number; at?: 'prompt-end' };
 }
 
 /**
@@ -167,7 +172,7 @@ export interface GenerateOptions {
    * speculative ones stay lossless with respect to autoregressive decoding on that same cache.
    * Latent cells are not tokens (not in `tokens`, text or token counts; stats.latentCells says how many).
    */
-  coprocessor?: { file: string; latents?: number; at?: 'prompt-end' };
+  coprocessor?: { file: string; latents?: number; at?: 'prompt-end' } | null;
   /** Keep generating past end-of-generation tokens (as llama.cpp's --ignore-eos; default false). */
   ignoreEos?: boolean;
   /** Parse special tokens written in a text prompt (default false). */
@@ -299,7 +304,14 @@ export class Session {
   /** @internal */
   static async create(model: Model, options: SessionOptions): Promise<Session> {
     const o = checkObject(options, 'createSession options');
-    rejectUnknown(o, ['contextSize', 'batchSize', 'threads'], 'createSession');
+    rejectUnknown(o, ['contextSize', 'batchSize', 'threads', 'coprocessor'], 'createSession');
+    if (o.coprocessor !== undefined) {
+      const co = checkObject(o.coprocessor, 'coprocessor options');
+      rejectUnknown(co, ['file', 'latents', 'at'], 'coprocessor');
+      if (typeof co.file !== 'string' || co.file.length === 0) throw new InvalidOptionError(`coprocessor.file must be a path, got ${describe(co.file)}`);
+      optEnum(co, 'at', ['prompt-end'] as const, 'prompt-end');
+      if (co.latents !== undefined) optNumber({ 'coprocessor.latents': co.latents }, 'coprocessor.latents', 16, 1, 256, true);
+    }
     const maxCtx = model.info.contextLength;
     const contextSize = optNumber(o, 'contextSize', Math.min(maxCtx, 4096), 1, 1 << 20, true);
     if (contextSize > maxCtx) {
@@ -320,8 +332,13 @@ export class Session {
     } catch (err) {
       throw fromNative(err);
     }
-    return new Session(model, native);
+    const session = new Session(model, native);
+    if (o.coprocessor !== undefined) session.coprocessor = { ...(o.coprocessor as { file: string; latents?: number }) };
+    return session;
   }
+
+  /** createSession's `coprocessor`: the default of generate()'s. */
+  private coprocessor: { file: string; latents?: number } | undefined;
 
   private constructor(model: Model, native: NativeSession) {
     this.model = model;
@@ -512,19 +529,21 @@ export class Session {
     if (ludOpts.alpha !== undefined && !(ludAlpha > 0)) throw new InvalidOptionError(`lud.alpha must be > 0, got ${describe(ludOpts.alpha)}`);
     const ludK = optNumber(ludOpts, 'k', 0, 1, 16, true);
     const ludVerify = optBoolean(ludOpts, 'verify', false);
-    const coOpts = checkObject(o.coprocessor, 'coprocessor options');
+    // this generation's coprocessor: its own option, else the session's (null: none)
+    const coOpt = o.coprocessor === undefined ? this.coprocessor : o.coprocessor === null ? undefined : o.coprocessor;
+    const coOpts = checkObject(coOpt, 'coprocessor options');
     rejectUnknown(coOpts, ['file', 'latents', 'at'], 'coprocessor');
-    if (o.coprocessor !== undefined && (typeof coOpts.file !== 'string' || coOpts.file.length === 0)) {
+    if (coOpt !== undefined && (typeof coOpts.file !== 'string' || coOpts.file.length === 0)) {
       throw new InvalidOptionError(`coprocessor.file must be a path, got ${describe(coOpts.file)}`);
     }
     optEnum(coOpts, 'at', ['prompt-end'] as const, 'prompt-end');
-    if (o.coprocessor !== undefined && method === 'lud' && !ludVerify) {
+    if (coOpt !== undefined && method === 'lud' && !ludVerify) {
       throw new InvalidOptionError("a coprocessor augments this session's cache; lossy 'lud' decodes on the LUD model's own session (use lud: { verify: true })");
     }
     const coprocessorLatents = coOpts.latents === undefined ? undefined : optNumber({ 'coprocessor.latents': coOpts.latents }, 'coprocessor.latents', 16, 1, 256, true);
     const spec = {
       ...ead,
-      coprocessorFile: o.coprocessor !== undefined ? resolvePath(coOpts.file as string) : undefined,
+      coprocessorFile: coOpt !== undefined ? resolvePath(coOpts.file as string) : undefined,
       coprocessorLatents,
       method: method as string,
       ludFile: method === 'lud' ? (ludOpts.file as string) : undefined,

@@ -154,6 +154,24 @@ describeShared('KV-cache coprocessor', (dir) => {
     await s.dispose();
   }, 60_000);
 
+  it('createSession\'s coprocessor is every generation\'s default; null turns it off for one', async () => {
+    const prompt = 'One day, a big';
+    const s = await model.createSession({ contextSize: 128, coprocessor: { file, latents: 2 } });
+    const t = await model.createSession({ contextSize: 128 });
+    const a = await s.generate(prompt, { maxTokens: 12 }).result();
+    expect(a.stats.latentCells).toBe(2);
+    const b = await t.generate(prompt, { maxTokens: 12, coprocessor: { file, latents: 2 } }).result();
+    expect(a.tokens).toEqual(b.tokens);
+    s.truncate(0);
+    const c = await s.generate(prompt, { maxTokens: 12, coprocessor: null }).result();
+    expect(c.stats.latentCells).toBe(0);
+    t.truncate(0);
+    expect(c.tokens).toEqual((await t.generate(prompt, { maxTokens: 12 }).result()).tokens);
+    await expect(model.createSession({ coprocessor: { file: '' } })).rejects.toBeInstanceOf(InvalidOptionError);
+    await s.dispose();
+    await t.dispose();
+  });
+
   it('typed errors: another model\'s coprocessor, corrupt or truncated files, latents out of range', async () => {
     const s = await model.createSession({ contextSize: 128 });
     const gen = async (co: { file: string; latents?: number }) => {
