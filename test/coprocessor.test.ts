@@ -6,6 +6,7 @@
 // cells are not tokens, truncating below them drops them and a following generation is a fresh one's;
 // perplexity with and without the coprocessor scores the same tokens; typed errors.
 import { afterAll, beforeAll, expect, it } from '@jest/globals';
+import { execFile } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
@@ -13,7 +14,11 @@ import {
   CoprocessorMismatchError, InvalidOptionError, loadModel, ModelFileError, readGguf, trainCoprocessor, UnsupportedArchitectureError,
   type CoprocessorTrainReport, type Model,
 } from '../lib';
+import { promisify } from 'util';
 import { describeShared } from './utils/shared';
+
+const run = promisify(execFile);
+const cli = path.join(__dirname, '..', 'dist', 'cli', 'index.js');
 
 const NL = 4;
 
@@ -171,6 +176,21 @@ describeShared('KV-cache coprocessor', (dir) => {
     await s.dispose();
     await t.dispose();
   });
+
+  it('CLI: perplexity --json with and without --coprocessor scores the same tokens; generate --coprocessor', async () => {
+    const text = path.join(tmp, 'held-out.txt');
+    fs.writeFileSync(text, heldOut);
+    const args = ['perplexity', '--model', stories, '--file', text, '--augment-every', '16', '--ahead', '8', '--context', '128', '--threads', '1', '--json'];
+    const plain = JSON.parse((await run(process.execPath, [cli, ...args])).stdout);
+    const aug = JSON.parse((await run(process.execPath, [cli, ...args, '--coprocessor', file])).stdout);
+    expect(Object.keys(plain).slice(0, 3)).toEqual(['tokens', 'nll', 'ppl']);
+    expect(aug.tokens).toBe(plain.tokens);
+    expect(aug.nll).toBeLessThan(plain.nll);
+    const g = JSON.parse((await run(process.execPath, [cli, 'generate', '--model', stories, '--coprocessor', file, '--latents', '2',
+      '--prompt', 'Once upon a time', '--max-tokens', '8', '--threads', '1', '--json'])).stdout);
+    expect(g.stats.latentCells).toBe(2);
+    await expect(run(process.execPath, [cli, 'generate', '--model', stories, '--latents', '2', '--prompt', 'x'])).rejects.toMatchObject({ code: 2 });
+  }, 60_000);
 
   it('typed errors: another model\'s coprocessor, corrupt or truncated files, latents out of range', async () => {
     const s = await model.createSession({ contextSize: 128 });
