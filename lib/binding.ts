@@ -36,6 +36,7 @@ export interface NativeStepResult {
     prefillMs: number; decodeMs: number; forwardPasses: number;
     draftedTokens: number; acceptedTokens: number; verifyPasses: number; treeCompactions: number; draftMs: number; verifyMs: number;
     stopReason: 'none' | 'eos' | 'maxTokens' | 'contextFull' | 'abort';
+    augmentMs: number; latentCells: number;
     ead?: {
       switches: number; largeEvaluated: number; smallEvaluated: number; smallPromptTokens: number;
       largeMs: number; smallMs: number; computeSaved: number;
@@ -52,11 +53,14 @@ export interface NativeBeginParams {
   headsFile?: string; eadThreshold?: number; eadWindow?: number; eadMinDwell?: number;
   /** method 'lud': the LUD model, k (0: the file's), alpha (< 0: the file's), verify. */
   ludModel?: NativeModel; ludK?: number; ludAlpha?: number; ludVerify?: boolean;
+  /** the KV-cache coprocessor at the prompt's end: its file and latents */
+  coprocessorFile?: string; coprocessorLatents?: number;
 }
 export interface NativeTrainReport {
   out: string; tokens: number; featureTokens: number; steps: number; seconds: number; validationPositions: number;
   validationLossBefore: number; validationLossAfter: number; validationAccuracyBefore: number; validationAccuracyAfter: number;
   headAccuracyBefore: number[]; headAccuracyAfter: number[]; tauBefore: number; tauAfter: number;
+  validationLossBase: number; validationLossControl: number;
 }
 export interface NativeSession {
   begin(params: NativeBeginParams): void;
@@ -70,8 +74,11 @@ export interface NativeSession {
   end(): void;
   setThreads(n: number): void;
   calibrateThreads(candidates: Int32Array): Promise<{ threads: number; msPerToken: number[] }>;
-  info(): { contextSize: number; batchSize: number; threads: number; usedTokens: number };
+  info(): { contextSize: number; batchSize: number; threads: number; usedTokens: number; latentCells: number };
   dispose(): void;
+  augment(file: string, latents?: number): Promise<{ latents: number; ms: number; latentCells: number }>;
+  perplexity(tokens: Int32Array, options: { context?: number; every?: number; ahead?: number; file?: string; latents?: number }):
+    Promise<{ tokens: number; nll: number; ppl: number; augmentations: number; msPerAugmentation: number }>;
   saveTokenRecycling(): Uint8Array;
   autoMemory(): AutoMemory;
   dropDraftSession(): void;

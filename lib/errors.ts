@@ -15,6 +15,7 @@ export type SpecdecErrorCode =
   | 'ERR_INVALID_OPTION'
   | 'ERR_VOCAB_MISMATCH'
   | 'ERR_HEADS_MISMATCH'
+  | 'ERR_COPROCESSOR_MISMATCH'
   | 'ERR_TRAINING_DIVERGED'
   | 'ERR_TOKEN_OUT_OF_RANGE'
   | 'ERR_CONTEXT_OVERFLOW'
@@ -57,6 +58,12 @@ export class VocabularyMismatchError extends SpecdecError {
 export class HeadsMismatchError extends SpecdecError {
   constructor(message: string) {
     super('ERR_HEADS_MISMATCH', message);
+  }
+}
+/** A coprocessor file was trained for another model (architecture, shape or weights differ). */
+export class CoprocessorMismatchError extends SpecdecError {
+  constructor(message: string) {
+    super('ERR_COPROCESSOR_MISMATCH', message);
   }
 }
 /** A token id is outside the vocabulary. */
@@ -123,6 +130,7 @@ export function fromNative(err: unknown): Error {
   switch (code) {
     case 'ERR_INVALID_OPTION': return new InvalidOptionError(text);
     case 'ERR_HEADS_MISMATCH': return new HeadsMismatchError(text);
+    case 'ERR_COPROCESSOR_MISMATCH': return new CoprocessorMismatchError(text);
     case 'ERR_VOCAB_MISMATCH': return new VocabularyMismatchError(text);
     case 'ERR_TOKEN_OUT_OF_RANGE': return new TokenOutOfRangeError(text);
     case 'ERR_CONTEXT_OVERFLOW': return new ContextOverflowError(text);

@@ -9,12 +9,12 @@ export { loadModel, Model } from './model';
 export type { Backend, LoadModelOptions, ModelInfo, TokenizeOptions } from './model';
 export { Session, Generation, METHODS, LOSSY_METHODS, EAD_DEFAULTS, VERIFY_MODES } from './session';
 export type { SessionOptions, GenerateOptions, GenerationChunk, GenerationStats, EadStats, AutoStats, AutoMemory, Method, StopReason, OnlineStats, VerifyMode } from './session';
-export { trainDrafter, DRAFTER_KINDS } from './train';
-export type { TrainDrafterOptions, TrainProgress, TrainReport, DrafterKind } from './train';
+export { trainDrafter, trainCoprocessor, DRAFTER_KINDS } from './train';
+export type { TrainDrafterOptions, TrainProgress, TrainReport, DrafterKind, TrainCoprocessorOptions, CoprocessorTrainReport } from './train';
 export {
   SpecdecError, ModelFileError, UnsupportedArchitectureError, InvalidOptionError, TokenOutOfRangeError,
   ContextOverflowError, BackendUnavailableError, DisposedError, BusyError, NativeBindingError, VocabularyMismatchError,
-  HeadsMismatchError, RpcError,
+  HeadsMismatchError, CoprocessorMismatchError, RpcError,
 } from './errors';
 export type { SpecdecErrorCode } from './errors';
 export { readGguf } from './gguf/reader';

@@ -22,6 +22,11 @@ export interface SessionOptions {
    * says what is used). 'auto' times 1, 2, 4, ... threads at creation and takes the fastest.
    */
   threads?: number | 'auto';
+  /**
+   * The KV-cache coprocessor for every generate() on this session that does not give its own
+   * (GenerateOptions.coprocessor; `coprocessor: null` there turns it off for one generation).
+   */
+  coprocessor?: { file: string; latents?: number; at?: 'prompt-end' };
 }
 
 /**
@@ -174,6 +179,15 @@ export interface GenerateOptions {
   lud?: { file: string; k?: number; alpha?: number; verify?: boolean };
   /** 'rasd': documents (text, or token ids) to retrieve drafts from, besides the context itself. */
   retrieval?: { corpus?: string | (string | ArrayLike<number>)[] };
+  /**
+   * The KV-cache coprocessor (README, "KV-cache coprocessor"): a file from trainCoprocessor() for this
+   * model. `at: 'prompt-end'` (the only point): once the prompt is in the cache, `latents` latent
+   * cells (default: the file's, 1 to the file's) go before its last token, which is evaluated again
+   * after them; decoding goes on from there. Every method works on the augmented cache, and the
+   * speculative ones stay lossless with respect to autoregressive decoding on that same cache.
+   * Latent cells are not tokens (not in `tokens`, text or token counts; stats.latentCells says how many).
+   */
+  coprocessor?: { file: string; latents?: number; at?: 'prompt-end' } | null;
   /** Keep generating past end-of-generation tokens (as llama.cpp's --ignore-eos; default false). */
   ignoreEos?: boolean;
   /** Parse special tokens written in a text prompt (default false). */
@@ -246,6 +260,9 @@ export interface GenerationStats {
   /** How drafts were accepted when sampling (GenerateOptions.verify). */
   verify: VerifyMode;
   stopReason: StopReason;
+  /** `coprocessor`: the augmentation's time (within prefillMs) and the latent cells it added (0 without). */
+  augmentMs: number;
+  latentCells: number;
   /** 'ead' only. */
   ead?: EadStats;
   /** 'auto' only: its decisions. */
@@ -287,7 +304,7 @@ export interface GenerationChunk {
 
 const GENERATE_OPTIONS = [
   'maxTokens', 'temperature', 'topK', 'topP', 'minP', 'repeatPenalty', 'frequencyPenalty', 'presencePenalty',
-  'penaltyLastN', 'seed', 'stop', 'signal', 'method', 'special', 'addBos', 'ignoreEos', 'draftMax', 'verify', 'lookup', 'draft', 'retrieval', 'rsd', 'heads', 'online', 'ead',
+  'penaltyLastN', 'seed', 'stop', 'signal', 'method', 'special', 'addBos', 'ignoreEos', 'draftMax', 'verify', 'lookup', 'draft', 'retrieval', 'rsd', 'heads', 'online', 'ead', 'coprocessor',
   'lud',
 ] as const;
 
@@ -317,7 +334,14 @@ export class Session {
   /** @internal */
   static async create(model: Model, options: SessionOptions): Promise<Session> {
     const o = checkObject(options, 'createSession options');
-    rejectUnknown(o, ['contextSize', 'batchSize', 'threads'], 'createSession');
+    rejectUnknown(o, ['contextSize', 'batchSize', 'threads', 'coprocessor'], 'createSession');
+    if (o.coprocessor !== undefined) {
+      const co = checkObject(o.coprocessor, 'coprocessor options');
+      rejectUnknown(co, ['file', 'latents', 'at'], 'coprocessor');
+      if (typeof co.file !== 'string' || co.file.length === 0) throw new InvalidOptionError(`coprocessor.file must be a path, got ${describe(co.file)}`);
+      optEnum(co, 'at', ['prompt-end'] as const, 'prompt-end');
+      if (co.latents !== undefined) optNumber({ 'coprocessor.latents': co.latents }, 'coprocessor.latents', 16, 1, 256, true);
+    }
     const maxCtx = model.info.contextLength;
     const contextSize = optNumber(o, 'contextSize', Math.min(maxCtx, 4096), 1, 1 << 20, true);
     if (contextSize > maxCtx) {
@@ -338,8 +362,13 @@ export class Session {
     } catch (err) {
       throw fromNative(err);
     }
-    return new Session(model, native);
+    const session = new Session(model, native);
+    if (o.coprocessor !== undefined) session.coprocessor = { ...(o.coprocessor as { file: string; latents?: number }) };
+    return session;
   }
+
+  /** createSession's `coprocessor`: the default of generate()'s. */
+  private coprocessor: { file: string; latents?: number } | undefined;
 
   private constructor(model: Model, native: NativeSession) {
     this.model = model;
@@ -391,7 +420,7 @@ export class Session {
    * time: while native work is in flight (a generation's step, evaluate()) it reports the state as it
    * was when that work started.
    */
-  get info(): { contextSize: number; batchSize: number; threads: number; usedTokens: number } {
+  get info(): { contextSize: number; batchSize: number; threads: number; usedTokens: number; latentCells: number } {
     return this.nativeSession().info();
   }
 
@@ -538,8 +567,22 @@ export class Session {
     if (ludOpts.alpha !== undefined && !(ludAlpha > 0)) throw new InvalidOptionError(`lud.alpha must be > 0, got ${describe(ludOpts.alpha)}`);
     const ludK = optNumber(ludOpts, 'k', 0, 1, 16, true);
     const ludVerify = optBoolean(ludOpts, 'verify', false);
+    // this generation's coprocessor: its own option, else the session's (null: none)
+    const coOpt = o.coprocessor === undefined ? this.coprocessor : o.coprocessor === null ? undefined : o.coprocessor;
+    const coOpts = checkObject(coOpt, 'coprocessor options');
+    rejectUnknown(coOpts, ['file', 'latents', 'at'], 'coprocessor');
+    if (coOpt !== undefined && (typeof coOpts.file !== 'string' || coOpts.file.length === 0)) {
+      throw new InvalidOptionError(`coprocessor.file must be a path, got ${describe(coOpts.file)}`);
+    }
+    optEnum(coOpts, 'at', ['prompt-end'] as const, 'prompt-end');
+    if (coOpt !== undefined && method === 'lud' && !ludVerify) {
+      throw new InvalidOptionError("a coprocessor augments this session's cache; lossy 'lud' decodes on the LUD model's own session (use lud: { verify: true })");
+    }
+    const coprocessorLatents = coOpts.latents === undefined ? undefined : optNumber({ 'coprocessor.latents': coOpts.latents }, 'coprocessor.latents', 16, 1, 256, true);
     const spec = {
       ...ead,
+      coprocessorFile: coOpt !== undefined ? resolvePath(coOpts.file as string) : undefined,
+      coprocessorLatents,
       method: method as string,
       ludFile: method === 'lud' ? (ludOpts.file as string) : undefined,
       ludK,
@@ -622,7 +665,59 @@ export class Session {
     }
   }
 
-  /** Drops the cached tokens at and after position n (0 clears the session). */
+  /**
+   * Augments the KV cache with the coprocessor in `file` (trainCoprocessor() for this model): the
+   * coprocessor reads the cache before the last token, its `latents` latent embeddings (default: the
+   * file's; 1 to the file's) are evaluated by the model into latent cells there, and the last token is
+   * evaluated again after them. The next generate() whose prompt goes on from the session's tokens
+   * keeps them (another prompt drops them, as truncate() below them does). Latent cells are not
+   * tokens: `tokens` does not show them, `info.latentCells` counts them. Resolves with the time taken.
+   */
+  async augment(options: { file: string; latents?: number }): Promise<{ latents: number; ms: number; latentCells: number }> {
+    const native = this.nativeSession();
+    const o = checkObject(options, 'augment options');
+    rejectUnknown(o, ['file', 'latents'], 'augment');
+    if (typeof o.file !== 'string' || o.file.length === 0) throw new InvalidOptionError(`augment: file must be a path, got ${describe(o.file)}`);
+    const latents = o.latents === undefined ? undefined : optNumber(o, 'latents', 16, 1, 256, true);
+    if (this.tokens.length === 0) throw new InvalidOptionError('augment() needs at least one token in the session (evaluate or generate first)');
+    return this.runNative(() => native.augment(resolvePath(o.file as string), latents));
+  }
+
+  /**
+   * Perplexity of `tokens` (text or token ids) under this session's model: chunks of `context` tokens
+   * (default: the session's context) each from an empty cache. Plain: every prediction in a chunk is
+   * scored. With `augmentEvery`: only the `ahead` tokens (default 16) after each point every
+   * `augmentEvery` tokens are; with `coprocessor` the cache is augmented at each point first (its
+   * latents after the point's prefix), without one the same tokens are scored plainly, so the two
+   * compare. The session's cache is cleared.
+   */
+  async perplexity(tokens: string | ArrayLike<number>, options: {
+    context?: number; augmentEvery?: number; ahead?: number; coprocessor?: { file: string; latents?: number };
+  } = {}): Promise<{ tokens: number; nll: number; ppl: number; augmentations: number; msPerAugmentation: number }> {
+    const native = this.nativeSession();
+    const o = checkObject(options, 'perplexity options');
+    rejectUnknown(o, ['context', 'augmentEvery', 'ahead', 'coprocessor'], 'perplexity');
+    const toks = typeof tokens === 'string' ? this.model.tokenize(tokens) : this.promptTokens(tokens, false, undefined);
+    const co = checkObject(o.coprocessor, 'coprocessor options');
+    rejectUnknown(co, ['file', 'latents'], 'coprocessor');
+    if (o.coprocessor !== undefined && (typeof co.file !== 'string' || co.file.length === 0)) {
+      throw new InvalidOptionError(`coprocessor.file must be a path, got ${describe(co.file)}`);
+    }
+    const every = optNumber(o, 'augmentEvery', o.coprocessor !== undefined ? 64 : 0, 0, 1 << 20, true);
+    if (o.coprocessor !== undefined && every === 0) throw new InvalidOptionError('a coprocessor needs augmentEvery >= 1');
+    const params: { context?: number; every?: number; ahead?: number; file?: string; latents?: number } = {
+      context: optNumber(o, 'context', 0, 0, 1 << 20, true),
+      every,
+      ahead: optNumber(o, 'ahead', 16, 1, 8192, true),
+    };
+    if (o.coprocessor !== undefined) {
+      params.file = resolvePath(co.file as string);
+      if (co.latents !== undefined) params.latents = optNumber({ 'coprocessor.latents': co.latents }, 'coprocessor.latents', 16, 1, 256, true);
+    }
+    return this.runNative(() => native.perplexity(Int32Array.from(toks), params));
+  }
+
+  /** Drops the cached tokens at and after position n (0 clears the session), with the latent cells after token n - 1. */
   truncate(n: number): void {
     if (!Number.isInteger(n) || n < 0) throw new InvalidOptionError(`truncate(n): n must be a non-negative integer, got ${describe(n)}`);
     if (this.active) throw new BusyError('the session is generating');
@@ -764,6 +859,7 @@ interface SamplingParams {
   method: string; draftMax: number; verify: VerifyMode; lookupMaxNgram: number; _testBiasedVerifier: boolean; draftModel: unknown; corpus: Int32Array[] | undefined; rsdBeam: boolean;
   headsFile: string | undefined;
   ludFile: string | undefined; ludK: number; ludAlpha: number; ludVerify: boolean;
+  coprocessorFile: string | undefined; coprocessorLatents: number | undefined;
   online: { lr: number; every: number; steps: number; window: number; buffer: number } | undefined;
   eadThreshold: number; eadWindow: number; eadMinDwell: number;
 }
@@ -977,6 +1073,8 @@ export class Generation implements AsyncIterable<GenerationChunk> {
       seed: this.params.seed,
       verify: this.params.verify,
       stopReason: reason,
+      augmentMs: s?.augmentMs ?? 0,
+      latentCells: s?.latentCells ?? 0,
     };
     if (s?.auto) this.stats.auto = { plainSteps: s.auto.plainSteps, steps: { ...s.auto.steps } };
     if (this.method === 'ead') {

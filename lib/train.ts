@@ -5,7 +5,7 @@
  */
 import { lstatSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
-import { binding } from './binding';
+import { binding, type NativeTrainReport } from './binding';
 import { InvalidOptionError, fromNative } from './errors';
 import type { Model } from './model';
 import { checkObject, describe, optEnum, optFunction, optNumber, optSignal, rejectUnknown } from './options';
@@ -215,33 +215,13 @@ const yieldToLoop = () => new Promise<void>((r) => setImmediate(r));
  * Labels are the model's own distributions (distillation); a validation split is held out.
  */
 export async function trainDrafter(model: Model, options: TrainDrafterOptions): Promise<TrainReport> {
-  const native = model.nativeModel();
+  model.nativeModel();  // a disposed model fails here, before the corpus is read
   const o = checkObject(options, 'trainDrafter options');
   rejectUnknown(o, TRAIN_OPTIONS, 'trainDrafter');
   const kind = optEnum(o, 'kind', DRAFTER_KINDS, 'medusa');
   if (o.kind === undefined) throw new InvalidOptionError(`option 'kind' is required (${DRAFTER_KINDS.map((k) => `'${k}'`).join(', ')})`);
-  const corpusOpt = o.corpus;
-  const paths = typeof corpusOpt === 'string' ? [corpusOpt] : Array.isArray(corpusOpt) ? corpusOpt : undefined;
-  if (!paths || paths.length === 0 || paths.some((p) => typeof p !== 'string' || p.length === 0)) {
-    throw new InvalidOptionError(`option 'corpus' must be a path or a non-empty array of paths, got ${describe(corpusOpt)}`);
-  }
-  if (typeof o.out !== 'string' || o.out.length === 0) throw new InvalidOptionError(`option 'out' must be a file path, got ${describe(o.out)}`);
-  const out = resolve(o.out);
-  let outStat;
-  try {
-    outStat = statSync(out);
-  } catch {
-    outStat = undefined;
-  }
-  if (outStat?.isDirectory()) throw new InvalidOptionError(`option 'out' is a directory (${out}); give a file name`);
-  try {
-    if (!statSync(dirname(out)).isDirectory()) throw new Error();
-  } catch {
-    throw new InvalidOptionError(`option 'out': the folder ${dirname(out)} does not exist`);
-  }
   const minutes = o.minutes === undefined ? 0 : optNumber(o, 'minutes', 0, 0, 60 * 24 * 30);
   const tokens = o.tokens === undefined ? 0 : optNumber(o, 'tokens', 0, 1, 1e12, true);
-  if (minutes <= 0 && tokens <= 0) throw new InvalidOptionError("training needs a budget: option 'minutes' or 'tokens'");
   const eagle = kind === 'eagle3';
   const windowed = eagle || kind === 'chimera';  // datapoints are windows (batchSize counts windows)
   if (o.heads !== undefined && windowed) throw new InvalidOptionError("option 'heads' is for kind 'medusa'");
@@ -270,8 +250,57 @@ export async function trainDrafter(model: Model, options: TrainDrafterOptions): 
   if (seqLen < (eagle ? tttSteps + 5 : lud ? 16 : windowed ? 9 : ht ? pseudoRows + 8 : heads + 8)) throw new InvalidOptionError(`option 'sequenceLength' (${seqLen}) is too short`);
   const batchSize = optNumber(o, 'batchSize', windowed ? 4 : lud || ht ? 1 : 32, 1, 4096, true);
   const learningRate = optNumber(o, 'learningRate', lud ? 2e-4 : ht ? 3e-3 : 1e-3, 1e-7, 1);
-  const valFraction = optNumber(o, 'validationFraction', 0.05, 0.001, 0.5);
   const valPositions = optNumber(o, 'validationPositions', 1024, windowed ? batchSize * (seqLen - 1) : batchSize, 1 << 20, true);
+  const r = await runTraining(model, o, valPositions, {
+    kind, heads, tttSteps, transferLayer, pseudoRows, ludK, ludAlpha, ludGroups, sequenceLength: seqLen, batchSize, chunk: Math.max(batchSize, 1024), learningRate,
+  });
+  return {
+    kind,
+    ...r.common,
+    headAccuracyBefore: r.native.headAccuracyBefore,
+    headAccuracyAfter: r.native.headAccuracyAfter,
+    tauBefore: r.native.tauBefore,
+    tauAfter: r.native.tauAfter,
+  };
+}
+
+/** What every training returns besides its kind's own numbers. */
+interface CommonReport {
+  out: string; tokens: number; steps: number; featureTokens: number; seconds: number;
+  corpusDocuments: number; validationDocuments: number; validationPositions: number;
+  validationLossBefore: number; validationLossAfter: number; validationAccuracyBefore: number; validationAccuracyAfter: number;
+}
+
+/**
+ * What trainings share: the corpus, output, budget, validation split, threads, progress and abort
+ * options (already checked for unknown keys by the caller), the tokenized corpus, the native job.
+ */
+async function runTraining(model: Model, o: Record<string, unknown>, valPositions: number, kindOptions: Record<string, unknown>):
+    Promise<{ common: CommonReport; native: NativeTrainReport }> {
+  const native = model.nativeModel();
+  const corpusOpt = o.corpus;
+  const paths = typeof corpusOpt === 'string' ? [corpusOpt] : Array.isArray(corpusOpt) ? corpusOpt : undefined;
+  if (!paths || paths.length === 0 || paths.some((p) => typeof p !== 'string' || p.length === 0)) {
+    throw new InvalidOptionError(`option 'corpus' must be a path or a non-empty array of paths, got ${describe(corpusOpt)}`);
+  }
+  if (typeof o.out !== 'string' || o.out.length === 0) throw new InvalidOptionError(`option 'out' must be a file path, got ${describe(o.out)}`);
+  const out = resolve(o.out);
+  let outStat;
+  try {
+    outStat = statSync(out);
+  } catch {
+    outStat = undefined;
+  }
+  if (outStat?.isDirectory()) throw new InvalidOptionError(`option 'out' is a directory (${out}); give a file name`);
+  try {
+    if (!statSync(dirname(out)).isDirectory()) throw new Error();
+  } catch {
+    throw new InvalidOptionError(`option 'out': the folder ${dirname(out)} does not exist`);
+  }
+  const minutes = o.minutes === undefined ? 0 : optNumber(o, 'minutes', 0, 0, 60 * 24 * 30);
+  const tokens = o.tokens === undefined ? 0 : optNumber(o, 'tokens', 0, 1, 1e12, true);
+  if (minutes <= 0 && tokens <= 0) throw new InvalidOptionError("training needs a budget: option 'minutes' or 'tokens'");
+  const valFraction = optNumber(o, 'validationFraction', 0.05, 0.001, 0.5);
   const seed = optNumber(o, 'seed', 42, 0, 2 ** 32 - 1, true);
   const threads = Math.min(optNumber(o, 'threads', model.threads ?? defaultThreads(), 1, 512, true), availableCpus());
   const onProgress = optFunction<(p: TrainProgress) => void>(o, 'onProgress');
@@ -336,8 +365,7 @@ export async function trainDrafter(model: Model, options: TrainDrafterOptions): 
   signal?.throwIfAborted();
 
   const job = binding().trainDrafter(native, {
-    kind, out, heads, tttSteps, transferLayer, pseudoRows, ludK, ludAlpha, ludGroups, sequenceLength: seqLen, batchSize, chunk: Math.max(batchSize, 1024), validationPositions: valPositions,
-    learningRate, seconds: minutes * 60, tokens, threads, seed, train: trainTok, validation: valTok,
+    ...kindOptions, out, validationPositions: valPositions, seconds: minutes * 60, tokens, threads, seed, train: trainTok, validation: valTok,
   }, (p) => emit(p as Omit<TrainProgress, 'etaSeconds'>));
   const onAbort = () => job.abort();
   signal?.addEventListener('abort', onAbort, { once: true });
@@ -345,23 +373,21 @@ export async function trainDrafter(model: Model, options: TrainDrafterOptions): 
   try {
     const r = await job.promise;
     return {
-      kind,
-      out: r.out,
-      tokens: r.tokens,
-      steps: r.steps,
-      featureTokens: r.featureTokens,
-      seconds: r.seconds,
-      corpusDocuments: trainDocs.length,
-      validationDocuments: nVal,
-      validationPositions: r.validationPositions,
-      validationLossBefore: r.validationLossBefore,
-      validationLossAfter: r.validationLossAfter,
-      validationAccuracyBefore: r.validationAccuracyBefore,
-      validationAccuracyAfter: r.validationAccuracyAfter,
-      headAccuracyBefore: r.headAccuracyBefore,
-      headAccuracyAfter: r.headAccuracyAfter,
-      tauBefore: r.tauBefore,
-      tauAfter: r.tauAfter,
+      common: {
+        out: r.out,
+        tokens: r.tokens,
+        steps: r.steps,
+        featureTokens: r.featureTokens,
+        seconds: r.seconds,
+        corpusDocuments: trainDocs.length,
+        validationDocuments: nVal,
+        validationPositions: r.validationPositions,
+        validationLossBefore: r.validationLossBefore,
+        validationLossAfter: r.validationLossAfter,
+        validationAccuracyBefore: r.validationAccuracyBefore,
+        validationAccuracyAfter: r.validationAccuracyAfter,
+      },
+      native: r,
     };
   } catch (err) {
     if (signal?.aborted) throw signal.reason;
@@ -370,4 +396,79 @@ export async function trainDrafter(model: Model, options: TrainDrafterOptions): 
     signal?.removeEventListener('abort', onAbort);
     untrack();
   }
+}
+
+export interface TrainCoprocessorOptions {
+  /** Text files, directories of them (recursively), or JSONL files with a `text` field per line. */
+  corpus: string | string[];
+  /** The coprocessor file to write (GGUF, architecture 'specdec-coprocessor'; a temporary file, then renamed). */
+  out: string;
+  /** Time budget in minutes (at least one of minutes and tokens). */
+  minutes?: number;
+  /** Token budget: ahead tokens trained on. */
+  tokens?: number;
+  /** N_L, the latent embeddings per augmentation (default 16, 1..256). */
+  latents?: number;
+  /** N_A, the tokens after each augmentation point whose loss trains it (default 16, 1..256). */
+  ahead?: number;
+  /** Rank of the adapters on each layer's matrices (default 8, 1..256). */
+  rank?: number;
+  /** Augmentation points per training window, trained in one pass (default 8, 1..64). */
+  points?: number;
+  /** Tokens per training window (default 256; at most the model's context less the latents). */
+  sequenceLength?: number;
+  /** AdamW learning rate (default 1e-3, decaying linearly to 10 % over the budget). */
+  learningRate?: number;
+  /** Share of the corpus's documents held out for validation (default 0.05). */
+  validationFraction?: number;
+  /** Held-out ahead tokens (default 1024: windows of `points` × `ahead` of them). */
+  validationPositions?: number;
+  seed?: number;
+  threads?: number;
+  onProgress?: (p: TrainProgress) => void;
+  signal?: AbortSignal;
+}
+
+export interface CoprocessorTrainReport extends CommonReport {
+  /** The held-out ahead tokens' mean cross-entropy: validationLossBefore / After with the coprocessor (before: as initialised). */
+  latents: number;
+  /** The same tokens without augmentation (the frozen model alone). */
+  validationLossBase: number;
+  /** The negative control: the latents in the cache but hidden from the ahead tokens (differs from the base only by the positions the latents take). */
+  validationLossControl: number;
+}
+
+const COPROC_OPTIONS = [
+  'corpus', 'out', 'minutes', 'tokens', 'latents', 'ahead', 'rank', 'points', 'sequenceLength', 'learningRate',
+  'validationFraction', 'validationPositions', 'seed', 'threads', 'onProgress', 'signal',
+] as const;
+
+/**
+ * Trains a KV-cache coprocessor for `model` (README, "KV-cache coprocessor"): low-rank adapters on
+ * the model's layers and N_L soft tokens, trained with the frozen model's language-model loss on the
+ * `ahead` tokens after augmentation points. Writes `out` for generate's `coprocessor`, Session.augment()
+ * and Session.perplexity().
+ */
+export async function trainCoprocessor(model: Model, options: TrainCoprocessorOptions): Promise<CoprocessorTrainReport> {
+  model.nativeModel();
+  const o = checkObject(options, 'trainCoprocessor options');
+  rejectUnknown(o, COPROC_OPTIONS, 'trainCoprocessor');
+  const latents = optNumber(o, 'latents', 16, 1, 256, true);
+  const ahead = optNumber(o, 'ahead', 16, 1, 256, true);
+  const rank = optNumber(o, 'rank', 8, 1, 256, true);
+  const points = optNumber(o, 'points', 8, 1, 64, true);
+  const maxSeq = model.info.contextLength - latents;
+  if (maxSeq < ahead + 5) throw new InvalidOptionError(`the model's context (${model.info.contextLength}) is too short for ${latents} latents and ${ahead} ahead tokens`);
+  const seqLen = optNumber(o, 'sequenceLength', Math.min(256, maxSeq), ahead + 5, maxSeq, true);
+  const learningRate = optNumber(o, 'learningRate', 1e-3, 1e-7, 1);
+  const valPositions = optNumber(o, 'validationPositions', 1024, points * ahead, 1 << 20, true);
+  const r = await runTraining(model, o, valPositions, {
+    kind: 'coprocessor', latents, ahead, rank, points, sequenceLength: seqLen, learningRate,
+  });
+  return {
+    ...r.common,
+    latents,
+    validationLossBase: r.native.validationLossBase,
+    validationLossControl: r.native.validationLossControl,
+  };
 }

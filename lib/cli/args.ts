@@ -24,7 +24,14 @@ export const COMMANDS: Record<string, CommandSpec> = {
     model: s, prompt: s, 'prompt-file': s, 'max-tokens': s, temperature: s, 'top-k': s, 'top-p': s, 'min-p': s, 'repeat-penalty': s, seed: s,
     stop: many, threads: s, 'context-size': s, backend: s, method: s, json: b, progress: b, help, 'draft-model': s, 'draft-max': s,
     'corpus-file': many, 'rsd-tree': s, 'cpu-kernels': s, heads: s, verify: s, online: b, 'online-state': s, 'ead-threshold': s, 'ead-window': s, 'ead-min-dwell': s, version: b, rpc: many, 'tensor-split': s,
-    lud: s, 'lud-alpha': s, 'lud-k': s, 'lud-verify': b, 'ignore-eos': b, 'no-auto-cache': b,
+    lud: s, 'lud-alpha': s, 'lud-k': s, 'lud-verify': b, 'ignore-eos': b, 'no-auto-cache': b, coprocessor: s, latents: s,
+  },
+  'train-coprocessor': {
+    model: s, corpus: many, out: s, minutes: s, tokens: s, latents: s, ahead: s, rank: s, 'learning-rate': s, seed: s, threads: s, json: b,
+    help, version: b,
+  },
+  perplexity: {
+    model: s, file: s, context: s, 'augment-every': s, ahead: s, coprocessor: s, latents: s, threads: s, 'context-size': s, json: b, help, version: b,
   },
   'rpc-server': { host: s, port: s, threads: s, help, version: b },
   info: { json: b, help, version: b },

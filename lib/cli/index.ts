@@ -31,6 +31,7 @@ import { ArgsError, COMMANDS, parseCommand, type Flags } from './args';
 import { infoSummary, infoSummaryText } from './info';
 import { SERVE_USAGE, serveCommand } from './serve';
 import { TRAIN_USAGE, trainDrafterCommand } from './train';
+import { COPROCESSOR_USAGE, perplexityCommand, trainCoprocessorCommand } from './coprocessor';
 import { rpcServerCommand } from './rpc-server';
 
 const USAGE = `usage:
@@ -60,6 +61,8 @@ const USAGE = `usage:
       --lud-alpha A       --method lud: confidence from which placeholder predictions are used (default: the file's)
       --lud-k K           --method lud: placeholders appended (default: the file's)
       --lud-verify        --method lud: the target verifies the predictions (lossless)
+      --coprocessor F     augment the KV cache at the prompt's end with this coprocessor (train-coprocessor's)
+      --latents N         --coprocessor: latents (default: the file's)
       --online-state F    --online, starting from the state in F when it exists and saving it there afterwards
       --ead-threshold X   --method ead (lossy): entropy threshold in nats (default 0.5)
       --ead-window N      --method ead: steps in the rolling entropy mean (default 5)
@@ -71,7 +74,7 @@ const USAGE = `usage:
   specdec rpc-server [--host H] [--port P] [--threads N]
                           ggml's RPC server (default 127.0.0.1:50052), for other machines' --rpc; runs until stopped.
                           No authentication and no encryption: never bind it to an untrusted network.
-${TRAIN_USAGE}${SERVE_USAGE}  specdec --version | --help
+${TRAIN_USAGE}${COPROCESSOR_USAGE}${SERVE_USAGE}  specdec --version | --help
 
 Ctrl-C stops the generation at the next step and prints what was generated (exit code 130).
 `;
@@ -228,6 +231,9 @@ async function generate(positional: string[], flags: Flags): Promise<number> {
   if (headsPath) checkFile('--heads', headsPath);
   const ludPath = one(flags, 'lud');
   if (ludPath) checkFile('--lud', ludPath);
+  const coprocPath = one(flags, 'coprocessor');
+  if (coprocPath) checkFile('--coprocessor', coprocPath);
+  if (!coprocPath && one(flags, 'latents') !== undefined) throw new UsageError('--latents goes with --coprocessor');
   const onlineState = one(flags, 'online-state');
   if (onlineState !== undefined && existsSync(onlineState)) checkFile('--online-state', onlineState);
   const prompt = promptText ?? readText('--prompt-file', promptFile!);
@@ -284,6 +290,7 @@ async function generate(positional: string[], flags: Flags): Promise<number> {
         ...(num(flags, 'lud-k') !== undefined ? { k: num(flags, 'lud-k') } : {}),
       } : undefined,
       online: onlineState !== undefined || one(flags, 'online') === 'true' ? true : undefined,
+      coprocessor: coprocPath ? { file: coprocPath, ...(num(flags, 'latents') !== undefined ? { latents: num(flags, 'latents') } : {}) } : undefined,
       ead: one(flags, 'method') === 'ead'
         ? { threshold: num(flags, 'ead-threshold'), window: num(flags, 'ead-window'), minDwell: num(flags, 'ead-min-dwell') }
         : undefined,
@@ -461,6 +468,14 @@ async function main(argv: string[]): Promise<number> {
     if (parsed.cmd === 'train-drafter') {
       if (parsed.positional.length > 0) throw new UsageError(`unexpected argument '${parsed.positional[0]}'`);
       return await trainDrafterCommand(parsed.flags, (m) => new UsageError(m), (flag, path) => checkFile(flag, path));
+    }
+    if (parsed.cmd === 'train-coprocessor') {
+      if (parsed.positional.length > 0) throw new UsageError(`unexpected argument '${parsed.positional[0]}'`);
+      return await trainCoprocessorCommand(parsed.flags, (m) => new UsageError(m), (flag, path) => checkFile(flag, path));
+    }
+    if (parsed.cmd === 'perplexity') {
+      if (parsed.positional.length > 0) throw new UsageError(`unexpected argument '${parsed.positional[0]}'`);
+      return await perplexityCommand(parsed.flags, (m) => new UsageError(m), (flag, path) => checkFile(flag, path), out);
     }
     if (parsed.cmd === 'rpc-server') {
       if (parsed.positional.length > 0) throw new UsageError(`unexpected argument '${parsed.positional[0]}'`);

@@ -7,6 +7,7 @@
 #include "heads/head_file.h"
 #include "spec/methods.h"
 
+#include <chrono>
 #include <cmath>
 #include <sys/stat.h>
 
@@ -68,6 +69,8 @@ Napi::Object stats_object(Napi::Env env, const generation & g) {
         x.Set("steps", by);
         s.Set("auto", x);
     }
+    s.Set("augmentMs", g.stats.ms_augment);
+    s.Set("latentCells", g.stats.n_latents);
     if (const ead_decoder * e = g.ead()) {
         Napi::Object x = Napi::Object::New(env);
         x.Set("switches", e->stats.n_switches);
@@ -244,6 +247,57 @@ private:
     int best = 1;
 };
 
+// augment(file, latents): coproc_augment on the session (the latents before its last token).
+class augment_worker : public session_worker {
+public:
+    augment_worker(Napi::Env env, session_wrap * w, std::shared_ptr<const coprocessor> c, uint32_t n)
+        : session_worker(env, w), c(std::move(c)), n(n) {}
+
+private:
+    void run() override {
+        const auto t0 = std::chrono::steady_clock::now();
+        std::vector<float> logits;
+        coproc_augment(*wrap->get(), *c, n, logits);
+        ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    }
+
+    Napi::Value result(Napi::Env env) override {
+        Napi::Object r = Napi::Object::New(env);
+        r.Set("latents", n);
+        r.Set("ms", ms);
+        r.Set("latentCells", wrap->get()->n_latent_cells());
+        return r;
+    }
+
+    std::shared_ptr<const coprocessor> c;
+    uint32_t n;
+    double ms = 0.0;
+};
+
+class perplexity_worker : public session_worker {
+public:
+    perplexity_worker(Napi::Env env, session_wrap * w, std::vector<int32_t> toks, perplexity_params p, std::shared_ptr<const coprocessor> c)
+        : session_worker(env, w), toks(std::move(toks)), p(p), c(std::move(c)) {}
+
+private:
+    void run() override { r = specdec::perplexity(*wrap->get(), toks, p, c.get()); }
+
+    Napi::Value result(Napi::Env env) override {
+        Napi::Object o = Napi::Object::New(env);
+        o.Set("tokens", (double) r.tokens);
+        o.Set("nll", r.nll);
+        o.Set("ppl", r.ppl);
+        o.Set("augmentations", (double) r.augmentations);
+        o.Set("msPerAugmentation", r.augmentations ? r.ms_augment / (double) r.augmentations : 0.0);
+        return o;
+    }
+
+    std::vector<int32_t> toks;
+    perplexity_params p;
+    std::shared_ptr<const coprocessor> c;
+    perplexity_result r;
+};
+
 class create_worker : public Napi::AsyncWorker {
 public:
     create_worker(Napi::Env env, Napi::Object model_obj, std::shared_ptr<const model> m, session_params p)
@@ -302,6 +356,8 @@ Napi::Function session_wrap::init(Napi::Env env) {
         InstanceMethod("setAutoMemory", &session_wrap::auto_memory_set),
         InstanceMethod("_memory", &session_wrap::memory),
         InstanceMethod("_evalTree", &session_wrap::eval_tree),
+        InstanceMethod("augment", &session_wrap::augment),
+        InstanceMethod("perplexity", &session_wrap::perplexity),
     });
     constructor = Napi::Persistent(f);
     constructor.SuppressDestruct();
@@ -434,6 +490,11 @@ Napi::Value session_wrap::begin(const Napi::CallbackInfo & info) {
                 auto_mem_->adopt_heads = false;
             }
         }
+        if (o.Has("coprocessorFile") && o.Get("coprocessorFile").IsString()) {
+            p.coproc = coproc_for(o.Get("coprocessorFile").As<Napi::String>().Utf8Value());
+            p.coproc_latents = get_u32(o, "coprocessorLatents", p.coproc->n_latents());
+            coproc_check(*sess, *p.coproc, p.coproc_latents);
+        }
         method_plan plan = make_method(mo, *sess, sp);
         sess->set_taps(plan.taps, plan.taps_all_rows);
         sess->set_transfer(plan.transfer ? plan.transfer->maps_tensor() : nullptr, plan.transfer ? plan.transfer->layer : 0);
@@ -458,6 +519,7 @@ Napi::Value session_wrap::begin(const Napi::CallbackInfo & info) {
             }
             if (lud_sess_->n_threads() != sess->n_threads()) lud_sess_->set_threads(sess->n_threads());
             lud_sess_->clear_abort();
+            if (p.coproc) fail("ERR_INVALID_OPTION", "a coprocessor augments the target's session; lossy LUD decodes on the LUD model's own");
             p.parallel_k = plan.parallel.k;
             p.parallel_alpha = plan.parallel.alpha;
             p.parallel_placeholder = plan.parallel.placeholder;
@@ -559,6 +621,7 @@ Napi::Value session_wrap::evaluate_hidden(const Napi::CallbackInfo & info) {
 Napi::Value session_wrap::queue(Napi::AsyncWorker * w, Napi::Promise p) {
     snap_tokens_ = sess->tokens();
     snap_threads_ = sess->n_threads();
+    snap_latents_ = sess->n_latent_cells();
     busy.store(true);
     w->Queue();
     return p;
@@ -628,7 +691,68 @@ Napi::Value session_wrap::info(const Napi::CallbackInfo & info) {
     const bool b = busy.load();  // a worker may be changing the sequence (and calibrate the threads)
     o.Set("threads", b ? snap_threads_ : sess->n_threads());
     o.Set("usedTokens", (uint32_t) (b ? snap_tokens_.size() : sess->tokens().size()));
+    o.Set("latentCells", b ? snap_latents_ : sess->n_latent_cells());
     return o;
+}
+
+std::shared_ptr<const coprocessor> session_wrap::coproc_for(const std::string & path) {
+    struct stat st;
+    std::string key = path;
+    if (stat(path.c_str(), &st) == 0) key += format("|%lld|%lld", (long long) st.st_size, (long long) st.st_mtime);
+    if (!coproc_ || key != coproc_key_ || &coproc_->target() != &sess->mdl()) {
+        coproc_.reset();
+        coproc_key_.clear();
+        coproc_ = std::make_shared<coprocessor>(path, sess->model_ptr());
+        coproc_key_ = key;
+    }
+    return coproc_;
+}
+
+// augment(file, latents?) -> Promise<{ latents, ms, latentCells }>
+Napi::Value session_wrap::augment(const Napi::CallbackInfo & info) {
+    Napi::Env env = info.Env();
+    if (!check(env)) return env.Undefined();
+    try {
+        if (info.Length() < 1 || !info[0].IsString()) throw error("ERR_INVALID_OPTION", "augment() needs the coprocessor file");
+        std::shared_ptr<const coprocessor> c = coproc_for(info[0].As<Napi::String>().Utf8Value());
+        const uint32_t n = info.Length() > 1 && info[1].IsNumber() ? info[1].As<Napi::Number>().Uint32Value() : c->n_latents();
+        coproc_check(*sess, *c, n);
+        if (sess->tokens().empty()) throw error("ERR_INVALID_OPTION", "augment() needs at least one token in the session");
+        generation_.reset();  // a generation in progress would not know of the new cells
+        sess->clear_abort();
+        auto * w = new augment_worker(env, this, std::move(c), n);
+        return queue(w, w->promise());
+    } catch (const std::exception & e) {
+        throw_js(env, e);
+    }
+    return env.Undefined();
+}
+
+// perplexity(tokens, { context, every, ahead, file?, latents? }) -> Promise<{ tokens, nll, ppl, augmentations, msPerAugmentation }>
+Napi::Value session_wrap::perplexity(const Napi::CallbackInfo & info) {
+    Napi::Env env = info.Env();
+    if (!check(env)) return env.Undefined();
+    try {
+        std::vector<int32_t> toks = to_tokens(info[0]);
+        Napi::Object o = info.Length() > 1 && info[1].IsObject() ? info[1].As<Napi::Object>() : Napi::Object::New(env);
+        perplexity_params p;
+        p.context = get_u32(o, "context", 0);
+        p.every = get_u32(o, "every", 0);
+        p.ahead = get_u32(o, "ahead", 16);
+        std::shared_ptr<const coprocessor> c;
+        if (o.Has("file") && o.Get("file").IsString()) {
+            c = coproc_for(o.Get("file").As<Napi::String>().Utf8Value());
+            p.latents = get_u32(o, "latents", c->n_latents());
+            coproc_check(*sess, *c, p.latents);
+        }
+        generation_.reset();
+        sess->clear_abort();
+        auto * w = new perplexity_worker(env, this, std::move(toks), p, std::move(c));
+        return queue(w, w->promise());
+    } catch (const std::exception & e) {
+        throw_js(env, e);
+    }
+    return env.Undefined();
 }
 
 // saveTokenRecycling() -> Buffer (a copy of the matrix; ~1 MiB for a 32k vocabulary)
@@ -902,6 +1026,7 @@ Napi::Value session_wrap::dispose(const Napi::CallbackInfo & info) {
     transfer_.reset();
     heads_.reset();
     eagle_.reset();
+    coproc_.reset();
     sess.reset();
     return env.Undefined();
 }

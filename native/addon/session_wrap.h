@@ -2,6 +2,8 @@
 // an async worker that holds a reference to the wrapper, so nothing is freed under it.
 #pragma once
 
+#include "coproc/coprocessor.h"
+#include "coproc/perplexity.h"
 #include "runtime/generation.h"
 #include "heads/medusa_heads.h"
 #include "spec/methods.h"
@@ -62,6 +64,13 @@ private:
     Napi::Value auto_memory_set(const Napi::CallbackInfo & info);
     Napi::Value memory(const Napi::CallbackInfo & info);     // test hook
     Napi::Value eval_tree(const Napi::CallbackInfo & info);  // test hook
+    Napi::Value augment(const Napi::CallbackInfo & info);
+    Napi::Value perplexity(const Napi::CallbackInfo & info);
+
+    // The last coprocessor file loaded (reloaded when its path, size or modification time changes).
+    std::shared_ptr<const coprocessor> coproc_for(const std::string & path);
+    std::shared_ptr<const coprocessor> coproc_;
+    std::string coproc_key_;
 
     // The session's Token Recycling matrix (made on first use; it learns across generations).
     std::shared_ptr<adjacency_matrix> recycling(const session & s) {
@@ -102,6 +111,7 @@ private:
     // what tokens() and info() report while busy (see queue()); touched on the JS thread only
     std::vector<int32_t> snap_tokens_;
     int                  snap_threads_ = 0;
+    uint32_t             snap_latents_ = 0;
 };
 
 // createSession(model, { contextSize, batchSize, threads }) -> Promise<Session>

@@ -97,6 +97,8 @@ public:
         r.Set("headAccuracyAfter", doubles(env, rep.head_accuracy_after));
         r.Set("tauBefore", rep.tau_before);
         r.Set("tauAfter", rep.tau_after);
+        r.Set("validationLossBase", rep.val_loss_base);
+        r.Set("validationLossControl", rep.val_loss_control);
         deferred.Resolve(r);
     }
 
@@ -145,6 +147,10 @@ Napi::Value train_drafter_js(const Napi::CallbackInfo & info) {
     opt.lud_k = u32_of(o, "ludK", opt.lud_k);
     opt.lud_alpha = (float) f64_of(o, "ludAlpha", opt.lud_alpha);
     opt.lud_groups = u32_of(o, "ludGroups", opt.lud_groups);
+    opt.coproc_latents = u32_of(o, "latents", opt.coproc_latents);
+    opt.coproc_ahead = u32_of(o, "ahead", opt.coproc_ahead);
+    opt.coproc_rank = u32_of(o, "rank", opt.coproc_rank);
+    opt.coproc_points = u32_of(o, "points", opt.coproc_points);
     opt.batch = u32_of(o, "batchSize", opt.batch);
     opt.chunk = u32_of(o, "chunk", opt.chunk);
     opt.val_max = u32_of(o, "validationPositions", opt.val_max);

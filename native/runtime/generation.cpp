@@ -51,7 +51,8 @@ generation::generation(session & s_, generation_params params) : s(s_), par(std:
     // reuse what the cache holds of a fresh prefill of this prompt (whole chunks, or the whole
     // prompt with its logits): the prompt's rows then have the bits a fresh session computes
     // (a drafter that reads the target's hidden states, medusa and eagle, gets the last chunk's rows)
-    const uint32_t common = s.fresh_prefix(par.prompt, logits, par.draft && !s.taps().empty());
+    if (par.coproc) coproc_check(s, *par.coproc, par.coproc_latents);
+    const uint32_t common = s.fresh_prefix(par.prompt, logits, par.draft && !s.taps().empty(), /*keep_latents =*/ !par.coproc);
     s.truncate(common);
     n_prefilled = common;
     stats.n_prompt_reused = common;
@@ -83,6 +84,14 @@ void generation::prefill_step(double budget_ms) {
             s.pause_threads();
             par.draft->prepare(history);
             par.draft->pause();
+        }
+        if (par.coproc) {
+            // the drafter read the prompt before: its rows are the prompt's, whatever the augmentation re-evaluates
+            const auto ta = clk::now();
+            coproc_augment(s, *par.coproc, par.coproc_latents, logits);
+            stats.ms_augment += ms_since(ta);
+            stats.n_latents += par.coproc_latents;
+            stats.n_forward += 3;  // the coprocessor, the latents, the last prompt token again
         }
         prefilled = true;
         // EAD: the small model reads the prompt too (prompt processing), then picks who goes first
@@ -119,7 +128,7 @@ void generation::step(double budget_ms, uint32_t max_new, std::vector<int32_t> &
         if (!emit(t, out, n_new)) break;
         // the tokens emitted but not evaluated yet must fit: one (t), except with EAD (the target's cache
         // lags behind the small model's tokens) and lossy LUD (the run emitted with t)
-        if (history.size() > s.n_ctx()) {
+        if (history.size() + s.n_latent_cells() > s.n_ctx()) {
             reason = STOP_CONTEXT_FULL;
             break;
         }
@@ -173,7 +182,7 @@ bool generation::emit(int32_t t, std::vector<int32_t> & out, uint32_t & n_new) {
 void generation::speculate(int32_t t) {
     // draft: history already ends with t
     const auto t0 = clk::now();
-    const uint32_t room = s.n_ctx() - (uint32_t) s.tokens().size() - 1;  // cells left after t
+    const uint32_t room = s.n_ctx() - s.n_cells() - 1;  // cells left after t
     const uint32_t left = par.max_tokens - stats.n_generated;             // tokens still wanted (bounds the depth)
     // the root token t is verified with the tree: at most n_batch - 1 nodes fit one pass
     const uint32_t budget = std::min({ par.draft_max, room, left, MAX_INVARIANT_BATCH - 1, s.n_batch() - 1 });
@@ -248,7 +257,7 @@ void generation::parallel_step() {
     // every token emitted since the last pass (t, and the run emitted with it) goes into this one
     const size_t held = s.tokens().size();
     const std::vector<int32_t> fresh(history.begin() + (std::ptrdiff_t) held, history.end());
-    const uint32_t room = s.n_ctx() - (uint32_t) history.size();               // cells left after them
+    const uint32_t room = s.n_ctx() - (uint32_t) history.size() - s.n_latent_cells();  // cells left after them
     const uint32_t left = par.max_tokens - stats.n_generated;                   // tokens still wanted
     const uint32_t k = std::min({ par.parallel_k, room, left > 0 ? left - 1 : 0 });
     lud_parallel_pass(s, fresh, k, par.parallel_placeholder, logits);

@@ -3,6 +3,7 @@
 // hands the new tokens to JS in one chunk (no promise per token).
 #pragma once
 
+#include "coproc/coprocessor.h"
 #include "runtime/session.h"
 #include "sampling/sampler.h"
 #include "spec/drafter.h"
@@ -44,6 +45,11 @@ struct generation_params {
     uint32_t                    parallel_k = 0;
     float                       parallel_alpha = 1.0f;
     int32_t                     parallel_placeholder = -1;
+    // The KV-cache coprocessor at the prompt's end: once the prompt is in the cache, coproc_augment
+    // puts coproc_latents latent cells before its last token (evaluated again after them); decoding
+    // goes on from there. The prefix reuse stops before latent cells a previous generation left.
+    std::shared_ptr<const coprocessor> coproc;
+    uint32_t                    coproc_latents = 0;
     // test only: a deliberately wrong verifier (accepts every draft token, whatever p),
     // the negative control of the distribution test
     bool                        biased_verifier = false;
@@ -62,6 +68,8 @@ struct generation_stats {
     uint32_t n_compactions   = 0;  // verifications whose accepted path was moved into place in the KV cache
     double   ms_draft        = 0.0;
     double   ms_verify       = 0.0;
+    double   ms_augment      = 0.0;  // the coprocessor's augmentation (within prefill)
+    uint32_t n_latents       = 0;    // latent cells it added
 };
 
 class generation {

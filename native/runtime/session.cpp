@@ -185,11 +185,19 @@ void session::pause_threads() {
     if (threadpool) ggml_threadpool_pause(threadpool);
 }
 
+uint32_t session::n_latent_cells() const {
+    uint32_t n = 0;
+    for (const latent_span & sp : spans) n += sp.n;
+    return n;
+}
+
 void session::truncate(uint32_t n) {
-    if (n < committed.size()) {
-        committed.resize(n);
-    }
-    kv.truncate((uint32_t) committed.size());
+    if (n >= committed.size()) return;
+    committed.resize(n);
+    // the spans after token n - 1 go with the tokens after them
+    while (!spans.empty() && spans.back().before >= n) spans.pop_back();
+    kv.truncate((uint32_t) committed.size() + n_latent_cells());
+    tail_logits.clear();
     if (n < fresh_n) {
         // what is left of a chunk is not what a fresh prefill of the shorter prompt computes
         fresh_n = n / par.n_batch * par.n_batch;
@@ -197,21 +205,75 @@ void session::truncate(uint32_t n) {
     }
 }
 
-uint32_t session::fresh_prefix(const std::vector<int32_t> & prompt, std::vector<float> & logits, bool rows_wanted) const {
+uint32_t session::fresh_prefix(const std::vector<int32_t> & prompt, std::vector<float> & logits, bool rows_wanted,
+                               bool keep_latents) const {
     logits.clear();
     size_t common = 0;
     while (common < committed.size() && common < prompt.size() && committed[common] == prompt[common]) common++;
-    if (!rows_wanted && !prompt.empty() && common == prompt.size() && fresh_n == prompt.size() && !fresh_logits.empty()) {
+    if (!spans.empty() && keep_latents && !rows_wanted && !prompt.empty()) {
+        // the prompt goes on after the augmented cache when it holds every token the last span follows
+        const size_t need = spans.back().before;
+        if (common == prompt.size() && common == committed.size() && !tail_logits.empty()) {
+            logits = tail_logits;
+            return (uint32_t) common;
+        }
+        const size_t keep = std::min(common, prompt.size() - 1);
+        if (keep > need || (keep == need && keep == committed.size())) return (uint32_t) keep;
+    }
+    if (spans.empty() && !rows_wanted && !prompt.empty() && common == prompt.size() && fresh_n == prompt.size() && !fresh_logits.empty()) {
         logits = fresh_logits;
         return fresh_n;
     }
-    // at least one token is evaluated, for the logits
-    const size_t limit = std::min({ common, (size_t) fresh_n, prompt.empty() ? 0 : prompt.size() - 1 });
+    // at least one token is evaluated, for the logits; the reuse stops before the first span
+    size_t limit = std::min({ common, (size_t) fresh_n, prompt.empty() ? 0 : prompt.size() - 1 });
+    if (!spans.empty() && limit >= spans.front().before) limit = spans.front().before > 0 ? spans.front().before - 1 : 0;
     return (uint32_t) (limit / par.n_batch * par.n_batch);
 }
 
+void session::eval_vectors(const float * vecs, uint32_t n, const lora_adapter * lora, std::vector<float> & final_hidden) {
+    if (n == 0) fail("ERR_INTERNAL", "no vectors to evaluate");
+    std::vector<int32_t> tokens(n, 0), parents(n);
+    std::vector<uint32_t> outputs(n);
+    for (uint32_t i = 0; i < n; ++i) {
+        parents[i] = (int32_t) i - 1;
+        outputs[i] = i;
+    }
+    vector_rows vr { vecs, lora, &final_hidden };
+    std::vector<float> logits;
+    compute(tokens, parents, outputs, false, logits, 0, &vr);
+}
+
+void session::read_cells(uint32_t il, uint32_t n, std::vector<float> & k, std::vector<float> & v) const {
+    if (il >= m->hp.n_layer || n > kv.used()) fail("ERR_INTERNAL", "read_cells out of range");
+    std::vector<ggml_fp16_t> h;
+    auto get = [&](ggml_tensor * t, std::vector<float> & out) {
+        const size_t nv = (size_t) t->ne[0] * n;
+        h.resize(nv);
+        out.resize(nv);
+        if (nv) ggml_backend_tensor_get(t, h.data(), 0, nv * sizeof(ggml_fp16_t));
+        ggml_fp16_to_fp32_row(h.data(), out.data(), (int64_t) nv);
+    };
+    get(kv.k_layer((int) il), k);
+    get(kv.v_layer((int) il), v);
+}
+
+void session::commit_latents(uint32_t n) {
+    if (kv.used() + n > kv.size()) fail("ERR_CONTEXT_OVERFLOW", "the latent cells do not fit the context");
+    kv.commit(n);
+    if (!spans.empty() && spans.back().before == committed.size()) {
+        spans.back().n += n;
+    } else {
+        spans.push_back({ (uint32_t) committed.size(), n });
+    }
+    // the cells after the first span are no fresh prefill
+    fresh_n = std::min<uint32_t>(fresh_n, spans.front().before);
+    if (fresh_n != committed.size()) fresh_logits.clear();
+    tail_logits.clear();
+}
+
 void session::compute(const std::vector<int32_t> & tokens, const std::vector<int32_t> & parents,
-                      const std::vector<uint32_t> & outputs, bool invariant, std::vector<float> & logits, uint32_t pseudo) {
+                      const std::vector<uint32_t> & outputs, bool invariant, std::vector<float> & logits, uint32_t pseudo,
+                      const vector_rows * vr) {
     const auto t0 = std::chrono::steady_clock::now();
     const uint32_t n_tokens = (uint32_t) tokens.size();
     const uint32_t n_past   = kv.used();
@@ -230,7 +292,7 @@ void session::compute(const std::vector<int32_t> & tokens, const std::vector<int
         }
     }
 
-    // positions: n_past + depth in the tree
+    // depth in the tree
     depth.resize(n_tokens);
     for (uint32_t i = 0; i < n_tokens; ++i) {
         const int32_t p = parents[i];
@@ -245,6 +307,15 @@ void session::compute(const std::vector<int32_t> & tokens, const std::vector<int
     shape.draft_weights = par.draft_weights && m->kind == BACKEND_CPU;
     shape.taps = taps_;
     shape.tap_all_rows = taps_all_;
+    if (vr) {
+        // every row enters as a vector at layer 0; their last-layer rows come out
+        shape.entry_layer = 0;
+        shape.entry_rows.resize(n_tokens);
+        for (uint32_t i = 0; i < n_tokens; ++i) shape.entry_rows[i] = i;
+        shape.lora = vr->lora;
+        shape.taps = { m->hp.n_layer };
+        shape.tap_all_rows = false;
+    }
     if (invariant) {
         shape.invariant = true;
         plan_invariant_rows(shape, n_past, depth, kv.size(), gather_rows);
@@ -262,7 +333,7 @@ void session::compute(const std::vector<int32_t> & tokens, const std::vector<int
     if (identity_outputs) shape.n_outputs = n_tokens;
 
     // a one-token decode (a batch of one is the same graph whether invariant or not) reuses its graph
-    const bool one_token = n_tokens == 1 && shape.n_outputs == 1;
+    const bool one_token = n_tokens == 1 && shape.n_outputs == 1 && !vr;
     ggml_context * ctx0 = nullptr;  // freed at the end when the graph is not kept
     ggml_cgraph *  gf   = nullptr;
     graph_inputs   in;
@@ -303,11 +374,16 @@ void session::compute(const std::vector<int32_t> & tokens, const std::vector<int
 
     std::vector<int32_t> pos(n_tokens);
     std::vector<int64_t> idxs(n_tokens);
+    // positions: a token's is its index in the sequence (latent cells take none); vector rows all sit
+    // at the position of the token after them
+    const int32_t pos_base = (int32_t) committed.size();
     for (uint32_t i = 0; i < n_tokens; ++i) {
-        pos[i]  = (int32_t) n_past + depth[i];
+        pos[i]  = vr ? pos_base : pos_base + depth[i];
         idxs[i] = (int64_t) n_past + i;
     }
-    ggml_backend_tensor_set(in.tokens, tokens.data(), 0, n_tokens * sizeof(int32_t));
+    if (in.tokens) ggml_backend_tensor_set(in.tokens, tokens.data(), 0, n_tokens * sizeof(int32_t));
+    // rows given as vectors (eval_vectors); Hidden Transfer's entering vectors are computed in the graph
+    if (vr && in.entry) ggml_backend_tensor_set(in.entry, vr->vecs, 0, ggml_nbytes(in.entry));
     ggml_backend_tensor_set(in.pos, pos.data(), 0, n_tokens * sizeof(int32_t));
     ggml_backend_tensor_set(in.kv_idxs, idxs.data(), 0, n_tokens * sizeof(int64_t));
 
@@ -368,7 +444,16 @@ void session::compute(const std::vector<int32_t> & tokens, const std::vector<int
 
     logits.resize((size_t) outputs.size() * n_vocab);
     ggml_backend_tensor_get(in.logits, logits.data(), 0, logits.size() * sizeof(float));
-    if (!taps_.empty()) {
+    tail_logits.clear();
+    if (vr) {
+        // [n_tokens][n_embd]: the last layer's rows
+        const size_t n_embd = m->hp.n_embd;
+        vr->final_hidden->resize((size_t) n_tokens * n_embd);
+        ggml_tensor * t = in.taps[0];
+        for (size_t r = 0; r < n_tokens; ++r) {
+            ggml_backend_tensor_get(t, vr->final_hidden->data() + r * n_embd, r * t->nb[1], n_embd * sizeof(float));
+        }
+    } else if (!taps_.empty()) {
         // [rows][n_taps][n_embd]: one copy per row and tap
         const size_t n_embd = m->hp.n_embd, n_taps = taps_.size(), n_out = taps_all_ ? n_tokens : outputs.size();
         hidden_.resize(n_out * n_taps * n_embd);
@@ -430,9 +515,9 @@ void session::eval_tree(const std::vector<int32_t> & tokens, const std::vector<i
 
 void session::eval_chain(const std::vector<int32_t> & tokens, bool all_logits, bool invariant, std::vector<float> & logits) {
     const uint32_t n_vocab = m->hp.n_vocab;
-    if (committed.size() + tokens.size() > kv.size()) {
-        fail("ERR_CONTEXT_OVERFLOW", format("%zu tokens do not fit the context: %zu already used of %u",
-                tokens.size(), committed.size(), kv.size()));
+    if (kv.used() + tokens.size() > kv.size()) {
+        fail("ERR_CONTEXT_OVERFLOW", format("%zu tokens do not fit the context: %u cells already used of %u",
+                tokens.size(), kv.used(), kv.size()));
     }
     logits.clear();
     std::vector<float> chunk_logits;
@@ -456,7 +541,7 @@ void session::eval_chain(const std::vector<int32_t> & tokens, bool all_logits, b
         compute(chunk, parents, outputs, invariant, chunk_logits);
         // a batched chunk that starts a fresh prefill's next chunk extends it (a chunk after a shorter
         // one is not: a fresh prefill of the longer prompt would have chunked it otherwise)
-        const bool fresh = !invariant && committed.size() == fresh_n && fresh_n % par.n_batch == 0;
+        const bool fresh = !invariant && spans.empty() && committed.size() == fresh_n && fresh_n % par.n_batch == 0;
         commit_chain(chunk, (uint32_t) n);
         if (fresh) {
             fresh_n = (uint32_t) committed.size();
@@ -476,7 +561,7 @@ void session::commit_chain(const std::vector<int32_t> & tokens, uint32_t n) {
 }
 
 void session::commit_path(const std::vector<int32_t> & tokens, const std::vector<uint32_t> & path) {
-    const uint32_t n_past = (uint32_t) committed.size();
+    const uint32_t n_past = kv.used();
     std::vector<uint32_t> cells;
     for (uint32_t idx : path) {
         cells.push_back(n_past + idx);

@@ -61,8 +61,39 @@ public:
     // The tokens whose K/V the cache holds, in order.
     const std::vector<int32_t> & tokens() const { return committed; }
 
-    // Drop everything at or after position n.
+    // Cells the cache holds: the tokens and the latent cells among them.
+    uint32_t n_cells() const { return kv.used(); }
+
+    // Drop the tokens at or after index n, with every latent span that follows token n - 1 (the spans
+    // among the kept tokens stay). n >= tokens().size() changes nothing.
     void truncate(uint32_t n);
+
+    // Latent cells (the KV-cache coprocessor, coproc/coprocessor.h). A latent span is a run of cells
+    // whose input was a given vector (entering at layer 0) rather than a token embedding. Latents take
+    // no position of their own: a token's position is its index in tokens() whatever cells precede
+    // it, and every latent of a span sits at the position of the token after it (`before`, the number
+    // of tokens before the span), told apart from the others by the causal mask only. So the tokens
+    // after a span see the tokens before it at the distances a plain cache gives, and a span hidden by
+    // the mask would change nothing. Latents are not tokens: tokens() never shows them.
+    struct latent_span {
+        uint32_t before = 0;
+        uint32_t n      = 0;
+    };
+    const std::vector<latent_span> & latent_spans() const { return spans; }
+    uint32_t n_latent_cells() const;
+    // Evaluates n rows entering as vectors at layer 0 (`vecs`: [n][n_embd]) after the cells held, all at
+    // position tokens().size(), causal among themselves, with the adapters `lora` (or none), and returns every row's last-layer
+    // output (before the output norm) in `final_hidden` ([n][n_embd]). Their K/V go to the cells after
+    // the held ones, uncommitted (a later evaluation overwrites them, or commit_latents keeps them).
+    void eval_vectors(const float * vecs, uint32_t n, const lora_adapter * lora, std::vector<float> & final_hidden);
+    // Commits the n cells of the last eval_vectors as a latent span after the last token.
+    void commit_latents(uint32_t n);
+    // The K and V rows of cells [0, n) of layer il, as f32: [n][n_embd_k_gqa] and [n][n_embd_v_gqa]
+    // (training reads the frozen decoder's cache).
+    void read_cells(uint32_t il, uint32_t n, std::vector<float> & k, std::vector<float> & v) const;
+    // The logits of the last committed row, kept for prefix reuse when they follow latent cells
+    // (coproc::augment re-evaluates the last token after the latents); cleared by any evaluation.
+    void keep_tail_logits(const std::vector<float> & logits) { tail_logits = logits; }
 
     // Prefix reuse that changes no bit. A prompt prefill evaluates chunks of n_batch tokens from
     // cell 0 with batched kernels, whose rows differ in the last bits from one-token decoding (and
@@ -73,7 +104,14 @@ public:
     // prefill's last row), else the held fresh prefill's full chunks that the prompt shares.
     // `rows_wanted`: the prompt's last chunk is evaluated in any case (a drafter reads its hidden-state
     // rows, set_taps), with the same bits.
-    uint32_t fresh_prefix(const std::vector<int32_t> & prompt, std::vector<float> & logits, bool rows_wanted = false) const;
+    //
+    // With latent spans: when `keep_latents` and the prompt starts with every token held up to (and
+    // including) the one before the last span, the cache is kept up to the common tokens (at most
+    // prompt.size() - 1; the whole prompt when it equals the held tokens and their last logits are kept),
+    // latents included: the prompt goes on after the augmented cache. Otherwise the reuse stops before
+    // the first span (a fresh prefill's chunks only), so truncate() drops the latents.
+    uint32_t fresh_prefix(const std::vector<int32_t> & prompt, std::vector<float> & logits, bool rows_wanted = false,
+                          bool keep_latents = true) const;
 
     // Evaluates `tokens` as a tree hanging off the committed sequence: parents[i] is the
     // index of token i's parent in this batch, or -1 for a child of the last committed
@@ -135,10 +173,18 @@ public:
     eval_timing timing;
 
 private:
+    // What an evaluation of vectors adds (eval_vectors): every row enters at layer 0, with adapters,
+    // the last layer's rows copied out.
+    struct vector_rows {
+        const float *        vecs = nullptr;  // [n_tokens][n_embd]
+        const lora_adapter * lora = nullptr;
+        std::vector<float> * final_hidden = nullptr;
+    };
     // `pseudo`: the number of trailing rows of `tokens` that are Hidden Transfer pseudo rows (set_transfer),
-    // the maps reading the rows before them.
+    // the maps reading the rows before them; `vr`: rows given as vectors (eval_vectors).
     void compute(const std::vector<int32_t> & tokens, const std::vector<int32_t> & parents,
-                 const std::vector<uint32_t> & outputs, bool invariant, std::vector<float> & logits, uint32_t pseudo = 0);
+                 const std::vector<uint32_t> & outputs, bool invariant, std::vector<float> & logits, uint32_t pseudo = 0,
+                 const vector_rows * vr = nullptr);
     void make_threadpool(int n);
 
     std::shared_ptr<const model> m;
@@ -147,6 +193,8 @@ private:
     std::vector<int32_t> committed;
     uint32_t             fresh_n = 0;       // cells [0, fresh_n) hold a fresh prefill of committed[0, fresh_n)
     std::vector<float>   fresh_logits;      // the logits of its last row (empty: not kept)
+    std::vector<latent_span> spans;         // the latent spans, in order
+    std::vector<float>   tail_logits;       // the last row's logits after an augmentation (empty: not kept)
 
     ggml_backend_t backend_cpu = nullptr;
     ggml_threadpool * threadpool = nullptr;  // persistent compute threads of this session

@@ -10,7 +10,7 @@
 
 namespace specdec {
 
-void trainable_llama_declare(ggml_context * ctx, const model & src, trainable_llama & out) {
+void trainable_llama_declare(ggml_context * ctx, const model & src, trainable_llama & out, bool trainable_copy) {
     out.hp = src.hp;
     out.params.clear();
     auto dup = [&](const ggml_tensor * t, bool trainable) -> ggml_tensor * {
@@ -18,7 +18,7 @@ void trainable_llama_declare(ggml_context * ctx, const model & src, trainable_ll
         ggml_tensor * x = ggml_new_tensor(ctx, GGML_TYPE_F32, ggml_n_dims(t), t->ne);
         ggml_set_name(x, t->name);
         if (trainable) {
-            ggml_set_param(x);
+            if (trainable_copy) ggml_set_param(x);
             out.params.push_back({ x, t });
         }
         return x;

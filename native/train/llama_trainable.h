@@ -26,8 +26,9 @@ struct trainable_llama {
 };
 
 // Declares F32 tensors for every weight of `src` in `ctx` (no_alloc), trainable (ggml_set_param)
-// except rope_freqs. Tied embeddings stay tied (one tensor, both uses).
-void trainable_llama_declare(ggml_context * ctx, const model & src, trainable_llama & out);
+// except rope_freqs. Tied embeddings stay tied (one tensor, both uses). `trainable` false: frozen
+// F32 copies (listed in `params` all the same, for trainable_llama_load), that gradients pass through.
+void trainable_llama_declare(ggml_context * ctx, const model & src, trainable_llama & out, bool trainable = true);
 
 // Copies the model's weights (any type, dequantized) into the allocated trainable tensors.
 void trainable_llama_load(const trainable_llama & w, const model & src);

@@ -4,6 +4,7 @@
 #include "train/chimera_train.h"
 #include "train/eagle3_train.h"
 #include "train/lud_train.h"
+#include "coproc/coproc_train.h"
 #include "train/medusa_train.h"
 #include "train/transfer_train.h"
 
@@ -81,6 +82,7 @@ train_run::train_run(const train_options & o) : opt_(o), t0(std::chrono::steady_
 }
 
 train_run::~train_run() {
+    end_step();
     ggml_opt_result_free(res);
     ggml_opt_result_free(res_eval);
     for (auto * d : datasets) ggml_opt_dataset_free(d);
@@ -147,6 +149,39 @@ void train_run::init_opt(ggml_tensor * inputs, ggml_tensor * outputs, ggml_opt_l
     opt_ctx = ggml_opt_init(op);
 }
 
+void train_run::init_opt_rebuilt(std::function<built_graph(ggml_context *, size_t)> build, size_t max_nodes) {
+    sched = ggml_backend_sched_new(&cpu, nullptr, 1, max_nodes * 4, false, true);
+    ggml_opt_params op = ggml_opt_default_params(sched, GGML_OPT_LOSS_TYPE_CROSS_ENTROPY);
+    op.ctx_compute = nullptr;  // no static graphs: one is built per step
+    op.opt_period = 1;
+    op.get_opt_pars = lr_pars;
+    op.get_opt_pars_ud = &lr;
+    op.optimizer = GGML_OPT_OPTIMIZER_TYPE_ADAMW;
+    opt_ctx = ggml_opt_init(op);
+    rebuild = std::move(build);
+    rebuild_nodes = max_nodes;
+}
+
+void train_run::alloc_step(bool backward) {
+    if (!rebuild) {
+        ggml_opt_alloc(opt_ctx, backward);
+        return;
+    }
+    end_step();
+    // the forward graph, then ggml-opt's backward and optimizer graphs (copies of it), in one context
+    const size_t n = rebuild_nodes;
+    ctx_step = ggml_init({ 4 * n * ggml_tensor_overhead() + 3 * ggml_graph_overhead_custom(n, true), nullptr, true });
+    if (!ctx_step) fail("ERR_INTERNAL", "cannot create the training graph's context");
+    built_graph g = rebuild(ctx_step, n);
+    ggml_opt_prepare_alloc(opt_ctx, ctx_step, g.gf, g.inputs, g.outputs);
+    ggml_opt_alloc(opt_ctx, backward);
+}
+
+void train_run::end_step() {
+    if (ctx_step) ggml_free(ctx_step);
+    ctx_step = nullptr;
+}
+
 ggml_opt_dataset_t train_run::dataset(int64_t ne_data, int64_t ne_label, int64_t n) {
     datasets.push_back(ggml_opt_dataset_init(GGML_TYPE_F32, GGML_TYPE_F32, ne_data, ne_label, n, 1));
     return datasets.back();
@@ -162,7 +197,7 @@ void train_run::step_with(const std::function<void(ggml_tensor * inputs, ggml_te
     if (opt_.max_tokens > 0) f = std::max(f, (double) rep.tokens / opt_.max_tokens);
     if (opt_.max_seconds > 0) f = std::max(f, seconds() / opt_.max_seconds);
     lr.frac = (float) f;
-    ggml_opt_alloc(opt_ctx, /*backward =*/ true);
+    alloc_step(/*backward =*/ true);
     fill(ggml_opt_inputs(opt_ctx), ggml_opt_labels(opt_ctx));
     ggml_opt_eval(opt_ctx, res);
     check_abort();  // an abort inside the graph leaves a partial step: nothing is written after it
@@ -223,14 +258,15 @@ void train_run::eval_with(const std::function<void(ggml_tensor * inputs, ggml_te
                           std::vector<int32_t> * pred) {
     check_abort();
     ggml_opt_result_reset(res_eval);
-    ggml_opt_alloc(opt_ctx, /*backward =*/ false);
+    alloc_step(/*backward =*/ false);
+    const int64_t rows = ggml_opt_outputs(opt_ctx)->ne[1];
     fill(ggml_opt_inputs(opt_ctx), ggml_opt_labels(opt_ctx));
     ggml_opt_eval(opt_ctx, res_eval);
     check_abort();
     double unc;
     ggml_opt_result_loss(res_eval, &loss, &unc);
     if (pred) {
-        pred->resize((size_t) ggml_opt_outputs(opt_ctx)->ne[1]);  // one row per output row of this one pass
+        pred->resize((size_t) rows);  // one row per output row of this one pass
         ggml_opt_result_pred(res_eval, pred->data());
     }
 }
@@ -257,7 +293,8 @@ train_report train_drafter(std::shared_ptr<const model> target, const train_opti
     if (o.kind == "chimera") return train_chimera(std::move(target), o);
     if (o.kind == "hidden-transfer") return train_transfer(std::move(target), o);
     if (o.kind == "lud") return train_lud(std::move(target), o);
-    fail("ERR_INVALID_OPTION", format("unknown drafter kind '%s' (known: medusa, eagle3, chimera, hidden-transfer, lud)", o.kind.c_str()));
+    if (o.kind == "coprocessor") return train_coprocessor(std::move(target), o);
+    fail("ERR_INVALID_OPTION", format("unknown drafter kind '%s' (known: medusa, eagle3, chimera, hidden-transfer, lud, coprocessor)", o.kind.c_str()));
 }
 
 } // namespace specdec

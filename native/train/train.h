@@ -38,7 +38,7 @@ struct train_progress {
 };
 
 struct train_options {
-    std::string kind = "medusa";  // "medusa", "eagle3", "chimera", "hidden-transfer" or "lud"
+    std::string kind = "medusa";  // "medusa", "eagle3", "chimera", "hidden-transfer", "lud" or "coprocessor"
     uint32_t n_heads   = 4;     // medusa: heads
     uint32_t ttt_steps = 3;     // eagle3: steps of the training-time test (draft depths trained)
     float    reg_weight = 1.0f; // chimera: weight of the hidden-state regression next to the distillation
@@ -47,6 +47,10 @@ struct train_options {
     uint32_t lud_k     = 4;     // lud: placeholders appended (parallel positions trained)
     float    lud_alpha = 0.8f;  // lud: confidence that marks a lexical unit
     uint32_t lud_groups = 24;   // lud: placeholder groups per window
+    uint32_t coproc_latents = 16;  // coprocessor: N_L latent embeddings
+    uint32_t coproc_ahead   = 16;  // coprocessor: N_A tokens after each augmentation point whose loss trains it
+    uint32_t coproc_rank    = 8;   // coprocessor: rank of the adapters
+    uint32_t coproc_points  = 8;   // coprocessor: augmentation points per window (one pass, masked)
     uint32_t seq_len   = 256;   // tokens per window the target reads
     uint32_t batch     = 32;    // datapoints per optimizer step (medusa: positions; eagle3: windows)
     uint32_t chunk     = 1024;  // datapoints per dataset (features computed together)
@@ -75,6 +79,9 @@ struct train_report {
     // 1 + a0 + a0 a1 + ..., the depths taken as independent)
     double   tau_before = 0.0, tau_after = 0.0;
     uint64_t val_datapoints = 0;
+    // coprocessor: the held-out ahead tokens' loss without augmentation (the frozen decoder alone) and
+    // the negative control's (latents in the cache but hidden from the ahead tokens)
+    double   val_loss_base = 0.0, val_loss_control = 0.0;
     std::string out;
 };
 
@@ -140,6 +147,16 @@ public:
     // GGML_OPT_LOSS_TYPE_MEAN, outputs a loss the graph builds itself (a mixed loss: one scalar; its
     // labels are part of the inputs, and the datasets have none).
     void init_opt(ggml_tensor * inputs, ggml_tensor * outputs, ggml_opt_loss_type loss = GGML_OPT_LOSS_TYPE_CROSS_ENTROPY);
+    // ggml-opt over a graph built anew for every step and evaluation (graphs larger than ggml-opt's
+    // static graphs hold, GGML_DEFAULT_GRAPH_SIZE nodes with the backward pass): `build` makes the
+    // forward graph of at most max_nodes nodes in the context it is given and names its inputs and
+    // outputs; step_with / eval_with then build before they fill.
+    struct built_graph {
+        ggml_cgraph * gf = nullptr;
+        ggml_tensor * inputs = nullptr;
+        ggml_tensor * outputs = nullptr;
+    };
+    void init_opt_rebuilt(std::function<built_graph(ggml_context * ctx, size_t max_nodes)> build, size_t max_nodes);
     // A dataset of n datapoints (data and labels f32), owned by this run.
     ggml_opt_dataset_t dataset(int64_t ne_data, int64_t ne_label, int64_t n);
 
@@ -179,6 +196,11 @@ private:
     ggml_opt_context_t    opt_ctx = nullptr;
     std::vector<ggml_opt_dataset_t> datasets;
     ggml_opt_result_t     res = nullptr, res_eval = nullptr;
+    std::function<built_graph(ggml_context *, size_t)> rebuild;  // set: graphs built per step
+    size_t                rebuild_nodes = 0;
+    ggml_context *        ctx_step = nullptr;  // the context of the graph built for this step
+    void                  alloc_step(bool backward);
+    void                  end_step();
 };
 
 // Softmax of `n` logits into `out` (the distillation labels).
