@@ -37,9 +37,11 @@ describeShared('small batch sizes', (dir) => {
       const ref = await (await m.createSession({ contextSize: 512 })).generate(PROMPT, { maxTokens: N }).result();
       expect(ref.tokens).toHaveLength(N);
       // every lossless method, and the ones that take an optional draft model with it too (the head
-      // methods, which need a head file trained for the model, are covered by test/drafters.test.ts;
-      // 'lud', which needs a LUD model of it, by test/lud.test.ts; the lossy ones by their own tests)
-      const configs: Array<[string, GenerateOptions]> = METHODS.filter((method) => method !== 'medusa' && method !== 'eagle' && method !== 'lud' && !LOSSY_METHODS.includes(method)).map((method) => [method, { method, ...(method === 'draft' || method === 'rsd' ? { draft: { model: d } } : {}) }]);
+      // methods, which need a head file trained for the model, are covered by test/drafters.test.ts and
+      // test/chimera-hidden-transfer.test.ts; 'lud', which needs a LUD model of it, by test/lud.test.ts;
+      // the lossy ones by their own tests)
+      const needsFile = ['medusa', 'eagle', 'chimera', 'hidden-transfer', 'lud'];  // a file trained for the model: their own tests
+      const configs: Array<[string, GenerateOptions]> = METHODS.filter((method) => !needsFile.includes(method) && !LOSSY_METHODS.includes(method)).map((method) => [method, { method, ...(method === 'draft' || method === 'rsd' ? { draft: { model: d } } : {}) }]);
       configs.push(['rasd + draft', { method: 'rasd', draft: { model: d } }], ['auto + draft', { method: 'auto', draft: { model: d } }]);
       const got: Record<string, unknown> = {};
       const want: Record<string, unknown> = {};

@@ -95,7 +95,10 @@ describeShared('greedy identity with llama.cpp', (dir) => {
       // llama.cpp's own output at long contexts depends on its thread count (flash attention
       // splits the KV range across threads); the reference was made with 2 threads.
       const ours = await specdecGreedy(m, ref.map((r) => r.prompt_tokens), 64, { threads: 2, contextSize: 1024 });
-      expectSame(ours, ref.map((r) => r.generated_tokens), ref.map((r) => r.id ?? ''));
+      // on an AMX CPU (NLC_KERNELS_DIFFER) the reference, made on another CPU, sits on the other side of a
+      // near-tie for this build and for node-llama-cpp alike (asyncio/streams.py:127 at token 37): near-ties
+      if (NLC_KERNELS_DIFFER) await expectSameOrNearTie(m, ref.map((r) => r.prompt_tokens), ours, ref.map((r) => r.generated_tokens), 2);
+      else expectSame(ours, ref.map((r) => r.generated_tokens), ref.map((r) => r.id ?? ''));
     }, { cpuKernels: 'ggml' });
   });
 
