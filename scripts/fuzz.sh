@@ -5,9 +5,9 @@
 #
 # load       tools/fuzz/fuzz_load.cpp: libFuzzer (clang, -fsanitize=fuzzer,address,undefined) on the GGUF
 #            loader and validation down to a first evaluation. Built in build-fuzz/ (ggml and specdec
-#            instrumented). Corpus: build-fuzz/corpus/load, seeded from test/fuzz-corpus/load (the test
-#            writer's tiny models and corrupt variants, tools/fuzz/make-corpus.ts) and the shared tiny
-#            models. Crashes land in build-fuzz/findings/load/.
+#            instrumented). Corpus: build-fuzz/corpus/load, seeded by tools/fuzz/make-corpus.ts (the test
+#            writer's tiny models and corrupt variants) and the shared tiny models. Crashes land in
+#            build-fuzz/findings/load/.
 # tokenizer  tools/fuzz/fuzz-tokenizer.mjs: the tokenizer and detokenizer are TypeScript, out of
 #            libFuzzer's reach; a mutation fuzzer in Node over dist/ (npm run build:ts first), seeded
 #            from test/fuzz-corpus/tokenizer and the shared vocabularies' test texts.
@@ -35,7 +35,9 @@ for h in "${HARNESSES[@]}"; do
     load)
         build_native
         mkdir -p build-fuzz/corpus/load build-fuzz/findings/load
-        cp -n test/fuzz-corpus/load/* build-fuzz/corpus/load/
+        # the seed corpus: the test writer's tiny models and their corrupt variants (written, not committed)
+        npx tsc -p tools/fuzz/tsconfig.json
+        node build-fuzz/ts/tools/fuzz/make-corpus.js build-fuzz/corpus/load
         # stories260K (1.2 MB) as its first 64 kB: its real metadata and tokenizer arrays (a whole copy
         # slows every execution down; the tiny models of the corpus reach the evaluation)
         [ -f "$SHARED/models/stories260K.gguf" ] && head -c 65536 "$SHARED/models/stories260K.gguf" > build-fuzz/corpus/load/stories260K-head.gguf

@@ -10,6 +10,7 @@ import * as path from 'path';
 import { loadModel, Model, readGguf, Session, SpecdecError, Tokenizer } from '../lib';
 import { readGgufSync } from '../lib/gguf/reader';
 import { Utf8StreamDecoder } from '../lib/tokenizer';
+import { loadCorpus } from './utils/fuzz-corpus';
 import { describeShared } from './utils/shared';
 
 const wellFormed = (s: string) => new TextDecoder('utf-8', { ignoreBOM: true }).decode(new TextEncoder().encode(s));
@@ -143,7 +144,10 @@ describe('properties: GGUF reader on mutated bytes', () => {
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'specdec-prop-gguf-'));
   afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
   // a tiny valid model of the fuzz corpus: its header (metadata, tokenizer, tensor infos) is ~1.3 kB
-  const seed = fs.readFileSync(path.join(__dirname, 'fuzz-corpus', 'load', 'llama-q4_0.gguf'));
+  let seed = Buffer.alloc(0);
+  beforeAll(async () => {
+    seed = fs.readFileSync(path.join((await loadCorpus()).dir, 'llama-q4_0.gguf'));
+  }, 60_000);
   const header = 1400;
 
   it('readGguf on bytes flipped, set to extremes, cut or spliced: a header or a ModelFileError, fast', () => {

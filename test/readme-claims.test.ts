@@ -11,6 +11,7 @@ import { promisify } from 'util';
 import { backends, BackendUnavailableError, InvalidOptionError, loadModel, ModelFileError } from '../lib';
 import { GGML_TYPE, gv, rewriteGgufMetadata, writeGguf, type GgufMetaInput } from './utils/gguf-writer';
 import { buildRandomModelSpec } from './utils/random-model';
+import { loadCorpus } from './utils/fuzz-corpus';
 import { llamaCppGreedy } from './utils/reference';
 import { describeShared } from './utils/shared';
 
@@ -159,7 +160,7 @@ describeShared('README claims', (dir) => {
 
   it('SPECDEC_KERNEL_ISA forces one of the supported instruction sets (child processes); an unknown one is ignored', async () => {
     // a tiny Q8_0 model of the fuzz corpus: specdec's kernels run it
-    const f = path.join(__dirname, 'fuzz-corpus', 'load', 'llama-q8_0.gguf');
+    const f = path.join((await loadCorpus()).dir, 'llama-q8_0.gguf');
     const dist = path.join(__dirname, '..', 'dist', 'index.js');
     const script = `const { loadModel } = require(${JSON.stringify(dist)});
       loadModel(${JSON.stringify(f)}).then(async (m) => {

@@ -9,7 +9,7 @@
 //
 // Built by scripts/fuzz.sh (clang, -fsanitize=fuzzer,address,undefined); with SPECDEC_FUZZ_REPLAY
 // it links tools/fuzz/replay_main.cpp instead of libFuzzer (any compiler): each argument, a file or
-// a folder of files, is run once (the CI replays test/fuzz-corpus/load through the addon instead).
+// a folder of files, is run once (the CI replays the corpus of tools/fuzz/make-corpus.ts through the addon instead).
 #include "common/error.h"
 #include "model/model.h"
 #include "runtime/session.h"

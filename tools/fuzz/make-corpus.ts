@@ -6,15 +6,15 @@
 //
 //   npx tsc -p tools/fuzz/tsconfig.json && node build-fuzz/ts/tools/fuzz/make-corpus.js OUT_DIR
 //
-// test/fuzz-corpus/load/ holds what this writes (committed; CI replays it, test/fuzz-replay.test.ts).
+// Not committed: scripts/fuzz.sh writes it as the seed corpus, and test/fuzz-replay.test.ts writes it
+// into a temporary folder and replays it on CI (the files are deterministic: fixed seeds).
 import * as fs from 'fs';
 import * as path from 'path';
 import { gv, GgufMetaInput, rewriteGgufMetadata, writeCorruptVariants, writeGguf } from '../../test/utils/gguf-writer';
 import { RandomModelArch, RandomModelType, writeRandomModel } from '../../test/utils/random-model';
 
-async function main(): Promise<void> {
-  const out = process.argv[2];
-  if (!out) throw new Error('usage: make-corpus OUT_DIR');
+/** Writes the corpus into `out` (created if missing); returns the files written, sorted. */
+export async function writeLoadCorpus(out: string): Promise<string[]> {
   fs.mkdirSync(out, { recursive: true });
   const tmp = fs.mkdtempSync(path.join(out, '.tmp-'));
 
@@ -68,9 +68,15 @@ async function main(): Promise<void> {
   ];
   for (const [name, src, c] of changes) await rewriteGgufMetadata(src, path.join(out, `meta-${name}.gguf`), c);
   fs.rmSync(tmp, { recursive: true, force: true });
-  let total = 0;
-  for (const f of fs.readdirSync(out)) total += fs.statSync(path.join(out, f)).size;
-  console.log(`${fs.readdirSync(out).length} files, ${total} bytes in ${out}`);
+  return fs.readdirSync(out).filter((f) => f.endsWith('.gguf')).sort();
 }
 
-main().catch((e) => { console.error(e); process.exit(1); });
+if (require.main === module) {
+  const out = process.argv[2];
+  if (!out) throw new Error('usage: make-corpus OUT_DIR');
+  writeLoadCorpus(out).then((files) => {
+    let total = 0;
+    for (const f of files) total += fs.statSync(path.join(out, f)).size;
+    console.log(`${files.length} files, ${total} bytes in ${out}`);
+  }).catch((e) => { console.error(e); process.exit(1); });
+}
