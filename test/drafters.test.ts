@@ -244,6 +244,22 @@ describeShared('learned drafters', (dir) => {
       expect(firstDiff(r.tokens, ar.tokens)).toBe(-1);
       expect(r.stats.draftedTokens).toBeGreaterThan(0);
     }
+    // an abort stops the draft layer too, and only that generation: the next one drafts again, exactly
+    const ac = new AbortController();
+    s.truncate(0);
+    let seen = 0;
+    await expect((async () => {
+      for await (const chunk of s.generate(STORY_STARTS[0], { maxTokens: 200, method: 'eagle', heads: { file }, signal: ac.signal })) {
+        seen += chunk.tokens.length;
+        if (seen >= 8) ac.abort();
+      }
+    })()).rejects.toMatchObject({ name: 'AbortError' });
+    s.truncate(0);
+    const ar0 = await s.generate(STORY_STARTS[0], { maxTokens: 64 }).result();
+    s.truncate(0);
+    const after = await s.generate(STORY_STARTS[0], { maxTokens: 64, method: 'eagle', heads: { file } }).result();
+    expect(firstDiff(after.tokens, ar0.tokens)).toBe(-1);
+    expect(after.stats.draftedTokens).toBeGreaterThan(0);
     // sampling runs (lossless by construction: deterministic drafts through the verifier)
     const t = await s.generate('Once upon a time', { maxTokens: 32, method: 'eagle', heads: { file }, temperature: 0.8, seed: 3 }).result();
     expect(t.tokens.length).toBe(32);

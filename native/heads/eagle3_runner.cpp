@@ -3,36 +3,19 @@
 #include "common/error.h"
 #include "kernels/ggml_ops.h"
 
-#include "ggml-alloc.h"
-
 #include <cmath>
-#include <cstring>
 
 namespace specdec {
 
-static bool abort_cb(void * data) { return static_cast<std::atomic<bool> *>(data)->load(std::memory_order_relaxed); }
+static draft_layer_runner::layer_shape shape_of(const eagle3_heads & h) {
+    return { h.n_embd_head, h.n_head, h.n_head_kv, (int) h.n_ctx, h.rope_base };
+}
 
 eagle3_runner::eagle3_runner(std::shared_ptr<const eagle3_heads> heads, std::shared_ptr<const model> target, int n_threads, uint32_t n_ctx)
-    : hd(std::move(heads)), tgt(std::move(target)), n_cells(n_ctx) {
+    : draft_layer_runner("EAGLE-3", shape_of(*heads), n_threads, n_ctx), hd(std::move(heads)), tgt(std::move(target)) {
     const eagle3_heads & h = *hd;
     h.check_target(*tgt, "the EAGLE-3 heads");
-    backend = ggml_backend_cpu_init();
-    if (!backend) fail("ERR_BACKEND_UNAVAILABLE", "cannot start the CPU backend");
-    ggml_threadpool_params tpp = ggml_threadpool_params_default(n_threads);
-    threadpool = ggml_threadpool_new(&tpp);
-    if (!threadpool) {
-        ggml_backend_free(backend);
-        fail("ERR_BACKEND_UNAVAILABLE", format("cannot start %d compute threads", n_threads));
-    }
-    ggml_backend_cpu_set_n_threads(backend, n_threads);
-    ggml_backend_cpu_set_threadpool(backend, threadpool);
-    ggml_backend_cpu_set_abort_callback(backend, abort_cb, &abort_flag);
-
     const int64_t d = h.n_embd, dt = h.target_hidden, ff = h.n_ff, nq = h.n_q(), nkv = h.n_kv();
-    ctx_w = ggml_init({ ggml_tensor_overhead() * 32, nullptr, true });
-    // the matrices as Q8_0 (a one-token draft step reads a quarter of the bytes), vectors f32
-    auto mat = [&](int64_t k, int64_t m) { return ggml_new_tensor_2d(ctx_w, k % 32 == 0 ? GGML_TYPE_Q8_0 : GGML_TYPE_F32, k, m); };
-    auto vec = [&](int64_t k) { return ggml_new_tensor_1d(ctx_w, GGML_TYPE_F32, k); };
     w.fc = mat(3 * dt, d);
     w.attn_norm = vec(d);
     w.hidden_norm = vec(d);
@@ -46,29 +29,8 @@ eagle3_runner::eagle3_runner(std::shared_ptr<const eagle3_heads> heads, std::sha
     w.down = mat(ff, d);
     w.out_norm = vec(d);
     if (!h.output.empty()) w.output = mat(d, h.n_draft_vocab);
-    if (!h.tok_embd.empty()) w.tok_embd = ggml_new_tensor_2d(ctx_w, GGML_TYPE_F32, d, h.target_vocab);
-    w.k_cache = ggml_new_tensor_2d(ctx_w, GGML_TYPE_F16, nkv, n_cells);
-    w.v_cache = ggml_new_tensor_2d(ctx_w, GGML_TYPE_F16, nkv, n_cells);
-    buf_w = ggml_backend_alloc_ctx_tensors(ctx_w, backend);
-    if (!buf_w) {
-        ggml_free(ctx_w);
-        ggml_threadpool_free(threadpool);
-        ggml_backend_free(backend);
-        fail("ERR_BACKEND_UNAVAILABLE", "cannot allocate the EAGLE-3 weights and cache");
-    }
-    auto set = [&](ggml_tensor * t, const std::vector<float> & v) {
-        if (t->type == GGML_TYPE_F32) {
-            ggml_backend_tensor_set(t, v.data(), 0, ggml_nbytes(t));
-            return;
-        }
-        std::vector<uint8_t> q(ggml_nbytes(t));
-        ggml_quantize_chunk(t->type, v.data(), q.data(), 0, t->ne[1], t->ne[0], nullptr);
-        ggml_backend_tensor_set(t, q.data(), 0, q.size());
-        // and repacked for specdec's kernels (small batches: a draft step evaluates 1-4 rows)
-        if (auto p = kernels::pack_weights(kernels::wtype::q8_0, q.data(), t->ne[1], t->ne[0], kernels::default_isa())) {
-            packed.emplace_back(t, std::move(p));
-        }
-    };
+    if (!h.tok_embd.empty()) w.tok_embd = f32(d, h.target_vocab);
+    alloc_weights();
     set(w.fc, h.fc);
     set(w.attn_norm, h.attn_norm);
     set(w.hidden_norm, h.hidden_norm);
@@ -83,140 +45,68 @@ eagle3_runner::eagle3_runner(std::shared_ptr<const eagle3_heads> heads, std::sha
     set(w.out_norm, h.out_norm);
     if (w.output) set(w.output, h.output);
     if (w.tok_embd) set(w.tok_embd, h.tok_embd);
-    galloc = ggml_gallocr_new(ggml_backend_get_default_buffer_type(backend));
-    graph_buf.resize(ggml_tensor_overhead() * 256 + ggml_graph_overhead());
 }
 
-eagle3_runner::~eagle3_runner() {
-    if (galloc) ggml_gallocr_free(galloc);
-    if (buf_w) ggml_backend_buffer_free(buf_w);
-    if (ctx_w) ggml_free(ctx_w);
-    if (backend) ggml_backend_free(backend);
-    if (threadpool) ggml_threadpool_free(threadpool);
-}
-
-void eagle3_runner::pause_threads() {
-    if (threadpool) ggml_threadpool_pause(threadpool);
-}
-
-void eagle3_runner::eval(const rows & r, const std::vector<uint32_t> & logit_rows, std::vector<float> & h_out, std::vector<float> & logits) {
+void eagle3_runner::eval(const draft_rows & r, const std::vector<uint32_t> & logit_rows, std::vector<float> & h_out, std::vector<float> & logits) {
     const eagle3_heads & h = *hd;
-    const int64_t n = (int64_t) r.tokens.size();
-    const int64_t d = h.n_embd, dt = h.target_hidden, nq = h.n_q(), nkv = h.n_kv(), hd_ = h.n_embd_head;
-    const uint32_t cell0 = n_used;
-    if (n == 0 || logit_rows.empty() || r.pos.size() != (size_t) n || r.prefix.size() != (size_t) n) {
-        fail("ERR_INTERNAL", "an EAGLE-3 evaluation needs rows, their positions and prefixes, and outputs");
+    graph gr;
+    begin(gr, r, logit_rows, h.target_vocab, true);
+    const int64_t n = gr.n;
+    const int64_t d = h.n_embd, dt = h.target_hidden;
+    std::vector<int32_t> toks((size_t) n);  // token P + 1 of each element
+    for (int64_t i = 0; i < n; ++i) {
+        toks[(size_t) i] = r.tri[(size_t) i * 3 + 2];
+        if (toks[(size_t) i] < 0) fail("ERR_TOKEN_OUT_OF_RANGE", "an EAGLE-3 element needs its token P + 1");
     }
-    if (cell0 + n > n_cells) fail("ERR_CONTEXT_OVERFLOW", "the EAGLE-3 draft cache is full");
-    const int64_t n_kv = cell0 + n;
-    for (int32_t t : r.tokens) {
-        if (t < 0 || (uint32_t) t >= h.target_vocab) fail("ERR_TOKEN_OUT_OF_RANGE", format("token id %d is out of range", t));
-    }
-
-    ggml_context * c = ggml_init({ graph_buf.size(), graph_buf.data(), true });
-    struct guard_t { ggml_context * c; ~guard_t() { ggml_free(c); } } guard { c };
-    ggml_cgraph * gf = ggml_new_graph(c);
-
+    ggml_context * c = gr.c;
     ggml_tensor * tokens = ggml_new_tensor_1d(c, GGML_TYPE_I32, n);
-    ggml_tensor * pos    = ggml_new_tensor_1d(c, GGML_TYPE_I32, n);
-    ggml_tensor * idx    = ggml_new_tensor_1d(c, GGML_TYPE_I64, n);
-    ggml_tensor * mask   = ggml_new_tensor_2d(c, GGML_TYPE_F16, n_kv, n);
-    ggml_tensor * out_ids = ggml_new_tensor_1d(c, GGML_TYPE_I32, (int64_t) logit_rows.size());
-    ggml_tensor * in = ggml_new_tensor_2d(c, GGML_TYPE_F32, r.feats ? 3 * dt : d, n);
-    for (ggml_tensor * t : { tokens, pos, idx, mask, out_ids, in }) ggml_set_input(t);
-
+    ggml_tensor * in = ggml_new_tensor_2d(c, GGML_TYPE_F32, r.from_target ? 3 * dt : d, n);
+    ggml_set_input(tokens);
+    ggml_set_input(in);
     const float eps = h.eps;
-    // w . x on specdec's kernels when the matrix was repacked (activations quantized once per input)
-    std::vector<std::pair<ggml_tensor *, ggml_tensor *>> qacts;
-    auto mm = [&](ggml_tensor * wt, ggml_tensor * x) -> ggml_tensor * {
-        for (const auto & p : packed) {
-            if (p.first != wt) continue;
-            ggml_tensor * qx = nullptr;
-            for (const auto & e : qacts) if (e.first == x) qx = e.second;
-            if (!qx) {
-                qx = kernels::op_quantize_act(c, x, kernels::act_type_for(p.second->type));
-                qacts.push_back({ x, qx });
-            }
-            return kernels::op_gemm(c, p.second.get(), qx);
-        }
-        return ggml_mul_mat(c, wt, x);
-    };
-    ggml_tensor * g   = r.feats ? mm(w.fc, in) : in;                                                // [d, n]
+    ggml_tensor * g   = r.from_target ? mm(gr, w.fc, in) : in;                                     // [d, n]
     ggml_tensor * emb = ggml_get_rows(c, w.tok_embd ? w.tok_embd : tgt->tok_embd, tokens);          // [d, n]
     ggml_tensor * en  = ggml_mul(c, ggml_rms_norm(c, emb, eps), w.attn_norm);
     ggml_tensor * gn  = ggml_mul(c, ggml_rms_norm(c, g, eps), w.hidden_norm);
     ggml_tensor * cat = ggml_cont(c, ggml_concat(c, en, gn, 0));                                   // [2d, n]
-    ggml_tensor * q = ggml_reshape_3d(c, mm(w.wq, cat), hd_, h.n_head, n);                        // [hd, H, n]
-    ggml_tensor * k = ggml_reshape_3d(c, mm(w.wk, cat), hd_, h.n_head_kv, n);                     // [hd, Hkv, n]
-    ggml_tensor * v = mm(w.wv, cat);                                                               // [nkv, n]
-    q = ggml_rope_ext(c, q, pos, nullptr, (int) hd_, 0 /* NORM */, (int) h.n_ctx, h.rope_base, 1.0f, 0.0f, 1.0f, 0.0f, 0.0f);
-    k = ggml_rope_ext(c, k, pos, nullptr, (int) hd_, 0, (int) h.n_ctx, h.rope_base, 1.0f, 0.0f, 1.0f, 0.0f, 0.0f);
-    ggml_tensor * k_st = ggml_set_rows(c, w.k_cache, ggml_reshape_2d(c, k, nkv, n), idx);        // the cache, written
-    ggml_tensor * v_st = ggml_set_rows(c, w.v_cache, v, idx);
-    ggml_build_forward_expand(gf, k_st);
-    ggml_build_forward_expand(gf, v_st);
-    // attention over cells [0, n_kv) under the mask (flash attention: no backward pass is needed here)
-    const size_t eb = ggml_element_size(w.k_cache);
-    ggml_tensor * K = ggml_permute(c, ggml_view_3d(c, k_st, hd_, h.n_head_kv, n_kv, hd_ * eb, nkv * eb, 0), 0, 2, 1, 3);  // [hd, n_kv, Hkv]
-    ggml_tensor * V = ggml_permute(c, ggml_view_3d(c, v_st, hd_, h.n_head_kv, n_kv, hd_ * eb, nkv * eb, 0), 0, 2, 1, 3);  // [hd, n_kv, Hkv]
-    ggml_tensor * Q = ggml_permute(c, q, 0, 2, 1, 3);                                                                 // [hd, n, H]
-    ggml_tensor * fa = ggml_flash_attn_ext(c, Q, K, V, mask, 1.0f / sqrtf((float) hd_), 0.0f, 0.0f);                // [hd, H, n]
-    ggml_flash_attn_ext_set_prec(fa, GGML_PREC_F32);
-    ggml_tensor * o = ggml_reshape_2d(c, fa, nq, n);                                                                  // [nq, n]
-    o = mm(w.wo, ggml_cont(c, o));                                                                 // [d, n]
+    ggml_tensor * q   = mm(gr, w.wq, cat);                                                         // [nq, n]
+    ggml_tensor * k   = mm(gr, w.wk, cat);                                                         // [nkv, n]
+    ggml_tensor * v   = mm(gr, w.wv, cat);                                                         // [nkv, n]
+    ggml_tensor * o   = mm(gr, w.wo, attention(gr, q, k, v));                                      // [d, n]
     ggml_tensor * x = ggml_add(c, o, h.norm_before_residual ? gn : g);
     ggml_tensor * f = ggml_mul(c, ggml_rms_norm(c, x, eps), w.ffn_norm);
-    f = mm(w.down, ggml_swiglu_split(c, mm(w.gate, f), mm(w.up, f)));
+    f = mm(gr, w.down, ggml_swiglu_split(c, mm(gr, w.gate, f), mm(gr, w.up, f)));
     ggml_tensor * hp = ggml_add(c, f, x);                                                          // [d, n]: pre-norm output
     ggml_set_output(hp);
-    ggml_build_forward_expand(gf, hp);
-    ggml_tensor * y = ggml_mul(c, ggml_rms_norm(c, ggml_get_rows(c, hp, out_ids), eps), w.out_norm);  // [d, n_out]
+    ggml_build_forward_expand(gr.gf, hp);
+    ggml_tensor * y = ggml_mul(c, ggml_rms_norm(c, ggml_get_rows(c, hp, gr.out_ids), eps), w.out_norm);  // [d, n_out]
     ggml_tensor * lg;
     const kernels::packed_weights * pw = (!w.output && tgt->kind == BACKEND_CPU) ? tgt->packed_for(tgt->output) : nullptr;
     if (w.output) {
-        lg = mm(w.output, y);
+        lg = mm(gr, w.output, y);
     } else if (pw) {
         lg = kernels::op_gemm(c, pw, kernels::op_quantize_act(c, y, kernels::act_type_for(pw->type)));
     } else {
         lg = ggml_mul_mat(c, tgt->output, y);
     }
     ggml_set_output(lg);
-    ggml_build_forward_expand(gf, lg);
-
-    if (!ggml_gallocr_alloc_graph(galloc, gf)) fail("ERR_INTERNAL", "cannot allocate the EAGLE-3 graph");
-    std::vector<int32_t> ids(n), ps(r.pos), outs(logit_rows.begin(), logit_rows.end());
-    std::vector<int64_t> cells(n);
-    for (int64_t i = 0; i < n; ++i) cells[i] = cell0 + i;
-    ggml_backend_tensor_set(tokens, r.tokens.data(), 0, n * sizeof(int32_t));
-    ggml_backend_tensor_set(pos, ps.data(), 0, n * sizeof(int32_t));
-    ggml_backend_tensor_set(idx, cells.data(), 0, n * sizeof(int64_t));
-    ggml_backend_tensor_set(out_ids, outs.data(), 0, outs.size() * sizeof(int32_t));
-    ggml_backend_tensor_set(in, r.feats ? r.feats : r.g, 0, ggml_nbytes(in));
-    const ggml_fp16_t zero = ggml_fp32_to_fp16(0.0f), ninf = ggml_fp32_to_fp16(-INFINITY);
-    std::vector<ggml_fp16_t> m((size_t) n_kv * n, ninf);
-    for (int64_t i = 0; i < n; ++i) {
-        ggml_fp16_t * row = m.data() + (size_t) i * n_kv;
-        for (uint32_t j = 0; j < r.prefix[i] && j < n_kv; ++j) row[j] = zero;
-        if (i < (int64_t) r.attend.size()) {
-            for (uint32_t j : r.attend[i]) if (j < n_kv) row[j] = zero;
-        }
-    }
-    ggml_backend_tensor_set(mask, m.data(), 0, m.size() * sizeof(ggml_fp16_t));
-    const ggml_status st = ggml_backend_graph_compute(backend, gf);
-    if (st != GGML_STATUS_SUCCESS) fail(st == GGML_STATUS_ABORTED ? "ERR_ABORTED" : "ERR_INTERNAL", "the EAGLE-3 draft evaluation failed");
-    n_used = cell0 + (uint32_t) n;
+    ggml_build_forward_expand(gr.gf, lg);
+    run(gr, r, logit_rows, [&] {
+        ggml_backend_tensor_set(tokens, toks.data(), 0, (size_t) n * sizeof(int32_t));
+        ggml_backend_tensor_set(in, r.in, 0, ggml_nbytes(in));
+    });
 
     h_out.resize((size_t) n * d);
     ggml_backend_tensor_get(hp, h_out.data(), 0, h_out.size() * sizeof(float));
     const int64_t nv = h.target_vocab, Vd = h.n_draft_vocab;
     if (h.d2t.empty()) {
-        logits.resize(outs.size() * nv);
+        logits.resize(logit_rows.size() * nv);
         ggml_backend_tensor_get(lg, logits.data(), 0, logits.size() * sizeof(float));
     } else {
-        std::vector<float> raw(outs.size() * Vd);
+        std::vector<float> raw(logit_rows.size() * Vd);
         ggml_backend_tensor_get(lg, raw.data(), 0, raw.size() * sizeof(float));
-        logits.assign(outs.size() * nv, -INFINITY);
-        for (size_t o = 0; o < outs.size(); ++o) {
+        logits.assign(logit_rows.size() * nv, -INFINITY);
+        for (size_t o = 0; o < logit_rows.size(); ++o) {
             for (int64_t j = 0; j < Vd; ++j) logits[o * nv + h.d2t[j]] = raw[o * Vd + j];
         }
     }

@@ -114,7 +114,7 @@ void measure(std::shared_ptr<const chimera_heads> h, std::shared_ptr<const model
         const int32_t * tok = val.tokens.data() + (size_t) i * (T + 1);
         const float * lab = val.labels.data() + (size_t) i * T * V;
         rn.truncate(0);
-        chimera_runner::rows r;
+        draft_rows r;
         std::vector<uint32_t> outs;
         for (uint32_t p = 0; p < T; ++p) {
             r.tri.insert(r.tri.end(), { p > 0 ? tok[p - 1] : -1, tok[p], tok[p + 1] });
@@ -122,7 +122,7 @@ void measure(std::shared_ptr<const chimera_heads> h, std::shared_ptr<const model
             r.prefix.push_back(p + 1);
             outs.push_back(p);
         }
-        r.h = val.hidden.data() + (size_t) i * (T + 1) * d;
+        r.in = val.hidden.data() + (size_t) i * (T + 1) * d;
         rn.eval(r, outs, o1, lg1);
         std::vector<int32_t> draft1(T);
         std::vector<bool> right1(T);
@@ -134,7 +134,7 @@ void measure(std::shared_ptr<const chimera_heads> h, std::shared_ptr<const model
         }
         n1 += T;
         // step 2: element P + 1 on o_P and the trigram (x_P, x_{P+1}, drafted x_{P+2}), after the real elements 0 .. P
-        chimera_runner::rows r2;
+        draft_rows r2;
         std::vector<uint32_t> outs2;
         for (uint32_t p = 0; p + 1 < T; ++p) {
             r2.tri.insert(r2.tri.end(), { tok[p], tok[p + 1], draft1[p] });
@@ -143,7 +143,8 @@ void measure(std::shared_ptr<const chimera_heads> h, std::shared_ptr<const model
             r2.attend.push_back({ T + p });
             outs2.push_back(p);
         }
-        r2.h = o1.data();
+        r2.in = o1.data();
+        r2.from_target = false;
         rn.eval(r2, outs2, o2, lg2);
         for (uint32_t p = 0; p + 1 < T; ++p) {
             if (right1[p] && argmax(lg2.data() + (size_t) p * V, V) == argmax(lab + (size_t) (p + 1) * V, V)) a12 += 1.0;

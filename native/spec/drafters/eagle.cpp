@@ -1,183 +1,21 @@
 #include "spec/drafters/eagle.h"
 
-#include "common/error.h"
-
-#include <algorithm>
-#include <cmath>
+#include "heads/eagle3_runner.h"
 
 namespace specdec {
 
-eagle_drafter::eagle_drafter(std::shared_ptr<const eagle3_heads> heads, const session & target_, const eagle_options & options)
-    : hd(std::move(heads)), target(target_), opt(options) {
-    hd->check_target(target.mdl(), "the EAGLE-3 heads");
-    feat_dim = (size_t) 3 * hd->target_hidden;
+eagle_drafter::eagle_drafter(std::shared_ptr<const eagle3_heads> heads, const session & target, const dynamic_tree_options & options)
+    : hidden_state_drafter(target, tap_layers(*heads), (size_t) 3 * heads->target_hidden, heads->n_embd, heads->target_vocab, options),
+      hd(std::move(heads)), tgt(target) {
+    hd->check_target(tgt.mdl(), "the EAGLE-3 heads");
 }
 
 std::vector<uint32_t> eagle_drafter::tap_layers(const eagle3_heads & heads) {
     return { (uint32_t) heads.target_layers[0], (uint32_t) heads.target_layers[1], (uint32_t) heads.target_layers[2] };
 }
 
-void eagle_drafter::add_pending(const float * f, int32_t p) {
-    if (pending.empty() || pending_pos + (int32_t) (pending.size() / feat_dim) != p) {
-        pending.clear();  // a gap: the positions before p are not drafted from
-        pending_pos = p;
-    }
-    pending.insert(pending.end(), f, f + feat_dim);
-}
-
-void eagle_drafter::take_features(uint32_t row, int32_t p) {
-    // the session's taps are [rows][3][n_embd] in the heads' layer order: a row is fc's input as it is
-    const auto & hid = target.hidden();
-    const size_t at = (size_t) row * feat_dim;
-    if (target.taps() != tap_layers(*hd) || at + feat_dim > hid.size()) return;
-    add_pending(hid.data() + at, p);
-}
-
-void eagle_drafter::prepare(const std::vector<int32_t> & history) {
-    // prefill's rows: the prompt's last rows the target evaluated (its last chunk); the prefix before
-    // them is what the target kept from the previous generation
-    const size_t rows = target.taps() == tap_layers(*hd) ? target.hidden().size() / feat_dim : 0;
-    const int32_t n = (int32_t) history.size();
-    const int32_t common = n - (int32_t) rows;
-    pending.clear();
-    pending_pos = -1;
-    // the cells whose pairs lie inside that prefix stay (pair P reads token P + 1 and row P)
-    size_t keep = 0;
-    while (keep < cell_pos.size() && cell_pos[keep] <= common - 2 && (keep == 0 || cell_pos[keep] > cell_pos[keep - 1])) keep++;
-    cell_pos.resize(keep);
-    if (runner) runner->truncate((uint32_t) keep);
-    // the pair at common - 1 needs that row's features: kept from before when recent enough
-    if (keep > 0 && cell_pos.back() == common - 2) {
-        for (const auto & r : recent) {
-            if (r.first == common - 1) add_pending(r.second.data(), common - 1);
-        }
-    }
-    for (size_t i = 0; i < rows; ++i) take_features((uint32_t) i, common + (int32_t) i);
-}
-
-void eagle_drafter::observe(const verify_result & r) {
-    // the verified rows whose tokens are now the sequence's: the root, then the accepted path
-    const int32_t root_pos = (int32_t) last_n - 1;
-    take_features(0, root_pos);
-    for (size_t i = 0; i < r.path.size(); ++i) take_features(1 + r.path[i], root_pos + 1 + (int32_t) i);
-}
-
-void eagle_drafter::propose(const std::vector<int32_t> & history, uint32_t budget, draft_tree & out) {
-    out.clear();
-    const int32_t n = (int32_t) history.size();
-    last_n = (uint32_t) n;
-    if (pending.empty() || pending_pos < 0) return;
-    if (!runner) {
-        runner = std::make_unique<eagle3_runner>(hd, target.model_ptr(), target.n_threads(), target.n_ctx() + 128);
-    }
-    // 1. commit the pairs (token P + 1, features P) for P up to n - 2: the last one predicts the token after the root
-    const int32_t have = (int32_t) (pending.size() / feat_dim);
-    const int32_t m = std::min(have, n - 1 - pending_pos);
-    if (m <= 0 || pending_pos + m != n - 1) return;  // the features of the root's predecessor are missing
-    const uint32_t c0 = runner->used();
-    if (c0 + (uint32_t) m + budget + 1 > runner->size()) return;  // the draft cache is full: no more drafting
-    eagle3_runner::rows rw;
-    for (int32_t i = 0; i < m; ++i) {
-        rw.tokens.push_back(history[pending_pos + i + 1]);
-        rw.pos.push_back(pending_pos + i);
-        rw.prefix.push_back(c0 + (uint32_t) i + 1);
-    }
-    rw.feats = pending.data();
-    runner->eval(rw, { (uint32_t) m - 1 }, h, logits);
-    for (int32_t i = 0; i < m; ++i) {
-        cell_pos.push_back(pending_pos + i);
-        if (i + RECENT >= (size_t) m) {
-            recent.emplace_back(pending_pos + i, std::vector<float>(pending.begin() + (size_t) i * feat_dim, pending.begin() + (size_t) (i + 1) * feat_dim));
-        }
-    }
-    if (recent.size() > RECENT) recent.erase(recent.begin(), recent.end() - RECENT);
-    pending.erase(pending.begin(), pending.begin() + (size_t) m * feat_dim);
-    pending_pos += m;
-    const uint32_t committed = runner->used();
-    const size_t d = hd->n_embd;
-    const int32_t V = (int32_t) hd->target_vocab;
-
-    // 2. the tree, level by level
-    struct node {
-        int32_t token, parent;  // parent: index into nodes, -1 the root
-        float   score;          // log-probability of the path
-        int32_t depth;
-        int32_t cell = -1;      // its cell once evaluated
-    };
-    std::vector<node> nodes;
-    std::vector<std::vector<float>> node_h;  // pre-norm outputs of evaluated nodes, by node index
-    std::vector<token_prob> top;
-    auto add_children = [&](const float * lg, int32_t parent, float base, int32_t depth) {
-        top_candidates(lg, V, (int32_t) opt.top_k, top);
-        for (const auto & t : top) {
-            if (t.p <= 0.0f) continue;
-            nodes.push_back({ t.id, parent, base + logf(t.p), depth });
-        }
-    };
-    add_children(logits.data(), -1, 0.0f, 1);
-    std::vector<float> parent_h(h.end() - d, h.end());  // the commit's last row stands in for g at depth 1
-    for (int32_t depth = 1; depth < (int32_t) opt.depth; ++depth) {
-        // the best unexpanded nodes of this level
-        std::vector<int32_t> level;
-        for (int32_t i = 0; i < (int32_t) nodes.size(); ++i) if (nodes[i].depth == depth) level.push_back(i);
-        std::sort(level.begin(), level.end(), [&](int32_t a, int32_t b) { return nodes[a].score > nodes[b].score; });
-        if (level.size() > opt.width) level.resize(opt.width);
-        // a level whose best node would not make the budget is not worth evaluating
-        std::vector<float> scores;
-        for (const auto & nd : nodes) scores.push_back(nd.score);
-        if (scores.size() >= budget) {
-            std::nth_element(scores.begin(), scores.begin() + (budget - 1), scores.end(), std::greater<float>());
-            if (level.empty() || nodes[level[0]].score < scores[budget - 1]) break;
-        }
-        if (level.empty() || runner->used() + level.size() > runner->size()) break;
-        eagle3_runner::rows lr;
-        std::vector<float> g;
-        const uint32_t cell0 = runner->used();
-        for (size_t j = 0; j < level.size(); ++j) {
-            node & nd = nodes[level[j]];
-            nd.cell = (int32_t) (cell0 + j);
-            lr.tokens.push_back(nd.token);
-            lr.pos.push_back(n - 2 + depth);
-            lr.prefix.push_back(committed);
-            std::vector<uint32_t> cells;
-            for (int32_t a = level[j]; a >= 0; a = nodes[a].parent) cells.push_back((uint32_t) nodes[a].cell);
-            lr.attend.push_back(cells);
-            const std::vector<float> & gp = nd.parent < 0 ? parent_h : node_h[nd.parent];
-            g.insert(g.end(), gp.begin(), gp.end());
-        }
-        lr.g = g.data();
-        std::vector<uint32_t> outs(level.size());
-        for (size_t j = 0; j < outs.size(); ++j) outs[j] = (uint32_t) j;
-        std::vector<float> lh, lg;
-        runner->eval(lr, outs, lh, lg);
-        node_h.resize(nodes.size());
-        for (size_t j = 0; j < level.size(); ++j) {
-            node_h[level[j]].assign(lh.begin() + j * d, lh.begin() + (j + 1) * d);
-            add_children(lg.data() + j * (size_t) V, level[j], nodes[level[j]].score, depth + 1);
-        }
-        node_h.resize(nodes.size());
-    }
-    runner->truncate(committed);  // the tree's cells go; the committed pairs stay
-
-    // 3. the budget's best nodes: parents score at least as high as their children, and ties go
-    // to the shallower node, so the chosen set is closed under parents
-    std::vector<int32_t> order(nodes.size());
-    for (size_t i = 0; i < order.size(); ++i) order[i] = (int32_t) i;
-    std::sort(order.begin(), order.end(), [&](int32_t a, int32_t b) {
-        if (nodes[a].score != nodes[b].score) return nodes[a].score > nodes[b].score;
-        if (nodes[a].depth != nodes[b].depth) return nodes[a].depth < nodes[b].depth;
-        return a < b;
-    });
-    if (order.size() > budget) order.resize(budget);
-    std::sort(order.begin(), order.end(), [&](int32_t a, int32_t b) {
-        return nodes[a].depth != nodes[b].depth ? nodes[a].depth < nodes[b].depth : a < b;
-    });
-    std::vector<int32_t> tree_index(nodes.size(), -1);
-    for (int32_t i : order) {
-        const int32_t p = nodes[i].parent;
-        if (p >= 0 && tree_index[p] < 0) continue;  // (cannot happen: parents rank first)
-        tree_index[i] = out.add(nodes[i].token, p < 0 ? -1 : tree_index[p]);
-    }
+std::unique_ptr<draft_layer_runner> eagle_drafter::make_runner() const {
+    return std::make_unique<eagle3_runner>(hd, tgt.model_ptr(), tgt.n_threads(), tgt.n_ctx() + 128);
 }
 
 } // namespace specdec
