@@ -72,9 +72,17 @@ __attribute__((always_inline)) inline void item_impl(const attn_shape & sh, cons
     }
 }
 
-void item_generic(const attn_shape & sh, const float * q, const ggml_fp16_t * k, size_t ks, const ggml_fp16_t * v,
-                  size_t vs, const int32_t * cells, int64_t n, int64_t h, float * out) {
-    item_impl(sh, q, k, ks, v, vs, cells, n, h, out);
+// each row by itself
+__attribute__((always_inline)) inline void rows_impl(const attn_shape & sh, const ggml_fp16_t * k, size_t ks,
+        const ggml_fp16_t * v, size_t vs, const attn_rows & rows, int64_t h) {
+    for (int64_t r = 0; r < rows.n_rows; ++r) {
+        item_impl(sh, rows.q[r], k, ks, v, vs, rows.cells[r], rows.n_cells[r], h, rows.out[r]);
+    }
+}
+
+void rows_generic(const attn_shape & sh, const ggml_fp16_t * k, size_t ks, const ggml_fp16_t * v, size_t vs,
+                  const attn_rows & rows, int64_t h) {
+    rows_impl(sh, k, ks, v, vs, rows, h);
 }
 
 #if defined(SPECDEC_X86_KERNELS)
@@ -105,125 +113,277 @@ SPECDEC_AVX512 inline float hsum512(__m512 v) {
     return _mm_cvtss_f32(_mm_add_ss(s2, _mm_movehdup_ps(s2)));
 }
 
-// AVX-512 attention for head sizes of NV x 16. The arithmetic of one row (its own definition,
-// used for every row on this instruction set):
-//   scores: for each cell, 16-lane products over the head (q . k, lane = dim mod 16), reduced
-//           8 cells at a time by one fixed add tree (a cell's result does not depend on its
-//           neighbours: partial groups are padded with copies);
-//   softmax: exp512 per cell; the sum in 16 lanes by list position, then hsum512;
-//   output: sum over cells in list order of e * v (16-lane fma), times 1 / sum.
+// cells ahead of the one being widened whose K or V rows are fetched into cache
+constexpr int64_t PREFETCH_CELLS = 16;
+
+// fetch a cell's K or V row of head h (NV x 16 halves) into cache
 template <int NV>
-SPECDEC_AVX512 void item512(const attn_shape & sh, const float * q, const ggml_fp16_t * k, size_t ks,
-                            const ggml_fp16_t * v, size_t vs, const int32_t * cells, int64_t n, int64_t h, float * out) {
+SPECDEC_AVX512 inline void prefetch_row(const ggml_fp16_t * base, size_t stride, int32_t cell, int64_t h) {
+    const char * row = (const char *) base + (size_t) cell * stride + (size_t) (h * NV * LANES) * sizeof(ggml_fp16_t);
+    for (size_t b = 0; b < NV * LANES * sizeof(ggml_fp16_t); b += 64) _mm_prefetch(row + b, _MM_HINT_T0);
+}
+
+// A query head of one row of a work item on AVX-512: its query, its scores (then softmax
+// weights) by position in the row's list, its output accumulators (kept in memory between the
+// shared cells and the row's own) and its output.
+struct query_slot {
+    const float * q;
+    float *       s;
+    float *       acc;
+    float *       out;
+    float         inv;  // 1 / sum of the weights
+};
+
+// per 128-bit lane: [a0 + a1, a2 + a3, b0 + b1, b2 + b3]
+SPECDEC_AVX512 inline __m512 pair_sums(__m512 a, __m512 b) {
+    return _mm512_add_ps(_mm512_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0)), _mm512_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1)));
+}
+
+// scores of the n cells `cells` for the queries qs[0..nq), written at positions at .. at+n-1 of
+// their scores. Per cell, 16 lanes of products over the head (lane l: a_l = q_l k_l, then
+// a_l = fma(q_(l+16t), k_(l+16t), a_l) for t = 1 .. NV-1), then one fixed add tree:
+//   z_l = a_l + a_(l+8)  (l < 8),   w_m = z_2m + z_2m+1  (m < 4),
+//   score = ((w_0 + w_1) + (w_2 + w_3)) * scale.
+// A cell's score does not depend on its neighbours: 16 cells at a time share the shuffles of the
+// tree, a partial block padded with copies of the last cell. Each block's K rows are widened
+// once for all the queries.
+template <int NV>
+SPECDEC_AVX512 void scores512(query_slot * qs, int64_t nq, int64_t at, const ggml_fp16_t * k, size_t ks,
+                              const int32_t * cells, int64_t n, int64_t h, float scale) {
     constexpr int64_t hd = NV * LANES;
-    const int64_t g  = sh.n_head / sh.n_head_kv;
-    const int64_t np = (n + 15) & ~(int64_t) 15;
-    thread_local std::vector<float> sbuf;
-    sbuf.resize((size_t) (g * np));
-    const __m256 scale = _mm256_set1_ps(sh.scale);
-    for (int64_t j = 0; j < g; ++j) {
-        const float * qh = q + (h * g + j) * hd;
-        __m512 qv[NV];
-        for (int t = 0; t < NV; ++t) qv[t] = _mm512_loadu_ps(qh + t * LANES);
-        float * s = sbuf.data() + j * np;
-        for (int64_t i = 0; i < n; i += 8) {
-            __m256 y[8];
-            for (int c = 0; c < 8; ++c) {
-                const int64_t cell = cells[std::min(i + c, n - 1)];
-                const ggml_fp16_t * kr = (const ggml_fp16_t *) ((const char *) k + (size_t) cell * ks) + h * hd;
-                __m512 acc = _mm512_mul_ps(qv[0], _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *) kr)));
-                for (int t = 1; t < NV; ++t) {
-                    acc = _mm512_fmadd_ps(qv[t], _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *) (kr + t * LANES))), acc);
+    const __m512 scalev = _mm512_set1_ps(scale);
+    // the tree leaves cell c's score at position ((c & 1) << 2 | (c & 6) >> 1 | (c & 8)): back to cell order
+    const __m512i cell_order = _mm512_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7, 8, 12, 9, 13, 10, 14, 11, 15);
+    alignas(64) float kb[16][hd];
+    for (int64_t i = 0; i < n; i += 16) {
+        for (int c = 0; c < 16; ++c) {
+            if (i + c + PREFETCH_CELLS < n) prefetch_row<NV>(k, ks, cells[i + c + PREFETCH_CELLS], h);
+            const int64_t cell = cells[std::min(i + c, n - 1)];
+            const ggml_fp16_t * kr = (const ggml_fp16_t *) ((const char *) k + (size_t) cell * ks) + h * hd;
+            for (int t = 0; t < NV; ++t) {
+                _mm512_store_ps(kb[c] + t * LANES, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *) (kr + t * LANES))));
+            }
+        }
+        const __mmask16 live = n - i >= 16 ? (__mmask16) 0xFFFF : (__mmask16) ((1u << (n - i)) - 1);
+        for (int64_t j = 0; j < nq; ++j) {
+            __m512 qv[NV];
+            for (int t = 0; t < NV; ++t) qv[t] = _mm512_loadu_ps(qs[j].q + t * LANES);
+            // z[p]: [z of cell 2p | z of cell 2p+1]
+            __m512 z[8];
+            for (int p = 0; p < 8; ++p) {
+                __m512 a[2];
+                for (int e = 0; e < 2; ++e) {
+                    const float * kc = kb[2 * p + e];
+                    a[e] = _mm512_mul_ps(qv[0], _mm512_load_ps(kc));
+                    for (int t = 1; t < NV; ++t) a[e] = _mm512_fmadd_ps(qv[t], _mm512_load_ps(kc + t * LANES), a[e]);
                 }
-                y[c] = _mm256_add_ps(_mm512_castps512_ps256(acc), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc), 1)));
+                z[p] = _mm512_add_ps(_mm512_shuffle_f32x4(a[0], a[1], _MM_SHUFFLE(1, 0, 1, 0)),
+                                     _mm512_shuffle_f32x4(a[0], a[1], _MM_SHUFFLE(3, 2, 3, 2)));
             }
-            const __m256 h0123 = _mm256_hadd_ps(_mm256_hadd_ps(y[0], y[1]), _mm256_hadd_ps(y[2], y[3]));
-            const __m256 h4567 = _mm256_hadd_ps(_mm256_hadd_ps(y[4], y[5]), _mm256_hadd_ps(y[6], y[7]));
-            const __m256 lo = _mm256_permute2f128_ps(h0123, h4567, 0x20);
-            const __m256 hi = _mm256_permute2f128_ps(h0123, h4567, 0x31);
-            alignas(32) float tmp[8];
-            _mm256_store_ps(tmp, _mm256_mul_ps(_mm256_add_ps(lo, hi), scale));
-            for (int c = 0; c < 8 && i + c < n; ++c) s[i + c] = tmp[c];
-        }
-    }
-    // softmax weights, in place
-    float inv[16];
-    for (int64_t j = 0; j < g; ++j) {
-        float * s = sbuf.data() + j * np;
-        float mx = -INFINITY;
-        for (int64_t i = 0; i < n; ++i) mx = std::max(mx, s[i]);
-        const __m512 mxv = _mm512_set1_ps(mx);
-        __m512 sum = _mm512_setzero_ps();
-        for (int64_t i = 0; i < np; i += 16) {
-            const __mmask16 live = n - i >= 16 ? (__mmask16) 0xFFFF : (__mmask16) ((1u << (n - i)) - 1);
-            const __m512 e = _mm512_maskz_mov_ps(live, exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(live, s + i), mxv)));
-            _mm512_storeu_ps(s + i, e);
-            sum = _mm512_add_ps(sum, e);
-        }
-        inv[j] = n > 0 ? 1.0f / hsum512(sum) : 0.0f;
-    }
-    // output, up to 4 heads at a time with their accumulators in registers
-    for (int64_t j0 = 0; j0 < g; j0 += 4) {
-        const int64_t gj = std::min<int64_t>(4, g - j0);
-        __m512 o[4][NV];
-        for (int j = 0; j < 4; ++j) {
-            for (int t = 0; t < NV; ++t) o[j][t] = _mm512_setzero_ps();
-        }
-        for (int64_t i = 0; i < n; ++i) {
-            const ggml_fp16_t * vr = (const ggml_fp16_t *) ((const char *) v + (size_t) cells[i] * vs) + h * hd;
-            __m512 vf[NV];
-            for (int t = 0; t < NV; ++t) vf[t] = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *) (vr + t * LANES)));
-            for (int j = 0; j < gj; ++j) {
-                const __m512 e = _mm512_set1_ps(sbuf[(size_t) ((j0 + j) * np + i)]);
-                for (int t = 0; t < NV; ++t) o[j][t] = _mm512_fmadd_ps(e, vf[t], o[j][t]);
-            }
-        }
-        for (int j = 0; j < gj; ++j) {
-            const __m512 iv = _mm512_set1_ps(inv[j0 + j]);
-            float * oh = out + (h * g + j0 + j) * hd;
-            for (int t = 0; t < NV; ++t) _mm512_storeu_ps(oh + t * LANES, _mm512_mul_ps(o[j][t], iv));
+            // w of cells 4p .. 4p+3, per 128-bit lane: [w0 w1 of 4p, 4p+2 | w2 w3 of 4p, 4p+2 | w0 w1 of 4p+1, 4p+3 | w2 w3 ...]
+            __m512 w[4];
+            for (int p = 0; p < 4; ++p) w[p] = pair_sums(z[2 * p], z[2 * p + 1]);
+            // u0, u1 (cells 0..7, 8..15): w_0 + w_1 in lanes 0 and 2, w_2 + w_3 in lanes 1 and 3
+            const __m512 u0 = pair_sums(w[0], w[1]);
+            const __m512 u1 = pair_sums(w[2], w[3]);
+            const __m512 sum = _mm512_add_ps(_mm512_shuffle_f32x4(u0, u1, _MM_SHUFFLE(2, 0, 2, 0)),
+                                             _mm512_shuffle_f32x4(u0, u1, _MM_SHUFFLE(3, 1, 3, 1)));
+            _mm512_mask_storeu_ps(qs[j].s + at + i, live, _mm512_permutexvar_ps(cell_order, _mm512_mul_ps(sum, scalev)));
         }
     }
 }
 
-SPECDEC_AVX512 void item_avx512(const attn_shape & sh, const float * q, const ggml_fp16_t * k, size_t ks,
-                                const ggml_fp16_t * v, size_t vs, const int32_t * cells, int64_t n, int64_t h, float * out) {
+// V rows of a run of cells, widened from the cache
+template <int NV>
+struct f16_v_rows {
+    const ggml_fp16_t * v;
+    size_t              vs;
+    const int32_t *     cells;
+    int64_t             n;
+    int64_t             h;
+    SPECDEC_AVX512 void load(int64_t i, __m512 * vf) const {
+        if (i + PREFETCH_CELLS < n) prefetch_row<NV>(v, vs, cells[i + PREFETCH_CELLS], h);
+        const ggml_fp16_t * vr = (const ggml_fp16_t *) ((const char *) v + (size_t) cells[i] * vs) + h * NV * LANES;
+        for (int t = 0; t < NV; ++t) vf[t] = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *) (vr + t * LANES)));
+    }
+};
+
+// V rows of a run of cells, already widened into a buffer
+template <int NV>
+struct f32_v_rows {
+    const float * vb;
+    SPECDEC_AVX512 void load(int64_t i, __m512 * vf) const {
+        for (int t = 0; t < NV; ++t) vf[t] = _mm512_load_ps(vb + i * NV * LANES + t * LANES);
+    }
+};
+
+// acc += e_i * v_i for i = 0 .. n-1 in order (16-lane fma), for NQ queries whose weights e_i sit
+// at positions at + i, with the accumulators in registers
+template <int NV, int NQ, typename VRows>
+SPECDEC_AVX512 void accumulate512(query_slot * qs, int64_t at, int64_t n, const VRows & rows) {
+    __m512 o[NQ][NV];
+    for (int j = 0; j < NQ; ++j) {
+        for (int t = 0; t < NV; ++t) o[j][t] = _mm512_loadu_ps(qs[j].acc + t * LANES);
+    }
+    for (int64_t i = 0; i < n; ++i) {
+        __m512 vf[NV];
+        rows.load(i, vf);
+        for (int j = 0; j < NQ; ++j) {
+            const __m512 e = _mm512_set1_ps(qs[j].s[at + i]);
+            for (int t = 0; t < NV; ++t) o[j][t] = _mm512_fmadd_ps(e, vf[t], o[j][t]);
+        }
+    }
+    for (int j = 0; j < NQ; ++j) {
+        for (int t = 0; t < NV; ++t) _mm512_storeu_ps(qs[j].acc + t * LANES, o[j][t]);
+    }
+}
+
+// queries whose accumulators fit in registers together
+constexpr int64_t ACC_QUERIES = 4;
+
+template <int NV, typename VRows>
+SPECDEC_AVX512 void accumulate512(query_slot * qs, int64_t nq, int64_t at, int64_t n, const VRows & rows) {
+    switch (nq) {
+        case 1:  accumulate512<NV, 1>(qs, at, n, rows); return;
+        case 2:  accumulate512<NV, 2>(qs, at, n, rows); return;
+        case 3:  accumulate512<NV, 3>(qs, at, n, rows); return;
+        default: accumulate512<NV, 4>(qs, at, n, rows); return;
+    }
+}
+
+// the output accumulation of the queries qs[0..nq) over the n cells `cells`, whose weights sit at
+// positions at .. at+n-1. More queries than fit in registers: the V rows are widened once,
+// V_BLOCK cells at a time, and each group of ACC_QUERIES queries passes over them.
+constexpr int64_t V_BLOCK = 32;
+
+template <int NV>
+SPECDEC_AVX512 void values512(query_slot * qs, int64_t nq, int64_t at, const ggml_fp16_t * v, size_t vs,
+                              const int32_t * cells, int64_t n, int64_t h) {
+    constexpr int64_t hd = NV * LANES;
+    if (nq <= ACC_QUERIES) {
+        accumulate512<NV>(qs, nq, at, n, f16_v_rows<NV>{ v, vs, cells, n, h });
+        return;
+    }
+    alignas(64) float vb[V_BLOCK * hd];
+    for (int64_t i0 = 0; i0 < n; i0 += V_BLOCK) {
+        const int64_t nb = std::min(V_BLOCK, n - i0);
+        const f16_v_rows<NV> src{ v, vs, cells + i0, n - i0, h };
+        for (int64_t i = 0; i < nb; ++i) {
+            __m512 vf[NV];
+            src.load(i, vf);
+            for (int t = 0; t < NV; ++t) _mm512_store_ps(vb + i * hd + t * LANES, vf[t]);
+        }
+        for (int64_t j0 = 0; j0 < nq; j0 += ACC_QUERIES) {
+            accumulate512<NV>(qs + j0, std::min(ACC_QUERIES, nq - j0), at + i0, nb, f32_v_rows<NV>{ vb });
+        }
+    }
+}
+
+// AVX-512 attention for head sizes of NV x 16. The arithmetic of one row (its own definition,
+// used for every row on this instruction set, alone or with others in a work item):
+//   scores: scores512, over the row's list;
+//   softmax: exp512 per cell; the sum in 16 lanes by list position, then hsum512;
+//   output: sum over cells in list order of e * v (16-lane fma), times 1 / sum.
+// The shared cells are walked once for all the rows' query heads, then each row's own cells for
+// its g heads.
+template <int NV>
+SPECDEC_AVX512 void rows512(const attn_shape & sh, const ggml_fp16_t * k, size_t ks, const ggml_fp16_t * v,
+                            size_t vs, const attn_rows & rows, int64_t h) {
+    constexpr int64_t hd = NV * LANES;
+    const int64_t g  = sh.n_head / sh.n_head_kv;
+    const int64_t nq = rows.n_rows * g;
+    const int64_t shared = rows.n_shared;
+    thread_local std::vector<float> sbuf, abuf;
+    thread_local std::vector<query_slot> slots;
+    int64_t s_size = 0;
+    for (int64_t r = 0; r < rows.n_rows; ++r) s_size += g * ((rows.n_cells[r] + 15) & ~(int64_t) 15);
+    sbuf.resize((size_t) s_size);
+    abuf.assign((size_t) (nq * hd), 0.0f);
+    slots.resize((size_t) nq);
+    for (int64_t r = 0, s_at = 0; r < rows.n_rows; ++r) {
+        const int64_t np = (rows.n_cells[r] + 15) & ~(int64_t) 15;
+        for (int64_t j = 0; j < g; ++j, s_at += np) {
+            const int64_t hq = h * g + j;
+            slots[(size_t) (r * g + j)] = { rows.q[r] + hq * hd, sbuf.data() + s_at, abuf.data() + (r * g + j) * hd,
+                                            rows.out[r] + hq * hd, 0.0f };
+        }
+    }
+    scores512<NV>(slots.data(), nq, 0, k, ks, rows.cells[0], shared, h, sh.scale);
+    for (int64_t r = 0; r < rows.n_rows; ++r) {
+        scores512<NV>(slots.data() + r * g, g, shared, k, ks, rows.cells[r] + shared, rows.n_cells[r] - shared, h, sh.scale);
+    }
+    // softmax weights, in place
+    for (int64_t r = 0; r < rows.n_rows; ++r) {
+        const int64_t n  = rows.n_cells[r];
+        const int64_t np = (n + 15) & ~(int64_t) 15;
+        for (int64_t j = 0; j < g; ++j) {
+            query_slot & qs = slots[(size_t) (r * g + j)];
+            float * s = qs.s;
+            // the max in 16 lanes (exact in any order)
+            __m512 mxv = _mm512_set1_ps(-INFINITY);
+            for (int64_t i = 0; i < np; i += 16) {
+                const __mmask16 live = n - i >= 16 ? (__mmask16) 0xFFFF : (__mmask16) ((1u << (n - i)) - 1);
+                mxv = _mm512_mask_max_ps(mxv, live, _mm512_loadu_ps(s + i), mxv);
+            }
+            mxv = _mm512_set1_ps(_mm512_reduce_max_ps(mxv));
+            __m512 sum = _mm512_setzero_ps();
+            for (int64_t i = 0; i < np; i += 16) {
+                const __mmask16 live = n - i >= 16 ? (__mmask16) 0xFFFF : (__mmask16) ((1u << (n - i)) - 1);
+                const __m512 e = _mm512_maskz_mov_ps(live, exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(live, s + i), mxv)));
+                _mm512_storeu_ps(s + i, e);
+                sum = _mm512_add_ps(sum, e);
+            }
+            qs.inv = n > 0 ? 1.0f / hsum512(sum) : 0.0f;
+        }
+    }
+    values512<NV>(slots.data(), nq, 0, v, vs, rows.cells[0], shared, h);
+    for (int64_t r = 0; r < rows.n_rows; ++r) {
+        values512<NV>(slots.data() + r * g, g, shared, v, vs, rows.cells[r] + shared, rows.n_cells[r] - shared, h);
+    }
+    for (const query_slot & qs : slots) {
+        const __m512 iv = _mm512_set1_ps(qs.inv);
+        for (int t = 0; t < NV; ++t) _mm512_storeu_ps(qs.out + t * LANES, _mm512_mul_ps(_mm512_loadu_ps(qs.acc + t * LANES), iv));
+    }
+}
+
+SPECDEC_AVX512 void rows_avx512(const attn_shape & sh, const ggml_fp16_t * k, size_t ks, const ggml_fp16_t * v,
+                                size_t vs, const attn_rows & rows, int64_t h) {
     const int64_t g = sh.n_head / sh.n_head_kv;
     if (sh.head_dim % LANES != 0 || g > 16) {
-        item_impl(sh, q, k, ks, v, vs, cells, n, h, out);
+        rows_impl(sh, k, ks, v, vs, rows, h);
         return;
     }
     switch (sh.head_dim / LANES) {
-        case 4:  item512<4>(sh, q, k, ks, v, vs, cells, n, h, out); return;
-        case 8:  item512<8>(sh, q, k, ks, v, vs, cells, n, h, out); return;
-        case 2:  item512<2>(sh, q, k, ks, v, vs, cells, n, h, out); return;
-        case 6:  item512<6>(sh, q, k, ks, v, vs, cells, n, h, out); return;
-        default: item_impl(sh, q, k, ks, v, vs, cells, n, h, out); return;
+        case 4:  rows512<4>(sh, k, ks, v, vs, rows, h); return;
+        case 8:  rows512<8>(sh, k, ks, v, vs, rows, h); return;
+        case 2:  rows512<2>(sh, k, ks, v, vs, rows, h); return;
+        case 6:  rows512<6>(sh, k, ks, v, vs, rows, h); return;
+        default: rows_impl(sh, k, ks, v, vs, rows, h); return;
     }
 }
 
-__attribute__((target("avx2,fma"))) void item_avx2(const attn_shape & sh, const float * q, const ggml_fp16_t * k,
-        size_t ks, const ggml_fp16_t * v, size_t vs, const int32_t * cells, int64_t n, int64_t h, float * out) {
-    item_impl(sh, q, k, ks, v, vs, cells, n, h, out);
+__attribute__((target("avx2,fma"))) void rows_avx2(const attn_shape & sh, const ggml_fp16_t * k, size_t ks,
+        const ggml_fp16_t * v, size_t vs, const attn_rows & rows, int64_t h) {
+    rows_impl(sh, k, ks, v, vs, rows, h);
 }
 #endif
 
 } // namespace
 
-void attention_item(isa kernel, const attn_shape & sh, const float * q, const ggml_fp16_t * k, size_t k_stride,
-                    const ggml_fp16_t * v, size_t v_stride, const int32_t * cells, int64_t n_cells, int64_t h, float * out) {
+void attention_rows(isa kernel, const attn_shape & sh, const ggml_fp16_t * k, size_t k_stride, const ggml_fp16_t * v,
+                    size_t v_stride, const attn_rows & rows, int64_t h) {
     switch (kernel) {
 #if defined(SPECDEC_X86_KERNELS)
         case isa::avx512_vnni:
-            item_avx512(sh, q, k, k_stride, v, v_stride, cells, n_cells, h, out);
+            rows_avx512(sh, k, k_stride, v, v_stride, rows, h);
             return;
         case isa::avx_vnni:
         case isa::avx2:
-            item_avx2(sh, q, k, k_stride, v, v_stride, cells, n_cells, h, out);
+            rows_avx2(sh, k, k_stride, v, v_stride, rows, h);
             return;
 #endif
         default:
-            item_generic(sh, q, k, k_stride, v, v_stride, cells, n_cells, h, out);
+            rows_generic(sh, k, k_stride, v, v_stride, rows, h);
     }
 }
 

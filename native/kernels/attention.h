@@ -29,10 +29,23 @@ struct attn_shape {
     float   scale     = 1.0f;
 };
 
-// One work item: query row `q` ([head_dim * n_head] floats) against K/V head `h` over `cells`.
+// Query rows sharing a work item. Their cell lists (ascending) agree on their first `n_shared`
+// entries (the committed context; tree rows then differ in their ancestors): those cells' K and V
+// rows are loaded and widened once for all the rows' query heads, which changes no row's
+// arithmetic.
+struct attn_rows {
+    int64_t                n_rows   = 0;
+    const float * const *  q        = nullptr;  // per row: [head_dim * n_head] query
+    float * const *        out      = nullptr;  // per row: [head_dim * n_head] output
+    const int32_t * const * cells   = nullptr;  // per row: its allowed cells, ascending
+    const int64_t *        n_cells  = nullptr;  // per row: length of its list
+    int64_t                n_shared = 0;        // leading entries equal in every row's list
+};
+
+// One work item: query rows `rows` against K/V head `h`, each over its own cells.
 // k, v: the layer's cache (F16, one row of n_head_kv * head_dim values per cell, `stride` bytes
-// apart). Writes the outputs of query heads h*g .. h*g+g-1 into `out` ([head_dim * n_head]).
-void attention_item(isa kernel, const attn_shape & sh, const float * q, const ggml_fp16_t * k, size_t k_stride,
-                    const ggml_fp16_t * v, size_t v_stride, const int32_t * cells, int64_t n_cells, int64_t h, float * out);
+// apart). Writes the outputs of query heads h*g .. h*g+g-1 of every row.
+void attention_rows(isa kernel, const attn_shape & sh, const ggml_fp16_t * k, size_t k_stride, const ggml_fp16_t * v,
+                    size_t v_stride, const attn_rows & rows, int64_t h);
 
 } // namespace specdec::kernels

@@ -1,5 +1,6 @@
 #include "kernels/ggml_ops.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <vector>
@@ -41,32 +42,90 @@ ggml_tensor * op_gemm(ggml_context * ctx, const packed_weights * w, ggml_tensor 
     return y;
 }
 
+// rows per work item at most: their query heads share each load of their common cells' K and V
+static constexpr int64_t ATTN_GROUP_ROWS = 16;
+
+// the cells a mask row allows (entries other than -inf), ascending, from cell `from` on;
+// returns their number
+static int64_t allowed_cells(const ggml_fp16_t * m, int64_t from, int64_t n_kv, int32_t * cells) {
+    const ggml_fp16_t ninf_h = ggml_fp32_to_fp16(-INFINITY);
+    int64_t n = 0;
+    for (int64_t c = from; c < n_kv; ++c) {
+        cells[n] = (int32_t) c;
+        n += m[c] != ninf_h;
+    }
+    return n;
+}
+
+// the first entry where two mask rows differ (n_kv if none)
+static int64_t first_difference(const ggml_fp16_t * a, const ggml_fp16_t * b, int64_t n_kv) {
+    constexpr int64_t chunk = 64;
+    int64_t c = 0;
+    while (c + chunk <= n_kv && std::memcmp(a + c, b + c, chunk * sizeof(ggml_fp16_t)) == 0) c += chunk;
+    while (c < n_kv && a[c] == b[c]) ++c;
+    return c;
+}
+
 static void attention_forward(ggml_tensor * dst, int ith, int nth, void * userdata) {
     const attention_params & p = *(const attention_params *) userdata;
     const ggml_tensor * q    = dst->src[0];
     const ggml_tensor * k    = dst->src[1];
     const ggml_tensor * v    = dst->src[2];
     const ggml_tensor * mask = dst->src[3];
-    const int64_t n_tokens = q->ne[2];
-    const int64_t n_kv     = mask->ne[0];
-    ggml_fp16_t ninf_h = ggml_fp32_to_fp16(-INFINITY);
-    thread_local std::vector<int32_t> cells;
-    int64_t cells_row = -1;
-    // work items (row, K/V head), dealt round-robin: each output is computed whole by one thread
-    for (int64_t w = ith; w < n_tokens * p.shape.n_head_kv; w += nth) {
-        const int64_t row = w / p.shape.n_head_kv;
-        const int64_t h   = w % p.shape.n_head_kv;
-        if (row != cells_row) {
-            const ggml_fp16_t * m = (const ggml_fp16_t *) ((const char *) mask->data + row * mask->nb[1]);
-            cells.clear();
-            for (int64_t c = 0; c < n_kv; ++c) {
-                if (std::memcmp(&m[c], &ninf_h, sizeof(ggml_fp16_t)) != 0) cells.push_back((int32_t) c);
+    const int64_t n_tokens  = q->ne[2];
+    const int64_t n_kv      = mask->ne[0];
+    const int64_t n_head_kv = p.shape.n_head_kv;
+    // groups of consecutive rows, as even as possible, at least enough for one (group, head) item
+    // per thread
+    const int64_t n_groups = std::min(n_tokens, std::max((n_tokens + ATTN_GROUP_ROWS - 1) / ATTN_GROUP_ROWS,
+                                                         (nth + n_head_kv - 1) / n_head_kv));
+    thread_local std::vector<int32_t> cell_lists;
+    thread_local std::vector<const int32_t *> cells;
+    thread_local std::vector<int64_t> n_cells;
+    thread_local std::vector<const float *> qs;
+    thread_local std::vector<float *> outs;
+    attn_rows rows;
+    int64_t rows_group = -1;
+    // work items (group, K/V head), dealt round-robin: each output is computed whole by one thread
+    for (int64_t w = ith; w < n_groups * n_head_kv; w += nth) {
+        const int64_t group = w / n_head_kv;
+        const int64_t h     = w % n_head_kv;
+        if (group != rows_group) {
+            const int64_t r0 = n_tokens * group / n_groups;
+            const int64_t nr = n_tokens * (group + 1) / n_groups - r0;
+            cell_lists.resize((size_t) (nr * n_kv));
+            cells.resize((size_t) nr);
+            n_cells.resize((size_t) nr);
+            qs.resize((size_t) nr);
+            outs.resize((size_t) nr);
+            // a row's list is the first row's up to where their masks first differ, then its own scan;
+            // shared: the leading entries common to the lists so far
+            const ggml_fp16_t * m0 = (const ggml_fp16_t *) ((const char *) mask->data + r0 * mask->nb[1]);
+            int64_t shared = 0;
+            for (int64_t r = 0; r < nr; ++r) {
+                const ggml_fp16_t * m = (const ggml_fp16_t *) ((const char *) mask->data + (r0 + r) * mask->nb[1]);
+                int32_t * list = cell_lists.data() + r * n_kv;
+                cells[r] = list;
+                qs[r]    = (const float *) ((const char *) q->data + (r0 + r) * q->nb[2]);
+                outs[r]  = (float *) ((char *) dst->data + (r0 + r) * dst->nb[1]);
+                if (r == 0) {
+                    n_cells[0] = allowed_cells(m, 0, n_kv, list);
+                    shared = n_cells[0];
+                    continue;
+                }
+                const int64_t same   = first_difference(m, m0, n_kv);
+                const int64_t n_same = std::lower_bound(cells[0], cells[0] + n_cells[0], (int32_t) same) - cells[0];
+                std::copy(cells[0], cells[0] + n_same, list);
+                n_cells[r] = n_same + allowed_cells(m, same, n_kv, list + n_same);
+                int64_t i = std::min(shared, n_same);
+                while (i < std::min(shared, n_cells[r]) && list[i] == cells[0][i]) ++i;
+                shared = i;
             }
-            cells_row = row;
+            rows = { nr, qs.data(), outs.data(), cells.data(), n_cells.data(), shared };
+            rows_group = group;
         }
-        attention_item(p.kernel, p.shape, (const float *) ((const char *) q->data + row * q->nb[2]),
-                       (const ggml_fp16_t *) k->data, k->nb[1], (const ggml_fp16_t *) v->data, v->nb[1],
-                       cells.data(), (int64_t) cells.size(), h, (float *) ((char *) dst->data + row * dst->nb[1]));
+        attention_rows(p.kernel, p.shape, (const ggml_fp16_t *) k->data, k->nb[1], (const ggml_fp16_t *) v->data,
+                       v->nb[1], rows, h);
     }
 }
 
