@@ -17,15 +17,25 @@ export interface NativeModelInfo {
 export interface NativeModel { info(): NativeModelInfo; dispose(): void }
 /** What 'auto' learnt in a session (Session.saveAutoMemory; lib/session.ts checks it on load). */
 export interface AutoMemory {
-  version: 1;
+  version: 2;
   /** The thread count its verify costs were measured at. */
   threads: number;
-  /** Verify cost (ms) of a pass over 1, 2-3, 4-7, ... 256 tokens, and how often each was measured (0: not). */
+  /** Verify cost (ms) of a pass over n tokens at index n (1 .. 256; index 0 unused), and how often each was measured (0: not). */
   verifyMs: number[];
   verifySeen: number[];
   steps: number;
-  /** Per drafter ('rasd', 'aded', 'draft', 'medusa', 'eagle', 'chimera'): decayed counts of accepted lengths, draft ms per token, fill, observations. */
-  drafters: Record<string, { accepted: number[]; msPerToken: number; fill: number; n: number }>;
+  /**
+   * Per drafter ('draft', 'medusa', 'eagle', 'chimera', 'rasd', 'aded'), and per retrieval drafter and class of
+   * the depth it proposed ('rasd@0' .. 'rasd@4', 'aded@0' .. 'aded@4': depth 1, 2-3, 4-7, 8-15, 16+): at each
+   * depth k, decayed counts of drafts whose k-th token was checked (`tried[k]`) and accepted (`accepted[k]`);
+   * draft ms per token, a draft model's ms per token of catching up with the sequence, fill (nodes / budget),
+   * depth (tree depth / nodes), observations; on a drafter's own entry, the calibration: what its chosen steps
+   * were expected to give and gave (decayed sums of tokens and ms).
+   */
+  drafters: Record<string, {
+    tried: number[]; accepted: number[]; msPerToken: number; catchUpMsPerToken: number; fill: number; depth: number; n: number;
+    predictedTokens: number; realizedTokens: number; predictedMs: number; realizedMs: number;
+  }>;
 }
 
 export interface NativeStepResult {

@@ -1097,7 +1097,9 @@ export class Generation implements AsyncIterable<GenerationChunk> {
   }
 }
 
-const AUTO_DRAFTERS = ['rasd', 'aded', 'draft', 'medusa', 'eagle', 'chimera'];
+const AUTO_MODEL_DRAFTERS = ['draft', 'medusa', 'eagle', 'chimera'];
+const AUTO_RETRIEVAL_DRAFTERS = ['rasd', 'aded'];
+const AUTO_DRAFTER_NAME = new RegExp(`^(?:${AUTO_MODEL_DRAFTERS.join('|')}|(?:${AUTO_RETRIEVAL_DRAFTERS.join('|')})(?:@[0-4])?)$`);
 
 /** Checks saveAutoMemory()'s data before it reaches native code (InvalidOptionError naming what is wrong). */
 function checkAutoMemory(m: unknown): asserts m is AutoMemory {
@@ -1105,25 +1107,34 @@ function checkAutoMemory(m: unknown): asserts m is AutoMemory {
   const num = (v: unknown, what: string, max = 1e12) => {
     if (typeof v !== 'number' || !Number.isFinite(v) || v < 0 || v > max) bad(`${what} must be a finite number in [0, ${max}], got ${describe(v)}`);
   };
+  const numbers = (v: unknown, what: string) => {
+    if (!Array.isArray(v) || v.length > 257) bad(`${what} must be an array of at most 257 numbers`);
+    (v as unknown[]).forEach((x, i) => num(x, `${what}[${i}]`));
+    return v as number[];
+  };
   if (typeof m !== 'object' || m === null) return bad(`data must be an object from saveAutoMemory(), got ${describe(m)}`);
   const o = m as Record<string, unknown>;
-  if (o.version !== 1) bad(`unsupported version ${describe(o.version)} (expected 1)`);
+  if (o.version !== 2) bad(`unsupported version ${describe(o.version)} (expected 2: saved by this version of specdec)`);
   num(o.threads, 'threads', 4096);
   num(o.steps, 'steps', Number.MAX_SAFE_INTEGER);
-  for (const k of ['verifyMs', 'verifySeen']) {
-    const a = o[k];
-    if (!Array.isArray(a) || a.length !== 9) bad(`${k} must be an array of 9 numbers`);
-    (a as unknown[]).forEach((v, i) => num(v, `${k}[${i}]`));
-  }
+  const ms = numbers(o.verifyMs, 'verifyMs');
+  if (numbers(o.verifySeen, 'verifySeen').length !== ms.length) bad('verifyMs and verifySeen must have the same length');
   if (typeof o.drafters !== 'object' || o.drafters === null || Array.isArray(o.drafters)) bad('drafters must be an object');
   for (const [name, d] of Object.entries(o.drafters as Record<string, unknown>)) {
-    if (!AUTO_DRAFTERS.includes(name)) bad(`unknown drafter '${name}' (known: ${AUTO_DRAFTERS.join(', ')})`);
+    if (!AUTO_DRAFTER_NAME.test(name)) {
+      bad(`unknown drafter '${name}' (known: ${[...AUTO_MODEL_DRAFTERS, ...AUTO_RETRIEVAL_DRAFTERS].join(', ')}, and ${AUTO_RETRIEVAL_DRAFTERS.map((r) => `${r}@0 .. ${r}@4`).join(', ')})`);
+    }
     if (typeof d !== 'object' || d === null) bad(`drafters.${name} must be an object`);
     const x = d as Record<string, unknown>;
-    if (!Array.isArray(x.accepted) || x.accepted.length > 257) bad(`drafters.${name}.accepted must be an array of at most 257 numbers`);
-    (x.accepted as unknown[]).forEach((v, i) => num(v, `drafters.${name}.accepted[${i}]`));
+    const tried = numbers(x.tried, `drafters.${name}.tried`);
+    const accepted = numbers(x.accepted, `drafters.${name}.accepted`);
+    if (accepted.length !== tried.length) bad(`drafters.${name}.accepted and .tried must have the same length`);
+    accepted.forEach((a, k) => { if (a > tried[k] * (1 + 1e-9)) bad(`drafters.${name}.accepted[${k}] must not exceed tried[${k}]`); });
     num(x.msPerToken, `drafters.${name}.msPerToken`, 1e6);
+    num(x.catchUpMsPerToken, `drafters.${name}.catchUpMsPerToken`, 1e6);
     num(x.fill, `drafters.${name}.fill`, 1);
+    num(x.depth, `drafters.${name}.depth`, 1);
+    for (const k of ['predictedTokens', 'realizedTokens', 'predictedMs', 'realizedMs']) num(x[k], `drafters.${name}.${k}`);
     num(x.n, `drafters.${name}.n`);
   }
 }

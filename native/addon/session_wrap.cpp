@@ -890,26 +890,31 @@ Napi::Value session_wrap::auto_memory_get(const Napi::CallbackInfo & info) {
     Napi::Env env = info.Env();
     if (!check(env)) return env.Undefined();  // a generation in flight changes it
     Napi::Object o = Napi::Object::New(env);
-    o.Set("version", 1);
+    o.Set("version", 2);
     const auto_memory m = auto_mem_ ? *auto_mem_ : auto_memory();
     o.Set("threads", m.n_threads);
-    Napi::Array tc = Napi::Array::New(env, auto_memory::N_CLASSES), ts = Napi::Array::New(env, auto_memory::N_CLASSES);
-    for (uint32_t c = 0; c < (uint32_t) auto_memory::N_CLASSES; ++c) {
-        tc.Set(c, m.t_class[c]);
-        ts.Set(c, m.t_seen[c]);
-    }
-    o.Set("verifyMs", tc);
-    o.Set("verifySeen", ts);
+    auto array = [&](const std::vector<double> & xs) {
+        Napi::Array a = Napi::Array::New(env, xs.size());
+        for (uint32_t i = 0; i < xs.size(); ++i) a.Set(i, xs[i]);
+        return a;
+    };
+    o.Set("verifyMs", array(m.t_ms));
+    o.Set("verifySeen", array(m.t_seen));
     o.Set("steps", (double) m.steps);
     Napi::Object ds = Napi::Object::New(env);
     for (const auto & [name, st] : m.by_name) {
         Napi::Object d = Napi::Object::New(env);
-        Napi::Array h = Napi::Array::New(env, st.accepted_hist.size());
-        for (uint32_t i = 0; i < st.accepted_hist.size(); ++i) h.Set(i, st.accepted_hist[i]);
-        d.Set("accepted", h);
+        d.Set("tried", array(st.tried));
+        d.Set("accepted", array(st.ok));
         d.Set("msPerToken", st.ms_per_token);
+        d.Set("catchUpMsPerToken", st.catch_up_ms);
         d.Set("fill", st.fill);
+        d.Set("depth", st.depth);
         d.Set("n", st.n);
+        d.Set("predictedTokens", st.predicted_tokens);
+        d.Set("realizedTokens", st.realized_tokens);
+        d.Set("predictedMs", st.predicted_ms);
+        d.Set("realizedMs", st.realized_ms);
         ds.Set(name, d);
     }
     o.Set("drafters", ds);
@@ -923,12 +928,16 @@ Napi::Value session_wrap::auto_memory_set(const Napi::CallbackInfo & info) {
     auto num = [](Napi::Value v) { return v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : 0.0; };
     auto m = std::make_shared<auto_memory>();
     Napi::Object o = info[0].As<Napi::Object>();
+    auto numbers = [&](Napi::Value v, std::vector<double> & xs, size_t max) {
+        Napi::Array a = v.As<Napi::Array>();
+        xs.assign(std::min<size_t>(a.Length(), max), 0.0);
+        for (uint32_t i = 0; i < xs.size(); ++i) xs[i] = num(a.Get(i));
+    };
     m->n_threads = (int) num(o.Get("threads"));
-    Napi::Array tc = o.Get("verifyMs").As<Napi::Array>(), ts = o.Get("verifySeen").As<Napi::Array>();
-    for (uint32_t c = 0; c < (uint32_t) auto_memory::N_CLASSES && c < tc.Length() && c < ts.Length(); ++c) {
-        m->t_class[c] = num(tc.Get(c));
-        m->t_seen[c] = num(ts.Get(c));
-    }
+    numbers(o.Get("verifyMs"), m->t_ms, auto_memory::MAX_TOKENS);
+    numbers(o.Get("verifySeen"), m->t_seen, auto_memory::MAX_TOKENS);
+    m->t_ms.resize(auto_memory::MAX_TOKENS, 0.0);
+    m->t_seen.resize(auto_memory::MAX_TOKENS, 0.0);
     m->steps = (uint64_t) num(o.Get("steps"));
     Napi::Object ds = o.Get("drafters").As<Napi::Object>();
     Napi::Array names = ds.GetPropertyNames();
@@ -936,12 +945,18 @@ Napi::Value session_wrap::auto_memory_set(const Napi::CallbackInfo & info) {
         const std::string name = names.Get(i).As<Napi::String>().Utf8Value();
         Napi::Object d = ds.Get(name).As<Napi::Object>();
         auto_memory::drafter_stats & st = m->by_name[name];
-        Napi::Array h = d.Get("accepted").As<Napi::Array>();
-        st.accepted_hist.resize(h.Length());
-        for (uint32_t k = 0; k < h.Length(); ++k) st.accepted_hist[k] = num(h.Get(k));
+        numbers(d.Get("tried"), st.tried, auto_memory::MAX_TOKENS);
+        numbers(d.Get("accepted"), st.ok, auto_memory::MAX_TOKENS);
+        st.ok.resize(st.tried.size(), 0.0);
         st.ms_per_token = num(d.Get("msPerToken"));
+        st.catch_up_ms = num(d.Get("catchUpMsPerToken"));
         st.fill = num(d.Get("fill"));
+        st.depth = num(d.Get("depth"));
         st.n = num(d.Get("n"));
+        st.predicted_tokens = num(d.Get("predictedTokens"));
+        st.realized_tokens = num(d.Get("realizedTokens"));
+        st.predicted_ms = num(d.Get("predictedMs"));
+        st.realized_ms = num(d.Get("realizedMs"));
     }
     m->adopt_draft = true;
     m->adopt_heads = true;

@@ -78,6 +78,11 @@ public:
     // the two never compete for the cores; drafters that only look things up skip that pause).
     virtual bool computes() const { return false; }
 
+    // Drafters that follow the sequence with a model of their own (a draft model): evaluate the
+    // tokens of `history` but the last that they have not seen yet, and say how many. propose()
+    // would do it first; 'auto' calls it apart, to tell catching up from drafting in its costs.
+    virtual size_t catch_up(const std::vector<int32_t> & history) { (void) history; return 0; }
+
     // Drafters that run models: stop at the next step / let their compute threads sleep.
     virtual void abort() {}
     virtual void pause() {}

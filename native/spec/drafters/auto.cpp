@@ -1,94 +1,215 @@
 #include "spec/drafters/auto.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 
 namespace specdec {
 
-auto_drafter::auto_drafter(std::vector<candidate> drafters, uint32_t max_budget_, uint64_t seed,
-                           std::shared_ptr<auto_memory> memory, int n_threads)
-    : cands(std::move(drafters)), mem(memory ? std::move(memory) : std::make_shared<auto_memory>()),
-      max_budget(std::max<uint32_t>(1, max_budget_)), rng(seed ^ 0x5851F42D4C957F2Dull), n_by(cands.size(), 0) {
-    if (mem->n_threads != n_threads) {  // verify costs of another thread count: measure again
-        for (int c = 0; c < N_CLASSES; ++c) {
-            mem->t_class[c] = 0.0;
-            mem->t_seen[c] = 0.0;
-        }
-        mem->n_threads = n_threads;
-    }
-    for (uint32_t b = 1; b <= max_budget; b *= 2) budgets.push_back(b);
-    for (const auto & c : cands) {
-        drafter_stats & s = mem->by_name[c.name];
-        if (s.accepted_hist.size() < max_budget + 1) s.accepted_hist.resize(max_budget + 1, 0.0);
-        st.push_back(&s);
-    }
+namespace {
+
+constexpr double PRIOR_WEIGHT    = 1.0;   // pseudo-observations behind each depth's prior
+constexpr double PRIOR_MODEL     = 0.7;   // acceptance prior of a drafter that runs a model (optimistic: it gets tried)
+constexpr double PRIOR_RETRIEVAL = 0.5;   // ... of a retrieval proposal
+constexpr double DECAY           = 0.98;  // per observation: the text changes
+constexpr double SLOPE_PRIOR     = 0.1;   // verify cost per extra token, as a share of the smallest pass measured
+constexpr int    EXPLORE_EVERY   = 32;    // steps between tries of a model-running drafter not chosen
+constexpr uint32_t LOOKUP_MAX    = 16;    // nodes a lookup proposes at most (larger retrieval trees cost more than they gain)
+constexpr double CALIBRATION_DECAY = 0.95;  // per chosen step
+constexpr double CALIBRATION_PRIOR = 3.0;   // pseudo-steps behind a calibration of 1
+
+// depth[i] of each node (a child of the root: 1)
+std::vector<uint32_t> node_depths(const draft_tree & t) {
+    std::vector<uint32_t> d(t.size());
+    for (size_t i = 0; i < t.size(); ++i) d[i] = t.parents[i] < 0 ? 1 : d[(size_t) t.parents[i]] + 1;
+    return d;
 }
 
-int auto_drafter::size_class(uint32_t n) {
+// The node under `parent` (-1: the root) whose token is `token`, -1 if none; `any` says whether it has children at all.
+int32_t child_with(const draft_tree & t, int32_t parent, int32_t token, bool & any) {
+    any = false;
+    for (size_t i = 0; i < t.size(); ++i) {
+        if (t.parents[i] != parent) continue;
+        any = true;
+        if (t.tokens[i] == token) return (int32_t) i;
+    }
+    return -1;
+}
+
+} // namespace
+
+int auto_drafter::depth_class(uint32_t depth) {
     int c = 0;
-    while (n > 1 && c < N_CLASSES - 1) {
-        n >>= 1;
+    while (depth > 1 && c < N_DEPTH_CLASSES - 1) {
+        depth >>= 1;
         c++;
     }
     return c;
 }
 
-double auto_drafter::verify_ms(uint32_t n) const {
-    const int c = size_class(n);
-    if (mem->t_seen[c] > 0) return mem->t_class[c];
-    // not measured yet: from the nearest smaller measured class, a prior of +25 % per doubling
-    // (optimistic, so that larger trees get tried and measured)
-    for (int k = c - 1; k >= 0; --k) {
-        if (mem->t_seen[k] > 0) return mem->t_class[k] * std::pow(1.25, c - k);
+auto_drafter::auto_drafter(std::vector<candidate> drafters, uint32_t max_budget_, uint64_t seed,
+                           std::shared_ptr<auto_memory> memory, int n_threads)
+    : cands(std::move(drafters)), mem(memory ? std::move(memory) : std::make_shared<auto_memory>()),
+      max_budget(std::max<uint32_t>(1, std::min<uint32_t>(max_budget_, auto_memory::MAX_TOKENS - 1))),
+      rng(seed ^ 0x5851F42D4C957F2Dull), n_by(cands.size(), 0) {
+    if (mem->n_threads != n_threads) {  // verify costs of another thread count: measure again
+        std::fill(mem->t_ms.begin(), mem->t_ms.end(), 0.0);
+        std::fill(mem->t_seen.begin(), mem->t_seen.end(), 0.0);
+        mem->n_threads = n_threads;
     }
-    return 1.0 * std::pow(1.25, c);
+    mem->t_ms.resize(auto_memory::MAX_TOKENS, 0.0);
+    mem->t_seen.resize(auto_memory::MAX_TOKENS, 0.0);
+    for (const auto & c : cands) cheap.push_back(!c.d->computes());
+    preview.resize(cands.size());
+    klass.assign(cands.size(), -1);
+    known.assign(cands.size(), 0);
 }
 
-double auto_drafter::expected_accepted(size_t d, uint32_t budget) const {
-    const drafter_stats & s = *st[d];
-    double tot = 0.0, e = 0.0;
-    for (size_t a = 0; a < s.accepted_hist.size(); ++a) {
-        tot += s.accepted_hist[a];
-        e += s.accepted_hist[a] * (double) std::min<size_t>(a, budget);
+double auto_drafter::verify_ms(uint32_t n) const {
+    n = std::clamp<uint32_t>(n, 1, (uint32_t) t_est.size() - 1);
+    return t_est[n];
+}
+
+// The cost of a pass is taken as non-decreasing in its size: where a smaller pass measured more than
+// a larger one (an early, slow measurement that nothing refreshed, as the one-token pass when every
+// step drafts), the larger one's bounds it. Being optimistic is safe: the size then gets chosen, and
+// measured again.
+void auto_drafter::estimate_verify_costs() {
+    t_est.assign(max_budget + 2, 0.0);
+    for (uint32_t n = max_budget + 1; n >= 1; --n) {
+        t_est[n] = verify_ms_raw(n);
+        if (n + 1 < t_est.size()) t_est[n] = std::min(t_est[n], t_est[n + 1]);
     }
-    if (tot <= 0.0) return 0.5 * budget;  // unknown: an optimistic prior so that it gets tried
-    return e / tot;
+}
+
+double auto_drafter::verify_ms_raw(uint32_t n) const {
+    if (mem->t_seen[n] > 0) return mem->t_ms[n];
+    int lo = -1, hi = -1;
+    for (int m = (int) n - 1; m >= 1; --m) {
+        if (mem->t_seen[(size_t) m] > 0) { lo = m; break; }
+    }
+    for (int m = (int) n + 1; m < auto_memory::MAX_TOKENS; ++m) {
+        if (mem->t_seen[(size_t) m] > 0) { hi = m; break; }
+    }
+    if (lo > 0 && hi > 0) {  // between two measured sizes
+        const double a = mem->t_ms[(size_t) lo], b = std::max(a, mem->t_ms[(size_t) hi]);
+        return a + (b - a) * (double) ((int) n - lo) / (double) (hi - lo);
+    }
+    // beyond the measured sizes: from the nearest one, an optimistic slope (larger trees get tried, then measured)
+    double base = 1.0;  // nothing measured yet: any unit, only ratios matter until then
+    int from = 1;
+    if (lo > 0) {
+        base = mem->t_ms[(size_t) lo];
+        from = lo;
+    } else if (hi > 0) {
+        // below the smallest measured: the slope prior down from it (optimistic, so that it gets measured)
+        return mem->t_ms[(size_t) hi] * std::max(0.5, 1.0 - SLOPE_PRIOR * (double) (hi - (int) n));
+    }
+    double smallest = base;
+    for (int m = 1; m < auto_memory::MAX_TOKENS; ++m) {
+        if (mem->t_seen[(size_t) m] > 0) { smallest = mem->t_ms[(size_t) m]; break; }
+    }
+    return base + SLOPE_PRIOR * smallest * (double) ((int) n - from);
+}
+
+double auto_drafter::expected_accepted(const auto_memory::drafter_stats & s, uint32_t depth, double prior) const {
+    double e = 0.0, survive = 1.0;
+    for (uint32_t k = 1; k <= depth; ++k) {
+        const double tried = k < s.tried.size() ? s.tried[k] : 0.0;
+        const double ok    = k < s.ok.size() ? s.ok[k] : 0.0;
+        survive *= (ok + prior * PRIOR_WEIGHT) / (tried + PRIOR_WEIGHT);
+        e += survive;
+        if (survive < 1e-4) break;
+    }
+    return e;
+}
+
+double auto_drafter::calibration(const auto_memory::drafter_stats & s) const {
+    const double step = 2.0 * verify_ms(1);  // a pseudo-step's time
+    const double tokens = (s.realized_tokens + CALIBRATION_PRIOR) / (s.predicted_tokens + CALIBRATION_PRIOR);
+    const double ms = (s.realized_ms + CALIBRATION_PRIOR * step) / (s.predicted_ms + CALIBRATION_PRIOR * step);
+    return std::clamp(tokens / ms, 0.5, 2.0);
+}
+
+auto_memory::drafter_stats & auto_drafter::stats_of(const std::string & key) {
+    auto_memory::drafter_stats & s = mem->by_name[key];
+    if (s.tried.size() < max_budget + 1) {
+        s.tried.resize(max_budget + 1, 0.0);
+        s.ok.resize(max_budget + 1, 0.0);
+    }
+    return s;
 }
 
 void auto_drafter::propose(const std::vector<int32_t> & history, uint32_t budget, draft_tree & out) {
     out.clear();
     const uint64_t steps = ++mem->steps;
-    const double t1 = verify_ms(1);
-    double best = 1.0 / t1;  // plain decoding: one token per one-token pass
+    budget = std::min(budget, max_budget);
+    estimate_verify_costs();
+    double best = 1.0 / verify_ms(1);  // plain decoding: one token per one-token pass
     chosen = -1;
     chosen_budget = 0;
-    for (size_t d = 0; d < cands.size(); ++d) {
-        for (uint32_t b : budgets) {
-            if (b > budget) break;
-            // drafters often propose fewer nodes than allowed (lookup without a match): the pass
-            // costs what is proposed
-            const double nodes = st[d]->n > 0 ? std::min<double>(b, st[d]->fill * b) : b;
-            const double tokens = expected_accepted(d, b) + 1.0;
-            const double ms = st[d]->ms_per_token * nodes + verify_ms(1 + (uint32_t) std::lround(nodes));
-            if (tokens / ms > best) {
-                best = tokens / ms;
-                chosen = (int) d;
-                chosen_budget = b;
+    for (size_t c = 0; c < cands.size(); ++c) {
+        if (cheap[c]) {
+            // it looks things up: it proposes now, and is judged on what it proposed
+            preview[c].clear();
+            klass[c] = -1;
+            const uint32_t cap = std::min(budget, LOOKUP_MAX);
+            if (cap > 0) cands[c].d->propose(history, cap, preview[c]);
+            preview[c].truncate(cap);
+            if (preview[c].empty()) continue;
+            const std::vector<uint32_t> depth = node_depths(preview[c]);
+            uint32_t deepest = 0;
+            std::vector<uint32_t> depth_upto(depth.size());  // the depth of the first i + 1 nodes
+            for (size_t i = 0; i < depth.size(); ++i) depth_upto[i] = deepest = std::max(deepest, depth[i]);
+            klass[c] = depth_class(deepest);
+            const auto_memory::drafter_stats & s = stats_of(cands[c].name + "@" + std::to_string(klass[c]));
+            const double cal = calibration(stats_of(cands[c].name));
+            // sizes worth a look: the last node before the tree gets deeper, and the whole tree
+            for (size_t i = 0; i < depth.size(); ++i) {
+                if (i + 1 < depth.size() && depth_upto[i + 1] == depth_upto[i]) continue;
+                const uint32_t nodes = (uint32_t) i + 1;
+                const double tokens = expected_accepted(s, depth_upto[i], PRIOR_RETRIEVAL) + 1.0;
+                const double ms = verify_ms(1 + nodes);
+                if (cal * tokens / ms > best) {
+                    best = cal * tokens / ms;
+                    chosen = (int) c;
+                    chosen_budget = nodes;
+                    chosen_tokens = tokens;
+                    chosen_ms = ms;
+                }
+            }
+        } else {
+            const auto_memory::drafter_stats & s = stats_of(cands[c].name);
+            const double cal = calibration(s);
+            // the tokens accepted since it last drafted, but the last: to evaluate before it drafts
+            const size_t lag = history.size() - 1 - std::min(known[c], history.size() - 1);
+            const double catch_ms = s.catch_up_ms * (double) lag;
+            for (uint32_t b = 1; b <= budget; ++b) {
+                // drafters may propose fewer nodes than allowed, and trees are shallower than they are wide
+                const double nodes = s.n > 0 ? std::max(1.0, s.fill * b) : (double) b;
+                const uint32_t depth = (uint32_t) std::max(1L, std::lround(s.depth * nodes));
+                const double ms = catch_ms + s.ms_per_token * nodes + verify_ms(1 + (uint32_t) std::lround(nodes));
+                const double tokens = expected_accepted(s, depth, PRIOR_MODEL) + 1.0;
+                if (cal * tokens / ms > best) {
+                    best = cal * tokens / ms;
+                    chosen = (int) c;
+                    chosen_budget = b;
+                    chosen_tokens = tokens;
+                    chosen_ms = ms;
+                }
             }
         }
     }
-    if (steps % 32 == 0 && !cands.empty()) {
-        // explore: a random drafter, at most twice the current size
-        std::uniform_int_distribution<size_t> pick_d(0, cands.size() - 1);
-        const uint32_t cap = std::max<uint32_t>(4, 2 * chosen_budget);
-        std::vector<uint32_t> sizes;
-        for (uint32_t b : budgets) {
-            if (b <= cap && b <= budget) sizes.push_back(b);
+    if (steps % EXPLORE_EVERY == 0 && budget > 0) {
+        // explore: a model-running drafter not chosen, at a random size up to 8
+        std::vector<size_t> others;
+        for (size_t c = 0; c < cands.size(); ++c) {
+            if (!cheap[c] && (int) c != chosen) others.push_back(c);
         }
-        if (!sizes.empty()) {
-            std::uniform_int_distribution<size_t> pick_b(0, sizes.size() - 1);
-            chosen = (int) pick_d(rng);
-            chosen_budget = sizes[pick_b(rng)];
+        if (!others.empty()) {
+            chosen = (int) others[std::uniform_int_distribution<size_t>(0, others.size() - 1)(rng)];
+            chosen_budget = std::uniform_int_distribution<uint32_t>(1, std::min<uint32_t>(8, budget))(rng);
+            chosen_tokens = chosen_ms = 0.0;  // not a choice by the estimates: not a calibration sample
         }
     }
     last_name = chosen >= 0 ? cands[(size_t) chosen].name : "";
@@ -97,32 +218,85 @@ void auto_drafter::propose(const std::vector<int32_t> & history, uint32_t budget
         return;
     }
     n_by[(size_t) chosen]++;
-    cands[(size_t) chosen].d->propose(history, chosen_budget, out);
+    history_len = history.size();
+    if (cheap[(size_t) chosen]) {
+        out = preview[(size_t) chosen];
+    } else {
+        using clk = std::chrono::steady_clock;
+        drafter & d = *cands[(size_t) chosen].d;
+        const auto t0 = clk::now();
+        caught = d.catch_up(history);
+        const auto t1 = clk::now();
+        d.propose(history, chosen_budget, out);
+        catch_ms = std::chrono::duration<double, std::milli>(t1 - t0).count();
+        own_ms = std::chrono::duration<double, std::milli>(clk::now() - t1).count();
+    }
     out.truncate(chosen_budget);
 }
 
+// Survival counts of one draft against what verification decided: depth k was tried when the node
+// reached at depth k - 1 (the root at first) had children, and accepted when one of them was the
+// token the target kept there. The walk stops at the first miss, or after the last token verified
+// (the depth after it was not tried by this verification).
+void auto_drafter::learn(auto_memory::drafter_stats & s, const draft_tree & tree, const verify_result & r) const {
+    for (auto & x : s.tried) x *= DECAY;
+    for (auto & x : s.ok) x *= DECAY;
+    const size_t n_known = r.path.size() + 1;  // the accepted tokens, then the target's own
+    int32_t node = -1;
+    for (size_t k = 1; k <= n_known && k < s.tried.size(); ++k) {
+        const int32_t token = k <= r.path.size() ? r.tree->tokens[r.path[k - 1]] : r.next;
+        bool any = false;
+        const int32_t child = child_with(tree, node, token, any);
+        if (!any) break;
+        s.tried[k] += 1.0;
+        if (child < 0) break;
+        s.ok[k] += 1.0;
+        node = child;
+    }
+    s.n += 1.0;
+}
+
 void auto_drafter::observe(const verify_result & r) {
-    // the cost of a pass over 1 + tree nodes
-    const int c = size_class(1 + (uint32_t) r.tree->size());
-    mem->t_class[c] = mem->t_seen[c] > 0 ? 0.8 * mem->t_class[c] + 0.2 * r.verify_ms : r.verify_ms;
-    mem->t_seen[c] += 1.0;
-    if (chosen >= 0 && chosen_budget > 0) {
-        drafter_stats & s = *st[(size_t) chosen];
-        for (auto & h : s.accepted_hist) h *= 0.98;  // forget slowly: the text changes
-        const uint32_t a = (uint32_t) r.path.size();
-        if (a >= chosen_budget || (r.tree->size() > 0 && a == r.tree->size())) {
-            // censored (everything accepted): at least a; spread over a .. max
-            const size_t lo = std::min<size_t>(a, max_budget);
-            const double w = 1.0 / (double) (max_budget + 1 - lo);
-            for (size_t k = lo; k <= max_budget; ++k) s.accepted_hist[k] += w;
-        } else {
-            s.accepted_hist[std::min<size_t>(a, max_budget)] += 1.0;
+    // the cost of a pass over 1 + tree nodes; one slow measurement (a preempted thread) moves it at most 2x
+    const uint32_t n = std::min<uint32_t>(1 + (uint32_t) r.tree->size(), auto_memory::MAX_TOKENS - 1);
+    if (mem->t_seen[n] > 0) {
+        mem->t_ms[n] = 0.8 * mem->t_ms[n] + 0.2 * std::min(r.verify_ms, 2.0 * mem->t_ms[n]);
+    } else {
+        mem->t_ms[n] = r.verify_ms;
+    }
+    mem->t_seen[n] += 1.0;
+    for (size_t c = 0; c < cands.size(); ++c) {
+        if ((int) c == chosen && chosen_budget > 0 && chosen_tokens > 0.0) {
+            auto_memory::drafter_stats & own = stats_of(cands[c].name);
+            own.predicted_tokens = CALIBRATION_DECAY * own.predicted_tokens + chosen_tokens;
+            own.realized_tokens  = CALIBRATION_DECAY * own.realized_tokens + (double) (r.path.size() + 1);
+            own.predicted_ms     = CALIBRATION_DECAY * own.predicted_ms + chosen_ms;
+            own.realized_ms      = CALIBRATION_DECAY * own.realized_ms + r.draft_ms + r.verify_ms;
         }
-        const double per = r.tree->size() > 0 ? r.draft_ms / (double) r.tree->size() : r.draft_ms;
-        s.ms_per_token = s.n > 0 ? 0.8 * s.ms_per_token + 0.2 * per : per;
-        const double fill = (double) r.tree->size() / (double) chosen_budget;
-        s.fill = s.n > 0 ? 0.8 * s.fill + 0.2 * fill : fill;
-        s.n += 1.0;
+        if ((int) c == chosen && chosen_budget > 0) {
+            auto_memory::drafter_stats & s = cheap[c] ? stats_of(cands[c].name + "@" + std::to_string(klass[c])) : stats_of(cands[c].name);
+            learn(s, *r.tree, r);
+            if (!cheap[c]) {
+                const double size = (double) r.tree->size();
+                const double per = size > 0 ? own_ms / size : own_ms;
+                if (caught > 0) {
+                    const double cu = catch_ms / (double) caught;
+                    s.catch_up_ms = s.catch_up_ms > 0 ? 0.8 * s.catch_up_ms + 0.2 * cu : cu;
+                }
+                known[c] = history_len + r.path.size();  // its drafts that were accepted are in its cache
+                const double fill = size / (double) chosen_budget;
+                uint32_t deepest = 0;
+                for (uint32_t d : node_depths(*r.tree)) deepest = std::max(deepest, d);
+                const double depth = size > 0 ? (double) deepest / size : 1.0;
+                const bool first = s.n <= 1.0;
+                s.ms_per_token = first ? per : 0.8 * s.ms_per_token + 0.2 * per;
+                s.fill = first ? fill : 0.8 * s.fill + 0.2 * fill;
+                s.depth = first ? depth : 0.8 * s.depth + 0.2 * depth;
+            }
+        } else if (cheap[c] && klass[c] >= 0) {
+            // not chosen: how far its own proposal would have gone
+            learn(stats_of(cands[c].name + "@" + std::to_string(klass[c])), preview[c], r);
+        }
     }
     for (auto & cd : cands) cd.d->observe(r);  // learners see every verification
 }
@@ -136,6 +310,7 @@ bool auto_drafter::computes() const {
 
 void auto_drafter::prepare(const std::vector<int32_t> & history) {
     for (auto & cd : cands) cd.d->prepare(history);
+    known.assign(cands.size(), history.size());
 }
 
 void auto_drafter::abort() {

@@ -1,16 +1,28 @@
 // 'auto': picks, every step, the drafter and the tree size with the best expected tokens per
 // second on the running device, or no draft at all (plain decoding) when speculation loses.
 //
-// - Verify cost: the time of the target's forward pass is measured on every step and kept per
-//   size class (1, 2-3, 4-7, ... tokens), a moving average; sizes not seen yet start from a
-//   prior and are tried now and then.
-// - Acceptance: per drafter, a histogram of how many of its tokens each verification accepted,
-//   with the budget it had (a fully accepted proposal counts as "at least that many"), gives the
-//   expected accepted length for any budget; draft time per proposed token likewise.
-// - Choice: maximize (E[accepted | drafter, budget] + 1) / (draft time + t(budget + 1)), against
-//   1 / t(1) for plain decoding (the cost counts the nodes a drafter actually proposes); an
-//   exploration step every 32 tries a random drafter at up to twice the current size.
-// Every drafter that learns from verification (Token Recycling, ADED) sees every step, whoever drafted.
+// - Verify cost: the time of the target's forward pass over n tokens, measured on every step and
+//   kept per n (a moving average, one outlier clipped); a size not measured yet is interpolated
+//   between its measured neighbours, or extrapolated from the largest with a slope prior.
+// - Acceptance, per drafter: at each depth k, how often the k-th token of a draft was accepted when
+//   the k-1 before it were (decayed counts with a prior), so the expected accepted length of a
+//   draft of depth d is sum_{k<=d} prod_{i<=k} p_i (a draft accepted whole says nothing about the
+//   depth after it: survival counting, no guess).
+// - Drafters that only look things up (retrieval, ADED's table) cost almost nothing, so they all
+//   propose on every step, before the choice: their acceptance is kept per class of the depth they
+//   proposed (a long retrieval match is another thing than a short one), their cost is the verify
+//   cost of what they proposed, and the step's verification tells each of them, chosen or not, how
+//   far its own proposal would have been accepted.
+// - Drafters that run a model (draft model, heads) propose only when chosen: their cost is their
+//   draft time per token plus the verify cost of a tree of the budget (times their usual fill), and
+//   for a draft model, catching up with the tokens accepted since it last drafted.
+// - Calibration: per drafter, what its chosen steps gave (tokens per ms) over what they were
+//   expected to give scales its estimates (the cache a draft model evicts slows the verification
+//   after it; a retrieval drafter's deep matches are seen more often where the text is easy).
+// - Choice: maximize (E[accepted] + 1) / (draft time + t(1 + nodes)) over drafters and sizes,
+//   against 1 / t(1) for plain decoding; every 32 steps, a model-running drafter that was not
+//   chosen is tried at a random size (its estimates would otherwise never change).
+// Every drafter that learns from verification (ADED) sees every step, whoever drafted.
 // What it learns stays with the session (auto_memory): later generations start where it left off.
 #pragma once
 
@@ -25,18 +37,26 @@
 namespace specdec {
 
 // What 'auto' has learnt, kept by the session across its generations (a server's requests, a chat's
-// turns): the verify-cost curve of this device and thread count, and per drafter (by name) its
-// acceptance histogram, draft cost and fill. A new generation starts from it instead of the priors.
+// turns): the verify-cost curve of this device and thread count, and per drafter its acceptance by
+// depth, draft cost and fill. Retrieval drafters have one entry per class of proposed depth, named
+// "<drafter>@<class>" (depth 1, 2-3, 4-7, 8-15, 16+: classes 0-4). A new generation starts from it
+// instead of the priors.
 struct auto_memory {
-    static constexpr int N_CLASSES = 9;  // tree sizes 1, 2-3, 4-7, ..., 256
+    static constexpr int MAX_TOKENS = 257;  // verify costs kept for passes of 1 .. 256 tokens
     struct drafter_stats {
-        std::vector<double> accepted_hist;  // [budget + 1]: decayed counts of accepted = i (censored ones spread)
-        double ms_per_token = 0.0;          // draft time per proposed token (moving average)
-        double fill = 1.0;                  // proposed nodes / budget (moving average)
+        std::vector<double> tried;  // [depth]: decayed counts of drafts whose token at that depth was checked
+        std::vector<double> ok;     // [depth]: ... and accepted (index 0 unused)
+        double ms_per_token = 0.0;  // draft time per proposed token (moving average)
+        double catch_up_ms = 0.0;   // a draft model's time per token of the sequence it had not seen (moving average)
+        double fill = 1.0;          // proposed nodes / budget (moving average)
+        double depth = 1.0;         // depth / proposed nodes (1: chains; moving average)
         double n = 0.0;
+        // calibration, on a drafter's own entry: what its chosen steps were expected to give (tokens,
+        // ms) and what they gave (decayed sums)
+        double predicted_tokens = 0.0, realized_tokens = 0.0, predicted_ms = 0.0, realized_ms = 0.0;
     };
-    double t_class[N_CLASSES] = {};
-    double t_seen[N_CLASSES]  = {};
+    std::vector<double> t_ms   = std::vector<double>(MAX_TOKENS, 0.0);  // [n tokens]: verify ms
+    std::vector<double> t_seen = std::vector<double>(MAX_TOKENS, 0.0);  // [n tokens]: measurements (0: none)
     int    n_threads = 0;  // the verify costs are this thread count's
     uint64_t steps = 0;
     std::map<std::string, drafter_stats> by_name;
@@ -73,18 +93,36 @@ public:
     const std::vector<candidate> & candidates() const { return cands; }
     const std::vector<uint64_t> & steps_by_candidate() const { return n_by; }
 
+    // The depth class of a retrieval proposal (its entry "<name>@<class>"), and the number of classes.
+    static constexpr int N_DEPTH_CLASSES = 5;
+    static int depth_class(uint32_t depth);
+
 private:
-    static constexpr int N_CLASSES = auto_memory::N_CLASSES;
-    using drafter_stats = auto_memory::drafter_stats;
-    static int size_class(uint32_t n);
-    double verify_ms(uint32_t n) const;
-    double expected_accepted(size_t d, uint32_t budget) const;
+    struct option {
+        double   rate = 0.0;  // expected tokens per ms
+        uint32_t nodes = 0;   // the size of the draft (0: plain decoding)
+    };
+    double verify_ms(uint32_t n) const;      // this step's estimate (estimate_verify_costs)
+    double verify_ms_raw(uint32_t n) const;  // from the measurements of n, or its neighbours
+    void   estimate_verify_costs();
+    double expected_accepted(const auto_memory::drafter_stats & s, uint32_t depth, double prior) const;
+    double calibration(const auto_memory::drafter_stats & s) const;  // realized over expected tokens per ms
+    auto_memory::drafter_stats & stats_of(const std::string & key);
+    void learn(auto_memory::drafter_stats & s, const draft_tree & tree, const verify_result & r) const;
 
     std::vector<candidate>       cands;
+    std::vector<bool>            cheap;    // per candidate: proposes on every step (looks things up)
+    std::vector<draft_tree>      preview;  // per cheap candidate: this step's proposal
+    std::vector<double>          t_est;    // [n]: this step's verify cost estimates, n = 1 .. max_budget + 1
+    std::vector<int>             klass;    // per cheap candidate: its depth class this step (-1: nothing)
+    std::vector<size_t>          known;    // per candidate: tokens of the sequence its model has seen (a prefix)
+    size_t                       caught = 0;     // this step: tokens the chosen drafter caught up with,
+    double                       catch_ms = 0.0; // ... the time that took,
+    double                       own_ms = 0.0;   // ... and the time of its proposal after it
+    double                       chosen_tokens = 0.0, chosen_ms = 0.0;  // what the choice was expected to give
+    size_t                       history_len = 0;
     std::shared_ptr<auto_memory> mem;
-    std::vector<drafter_stats *> st;  // per candidate: its entry in mem->by_name
     uint32_t                     max_budget;
-    std::vector<uint32_t>        budgets;  // the sizes considered
     std::mt19937_64              rng;
     int                          chosen = -1;   // index into cands, -1: none
     uint32_t                     chosen_budget = 0;

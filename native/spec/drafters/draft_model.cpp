@@ -43,26 +43,42 @@ session & draft_model_drafter::ensure_session() {
 }
 
 session & draft_model_drafter::follow(const std::vector<int32_t> & history, std::vector<float> & out_logits) {
+    evaluate(history, history.size(), true, out_logits);
+    return *sess;
+}
+
+size_t draft_model_drafter::catch_up(const std::vector<int32_t> & history) {
     ensure_session();
-    // keep the common prefix, evaluate the rest of the history
+    if (history.size() < 2 || history.size() >= sess->n_ctx()) return 0;
+    return evaluate(history, history.size() - 1, false, logits);
+}
+
+size_t draft_model_drafter::evaluate(const std::vector<int32_t> & history, size_t n, bool need_logits,
+                                     std::vector<float> & out_logits) {
+    ensure_session();
+    // keep the common prefix, evaluate the rest of history[0, n)
     const auto & held = sess->tokens();
     size_t common = 0;
-    while (common < held.size() && common < history.size() && held[common] == history[common]) common++;
-    if (common == history.size()) common--;  // re-evaluate the last token for its logits
+    while (common < held.size() && common < n && held[common] == history[common]) common++;
+    if (common == n) {
+        if (!need_logits || n == 0) return 0;
+        common--;  // re-evaluate the last token for its logits
+    }
     sess->truncate((uint32_t) common);
     // usually one or two tokens (the drafts the target accepted are in the cache already): one at
     // a time, they reuse the session's one-token graph instead of building a batch graph
-    if (history.size() - common <= 4) {
-        for (size_t i = common; i < history.size(); ++i) sess->eval_chain({ history[i] }, false, false, out_logits);
+    if (n - common <= 4) {
+        for (size_t i = common; i < n; ++i) sess->eval_chain({ history[i] }, false, false, out_logits);
     } else {
         // a long catch-up (the prompt) in chunks of at most DRAFT_CATCH_UP tokens: each graph node
         // stays short, so an abort (seen between nodes) stops it quickly
-        for (size_t at = common; at < history.size(); at += DRAFT_CATCH_UP) {
-            const size_t end = std::min(history.size(), at + DRAFT_CATCH_UP);
-            sess->eval_chain(std::vector<int32_t>(history.begin() + at, history.begin() + end), false, false, out_logits);
+        for (size_t at = common; at < n; at += DRAFT_CATCH_UP) {
+            const size_t end = std::min(n, at + DRAFT_CATCH_UP);
+            sess->eval_chain(std::vector<int32_t>(history.begin() + (std::ptrdiff_t) at, history.begin() + (std::ptrdiff_t) end),
+                             false, false, out_logits);
         }
     }
-    return *sess;
+    return n - common;
 }
 
 void draft_model_drafter::propose(const std::vector<int32_t> & history, uint32_t budget, draft_tree & out) {

@@ -50,6 +50,7 @@ public:
                         const draft_model_options & options = {}, std::shared_ptr<online_learner> learner = nullptr);
     void propose(const std::vector<int32_t> & history, uint32_t budget, draft_tree & out) override;
     void prepare(const std::vector<int32_t> & history) override { follow(history, logits); }
+    size_t catch_up(const std::vector<int32_t> & history) override;
     // Online Speculative Decoding: the learner hears every verification.
     void observe(const verify_result & r) override { if (learner) learner->observe(r); }
     bool computes() const override { return true; }
@@ -67,6 +68,10 @@ public:
 
 private:
     session & ensure_session();
+    // Evaluates history[0, n) past the prefix the draft session holds; `need_logits`: the logits after
+    // it into out_logits (the last token evaluated again if the session held it all). Returns the
+    // tokens evaluated.
+    size_t evaluate(const std::vector<int32_t> & history, size_t n, bool need_logits, std::vector<float> & out_logits);
 
     std::atomic<bool>                     aborted { false };  // outlives own (declared before it)
     std::atomic<bool> *                   abort_flag = &aborted;  // the slot's, with a slot
