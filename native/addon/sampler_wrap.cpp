@@ -2,18 +2,13 @@
 // gives under one set of sampling options, and the time one call takes (test/sampler-chain.test.ts
 // checks it against a full-sort reference; bench/sampler.mjs times it on 8k and 150k vocabularies).
 #include "addon/sampler_wrap.h"
+#include "addon/options.h"
 #include "sampling/sampler.h"
 
 #include <chrono>
 #include <cmath>
 
 namespace specdec {
-
-static double opt_number(const Napi::Object & o, const char * key, double fallback) {
-    if (!o.Has(key)) return fallback;
-    Napi::Value v = o.Get(key);
-    return v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : fallback;
-}
 
 // _samplerDistribution(logits: Float32Array, options, history: Int32Array, reps = 1)
 //   -> { ids: Int32Array, p: Float32Array, nsPerCall: number, drawn: number }
@@ -37,17 +32,7 @@ static Napi::Value sampler_distribution_js(const Napi::CallbackInfo & info) {
         return env.Undefined();
     }
     Napi::Object o = info[1].As<Napi::Object>();
-    sampling_params sp;
-    sp.temperature       = (float) opt_number(o, "temperature", 0.0);
-    sp.top_k             = (int32_t) opt_number(o, "topK", 40);
-    sp.top_p             = (float) opt_number(o, "topP", 0.95);
-    sp.min_p             = (float) opt_number(o, "minP", 0.05);
-    sp.repeat_penalty    = (float) opt_number(o, "repeatPenalty", 1.0);
-    sp.frequency_penalty = (float) opt_number(o, "frequencyPenalty", 0.0);
-    sp.presence_penalty  = (float) opt_number(o, "presencePenalty", 0.0);
-    sp.penalty_last_n    = (int32_t) opt_number(o, "penaltyLastN", 64);
-    sp.seed              = (uint64_t) opt_number(o, "seed", 0.0);
-    sampler_chain chain(sp);
+    sampler_chain chain(sampling_options(o));
     const std::vector<int32_t> history(hist.Data(), hist.Data() + hist.ElementLength());
     std::vector<token_prob> dist;
     const int32_t n_vocab = (int32_t) logits.ElementLength();
@@ -66,7 +51,7 @@ static Napi::Value sampler_distribution_js(const Napi::CallbackInfo & info) {
     out.Set("p", p);
     out.Set("nsPerCall", ns);
     // the keyed draw at `position` (options.seed, as the API's seed)
-    const double position = opt_number(o, "position", 0.0);
+    const double position = get_f64(o, "position", 0.0);
     out.Set("drawn", chain.draw(dist, (uint64_t) position));
     return out;
 }

@@ -1,5 +1,6 @@
 #include "addon/session_wrap.h"
 #include "addon/model_wrap.h"
+#include "addon/options.h"
 #include "common/error.h"
 #include "spec/drafters/aded.h"
 #include "spec/drafters/chimera.h"
@@ -16,20 +17,6 @@ namespace specdec {
 Napi::FunctionReference session_wrap::constructor;
 
 namespace {
-
-uint32_t get_u32(Napi::Object o, const char * key, uint32_t def) {
-    if (!o.Has(key)) return def;
-    Napi::Value v = o.Get(key);
-    if (v.IsUndefined() || v.IsNull()) return def;
-    return v.As<Napi::Number>().Uint32Value();
-}
-
-double get_f64(Napi::Object o, const char * key, double def) {
-    if (!o.Has(key)) return def;
-    Napi::Value v = o.Get(key);
-    if (v.IsUndefined() || v.IsNull()) return def;
-    return v.As<Napi::Number>().DoubleValue();
-}
 
 std::vector<int32_t> to_tokens(Napi::Value v) {
     std::vector<int32_t> out;
@@ -393,16 +380,8 @@ Napi::Value session_wrap::begin(const Napi::CallbackInfo & info) {
         p.prompt = to_tokens(o.Get("prompt"));
         p.max_tokens = get_u32(o, "maxTokens", 256);
         for (int32_t t : to_tokens(o.Get("eog"))) p.eog.insert(t);
+        p.sampling = sampling_options(o);
         sampling_params & sp = p.sampling;
-        sp.temperature       = (float) get_f64(o, "temperature", 0.0);
-        sp.top_k             = (int32_t) get_f64(o, "topK", 40);
-        sp.top_p             = (float) get_f64(o, "topP", 0.95);
-        sp.min_p             = (float) get_f64(o, "minP", 0.05);
-        sp.repeat_penalty    = (float) get_f64(o, "repeatPenalty", 1.0);
-        sp.frequency_penalty = (float) get_f64(o, "frequencyPenalty", 0.0);
-        sp.presence_penalty  = (float) get_f64(o, "presencePenalty", 0.0);
-        sp.penalty_last_n    = (int32_t) get_f64(o, "penaltyLastN", 64);
-        sp.seed              = (uint64_t) get_f64(o, "seed", 0);
         // lib/session.ts validated it: 'match' (default) or 'rejection'
         const bool rejection = o.Has("verify") && o.Get("verify").IsString() && o.Get("verify").As<Napi::String>().Utf8Value() == "rejection";
         p.verify = rejection ? VERIFY_REJECTION : VERIFY_MATCH;
