@@ -8,7 +8,7 @@
 import { readFileSync } from 'node:fs';
 import { loadModel } from '../index';
 import { trainCoprocessor } from '../train';
-import { trainProgressLine } from './train';
+import { flagReaders, runTraining } from './train';
 
 export const COPROCESSOR_USAGE = `  specdec train-coprocessor --model PATH --corpus PATH --out FILE [options]
       --corpus PATH       text file, directory of them, or JSONL with a "text" field (repeatable)
@@ -26,24 +26,10 @@ export const COPROCESSOR_USAGE = `  specdec train-coprocessor --model PATH --cor
       --threads N --context-size N --json (prints {"tokens","nll","ppl"})
 `;
 
-type Num = (n: string) => number | undefined;
-
-function numbers(flags: Map<string, string[]>, usageError: (msg: string) => Error): { one: (n: string) => string | undefined; num: Num } {
-  const one = (n: string) => flags.get(n)?.at(-1);
-  const num = (n: string) => {
-    const v = one(n);
-    if (v === undefined) return undefined;
-    const x = Number(v);
-    if (v.trim() === '' || !Number.isFinite(x)) throw usageError(`--${n} must be a number, got '${v}'`);
-    return x;
-  };
-  return { one, num };
-}
-
 export async function trainCoprocessorCommand(
   flags: Map<string, string[]>, usageError: (msg: string) => Error, checkFile: (flag: string, path: string) => void,
 ): Promise<number> {
-  const { one, num } = numbers(flags, usageError);
+  const { one, num } = flagReaders(flags, usageError);
   const modelPath = one('model');
   if (!modelPath) throw usageError('--model PATH is required');
   const corpus = flags.get('corpus');
@@ -57,52 +43,22 @@ export async function trainCoprocessorCommand(
   checkFile('--model', modelPath);
   const json = one('json') === 'true';
   const model = await loadModel(modelPath);
-  const ac = new AbortController();
-  const interrupted = new Error('interrupted');
-  const onSigint = () => ac.abort(interrupted);
-  process.once('SIGINT', onSigint);
-  const tty = process.stderr.isTTY === true;
-  let lastLine = 0;
   const opt = (flag: string, key: string) => (num(flag) !== undefined ? { [key]: num(flag) } : {});
-  try {
-    const report = await trainCoprocessor(model, {
-      corpus, out, signal: ac.signal,
-      ...opt('minutes', 'minutes'), ...opt('tokens', 'tokens'), ...opt('latents', 'latents'), ...opt('ahead', 'ahead'), ...opt('rank', 'rank'),
-      ...opt('learning-rate', 'learningRate'), ...opt('seed', 'seed'), ...opt('threads', 'threads'),
-      onProgress: (p) => {
-        const now = Date.now();
-        if (!tty && now - lastLine < 5000 && (p.phase === 'train' || p.phase === 'tokenize')) return;
-        lastLine = now;
-        process.stderr.write(tty ? `\r${trainProgressLine(p)}\x1b[K` : `${trainProgressLine(p)}\n`);
-      },
-    });
-    if (tty) process.stderr.write('\n');
-    if (json) {
-      process.stdout.write(JSON.stringify(report) + '\n');
-    } else {
-      process.stderr.write(
-        `wrote ${report.out}: ${report.tokens} ahead tokens in ${report.seconds.toFixed(0)} s; held-out ahead-token loss ` +
-          `${report.validationLossBefore.toFixed(4)} -> ${report.validationLossAfter.toFixed(4)} (without augmentation ${report.validationLossBase.toFixed(4)})\n`,
-      );
-    }
-    return 0;
-  } catch (err) {
-    if (err === interrupted) {
-      process.stderr.write(`${tty ? '\n' : ''}specdec: training interrupted; nothing written\n`);
-      return 130;
-    }
-    throw err;
-  } finally {
-    process.off('SIGINT', onSigint);
-    await model.dispose();
-  }
+  return runTraining(model, json, (signal, onProgress) => trainCoprocessor(model, {
+    corpus, out, signal, onProgress,
+    ...opt('minutes', 'minutes'), ...opt('tokens', 'tokens'), ...opt('latents', 'latents'), ...opt('ahead', 'ahead'), ...opt('rank', 'rank'),
+    ...opt('learning-rate', 'learningRate'), ...opt('seed', 'seed'), ...opt('threads', 'threads'),
+  }), (report) => (
+    `wrote ${report.out}: ${report.tokens} ahead tokens in ${report.seconds.toFixed(0)} s; held-out ahead-token loss ` +
+      `${report.validationLossBefore.toFixed(4)} -> ${report.validationLossAfter.toFixed(4)} (without augmentation ${report.validationLossBase.toFixed(4)})`
+  ));
 }
 
 export async function perplexityCommand(
   flags: Map<string, string[]>, usageError: (msg: string) => Error, checkFile: (flag: string, path: string) => void,
   write: (s: string) => void,
 ): Promise<number> {
-  const { one, num } = numbers(flags, usageError);
+  const { one, num } = flagReaders(flags, usageError);
   const modelPath = one('model');
   if (!modelPath) throw usageError('--model PATH is required');
   const file = one('file');

@@ -5,7 +5,7 @@
  *   specdec train-drafter --model T.gguf --kind medusa --corpus PATH --out F.gguf [--minutes N] [--tokens N]
  *                         [--heads K] [--threads N] [--learning-rate X] [--seed S] [--json]
  */
-import { loadModel } from '../index';
+import { loadModel, type Model } from '../index';
 import { DRAFTER_KINDS, trainDrafter, type DrafterKind, type TrainProgress } from '../train';
 
 export const TRAIN_USAGE = `  specdec train-drafter --model PATH --kind ${DRAFTER_KINDS.join('|')} --corpus PATH --out FILE [options]
@@ -44,10 +44,10 @@ export function trainProgressLine(p: TrainProgress): string {
     `${p.tokens} tok ${p.tokensPerSecond.toFixed(0)} tok/s ETA ${fmtTime(p.etaSeconds)}${loss}${val}`;
 }
 
-/** Runs the command; returns the exit code (0, or 130 after Ctrl-C: nothing written). */
-export async function trainDrafterCommand(
-  flags: Map<string, string[]>, usageError: (msg: string) => Error, checkFile: (flag: string, path: string) => void,
-): Promise<number> {
+/** The last value of a flag, and a flag's number (a usage error when it is not one). */
+export function flagReaders(flags: Map<string, string[]>, usageError: (msg: string) => Error): {
+  one: (n: string) => string | undefined; num: (n: string) => number | undefined;
+} {
   const one = (n: string) => flags.get(n)?.at(-1);
   const num = (n: string) => {
     const v = one(n);
@@ -56,6 +56,52 @@ export async function trainDrafterCommand(
     if (v.trim() === '' || !Number.isFinite(x)) throw usageError(`--${n} must be a number, got '${v}'`);
     return x;
   };
+  return { one, num };
+}
+
+/**
+ * Runs a training for the CLI: progress on stderr (a live line on a terminal, a line every 5 s in a log),
+ * Ctrl-C aborts it (nothing written), then the report as JSON on stdout (`json`) or `summary` on stderr; the
+ * model is disposed at the end. Returns the exit code (0, or 130 after Ctrl-C).
+ */
+export async function runTraining<R>(
+  model: Model, json: boolean,
+  train: (signal: AbortSignal, onProgress: (p: TrainProgress) => void) => Promise<R>, summary: (report: R) => string,
+): Promise<number> {
+  const ac = new AbortController();
+  const interrupted = new Error('interrupted');
+  const onSigint = () => ac.abort(interrupted);
+  process.once('SIGINT', onSigint);
+  const tty = process.stderr.isTTY === true;
+  let lastLine = 0;
+  try {
+    const report = await train(ac.signal, (p) => {
+      const now = Date.now();
+      if (!tty && now - lastLine < 5000 && (p.phase === 'train' || p.phase === 'tokenize')) return;
+      lastLine = now;
+      process.stderr.write(tty ? `\r${trainProgressLine(p)}\x1b[K` : `${trainProgressLine(p)}\n`);
+    });
+    if (tty) process.stderr.write('\n');
+    if (json) process.stdout.write(JSON.stringify(report) + '\n');
+    else process.stderr.write(summary(report) + '\n');
+    return 0;
+  } catch (err) {
+    if (err === interrupted) {
+      process.stderr.write(`${tty ? '\n' : ''}specdec: training interrupted; nothing written\n`);
+      return 130;
+    }
+    throw err;
+  } finally {
+    process.off('SIGINT', onSigint);
+    await model.dispose();
+  }
+}
+
+/** Runs the command; returns the exit code (0, or 130 after Ctrl-C: nothing written). */
+export async function trainDrafterCommand(
+  flags: Map<string, string[]>, usageError: (msg: string) => Error, checkFile: (flag: string, path: string) => void,
+): Promise<number> {
+  const { one, num } = flagReaders(flags, usageError);
   const modelPath = one('model');
   if (!modelPath) throw usageError('--model PATH is required');
   const kind = one('kind');
@@ -75,53 +121,23 @@ export async function trainDrafterCommand(
   checkFile('--model', modelPath);
   const json = one('json') === 'true';
   const model = await loadModel(modelPath);
-  const ac = new AbortController();
-  const interrupted = new Error('interrupted');
-  const onSigint = () => ac.abort(interrupted);
-  process.once('SIGINT', onSigint);
-  const tty = process.stderr.isTTY === true;
-  let lastLine = 0;
-  try {
-    const report = await trainDrafter(model, {
-      kind: kind as DrafterKind, corpus, out, signal: ac.signal,
-      ...(minutes !== undefined ? { minutes } : {}), ...(tokens !== undefined ? { tokens } : {}),
-      ...(num('heads') !== undefined ? { heads: num('heads') } : {}),
-      ...(num('ttt-steps') !== undefined ? { tttSteps: num('ttt-steps') } : {}),
-      ...(kind === 'hidden-transfer' && (num('transfer-layer') !== undefined || num('pseudo-rows') !== undefined)
-        ? { hiddenTransfer: { ...(num('transfer-layer') !== undefined ? { layer: num('transfer-layer') } : {}), ...(num('pseudo-rows') !== undefined ? { k: num('pseudo-rows') } : {}) } }
-        : {}),
-      ...(kind === 'lud' && (num('lud-k') !== undefined || num('lud-alpha') !== undefined)
-        ? { lud: { ...(num('lud-k') !== undefined ? { k: num('lud-k') } : {}), ...(num('lud-alpha') !== undefined ? { alpha: num('lud-alpha') } : {}) } }
-        : {}),
-      ...(num('learning-rate') !== undefined ? { learningRate: num('learning-rate') } : {}),
-      ...(num('seed') !== undefined ? { seed: num('seed') } : {}),
-      ...(num('threads') !== undefined ? { threads: num('threads') } : {}),
-      onProgress: (p) => {
-        const now = Date.now();
-        if (!tty && now - lastLine < 5000 && p.phase === 'train') return;  // a log line every 5 s when not a terminal
-        lastLine = now;
-        process.stderr.write(tty ? `\r${trainProgressLine(p)}\x1b[K` : `${trainProgressLine(p)}\n`);
-      },
-    });
-    if (tty) process.stderr.write('\n');
-    if (json) {
-      process.stdout.write(JSON.stringify(report) + '\n');
-    } else {
-      process.stderr.write(
-        `wrote ${report.out}: ${report.tokens} positions in ${report.seconds.toFixed(0)} s; held-out loss ${report.validationLossBefore.toFixed(3)} -> ` +
-          `${report.validationLossAfter.toFixed(3)}, head top-1 ${report.headAccuracyAfter.map((a) => (a * 100).toFixed(1) + ' %').join(' / ')}, ` +
-          `greedy chain tau ${report.tauBefore.toFixed(2)} -> ${report.tauAfter.toFixed(2)}\n`,
-      );
-    }
-    return 0;
-  } catch (err) {
-    if (err === interrupted) {
-      process.stderr.write(`${tty ? '\n' : ''}specdec: training interrupted; nothing written\n`);
-      return 130;
-    }
-    throw err;
-  } finally {
-    process.off('SIGINT', onSigint);
-    await model.dispose();
-  }
+  return runTraining(model, json, (signal, onProgress) => trainDrafter(model, {
+    kind: kind as DrafterKind, corpus, out, signal, onProgress,
+    ...(minutes !== undefined ? { minutes } : {}), ...(tokens !== undefined ? { tokens } : {}),
+    ...(num('heads') !== undefined ? { heads: num('heads') } : {}),
+    ...(num('ttt-steps') !== undefined ? { tttSteps: num('ttt-steps') } : {}),
+    ...(kind === 'hidden-transfer' && (num('transfer-layer') !== undefined || num('pseudo-rows') !== undefined)
+      ? { hiddenTransfer: { ...(num('transfer-layer') !== undefined ? { layer: num('transfer-layer') } : {}), ...(num('pseudo-rows') !== undefined ? { k: num('pseudo-rows') } : {}) } }
+      : {}),
+    ...(kind === 'lud' && (num('lud-k') !== undefined || num('lud-alpha') !== undefined)
+      ? { lud: { ...(num('lud-k') !== undefined ? { k: num('lud-k') } : {}), ...(num('lud-alpha') !== undefined ? { alpha: num('lud-alpha') } : {}) } }
+      : {}),
+    ...(num('learning-rate') !== undefined ? { learningRate: num('learning-rate') } : {}),
+    ...(num('seed') !== undefined ? { seed: num('seed') } : {}),
+    ...(num('threads') !== undefined ? { threads: num('threads') } : {}),
+  }), (report) => (
+    `wrote ${report.out}: ${report.tokens} positions in ${report.seconds.toFixed(0)} s; held-out loss ${report.validationLossBefore.toFixed(3)} -> ` +
+      `${report.validationLossAfter.toFixed(3)}, head top-1 ${report.headAccuracyAfter.map((a) => (a * 100).toFixed(1) + ' %').join(' / ')}, ` +
+      `greedy chain tau ${report.tauBefore.toFixed(2)} -> ${report.tauAfter.toFixed(2)}`
+  ));
 }
