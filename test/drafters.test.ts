@@ -17,7 +17,7 @@ import { firstDiff } from './utils/engine';
 import { GGML_TYPE, gv, writeGguf } from './utils/gguf-writer';
 import { Rng } from './utils/random-model';
 import { describeShared } from './utils/shared';
-import { chiCritical, chiSquare } from './utils/stats';
+import { chiCritical, chiSquare, sampleContinuations } from './utils/stats';
 
 const STORY_STARTS = [
   'Once upon a time', 'The little dog', 'Lily wanted to', 'One day, a big', 'Tom and Sue', 'The sun was', 'A little bird',
@@ -326,19 +326,7 @@ describeShared('learned drafters', (dir) => {
       .rejects.toMatchObject({ code: 2 });
   }, 120_000);
 
-  async function sample(prompt: number[], n: number, seed0: number, o: GenerateOptions): Promise<{ counts: Map<string, number>; accepted: number }> {
-    const s = await model.createSession({ contextSize: 256 });
-    const counts = new Map<string, number>();
-    let accepted = 0;
-    for (let i = 0; i < n; i++) {
-      const r = await s.generate(prompt, { maxTokens: 3, temperature: 0.8, topK: 0, topP: 1, minP: 0, seed: seed0 + i, verify: 'rejection', ...o }).result();
-      const key = r.tokens.join(',');
-      counts.set(key, (counts.get(key) ?? 0) + 1);
-      accepted += r.stats.acceptedTokens;
-    }
-    await s.dispose();
-    return { counts, accepted };
-  }
+  const sample = (prompt: number[], n: number, seed0: number, o: GenerateOptions) => sampleContinuations(model, prompt, n, seed0, o);
 
   it('sampling with medusa and eagle at T = 0.8 follows the autoregressive distribution (chi-square, 10,000 samples each); a wrong verifier is rejected', async () => {
     const N = 10000;
