@@ -28,12 +28,13 @@ export interface AutoMemory {
    * Per drafter ('draft', 'medusa', 'eagle', 'chimera', 'rasd', 'aded'), and per retrieval drafter and class of
    * the depth it proposed ('rasd@0' .. 'rasd@4', 'aded@0' .. 'aded@4': depth 1, 2-3, 4-7, 8-15, 16+): at each
    * depth k, decayed counts of drafts whose k-th token was checked (`tried[k]`) and accepted (`accepted[k]`);
-   * draft ms per token, a draft model's ms per token of catching up with the sequence, fill (nodes / budget),
+   * draft ms per token, a draft model's catching up with the sequence (ms per token when a few, one at a time;
+   * ms per catch-up when more, in a batch), fill (nodes / budget),
    * depth (tree depth / nodes), observations; on a drafter's own entry, the calibration: what its chosen steps
    * were expected to give and gave (decayed sums of tokens and ms).
    */
   drafters: Record<string, {
-    tried: number[]; accepted: number[]; msPerToken: number; catchUpMsPerToken: number; fill: number; depth: number; n: number;
+    tried: number[]; accepted: number[]; msPerToken: number; catchUpMsPerToken: number; catchUpBatchMs: number; fill: number; depth: number; n: number;
     predictedTokens: number; realizedTokens: number; predictedMs: number; realizedMs: number;
   }>;
 }

@@ -1132,6 +1132,7 @@ function checkAutoMemory(m: unknown): asserts m is AutoMemory {
     accepted.forEach((a, k) => { if (a > tried[k] * (1 + 1e-9)) bad(`drafters.${name}.accepted[${k}] must not exceed tried[${k}]`); });
     num(x.msPerToken, `drafters.${name}.msPerToken`, 1e6);
     num(x.catchUpMsPerToken, `drafters.${name}.catchUpMsPerToken`, 1e6);
+    num(x.catchUpBatchMs, `drafters.${name}.catchUpBatchMs`, 1e6);
     num(x.fill, `drafters.${name}.fill`, 1);
     num(x.depth, `drafters.${name}.depth`, 1);
     for (const k of ['predictedTokens', 'realizedTokens', 'predictedMs', 'realizedMs']) num(x[k], `drafters.${name}.${k}`);

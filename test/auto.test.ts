@@ -78,7 +78,7 @@ describeShared("'auto' memory: saved, loaded, and the CLI's cache", (dir) => {
       const believer = JSON.parse(JSON.stringify(saved)) as typeof saved;
       const always = Array.from({ length: 33 }, (_, k) => (k === 0 ? 0 : 1e6));
       believer.drafters.draft = {
-        tried: always, accepted: always, msPerToken: 0.001, catchUpMsPerToken: 0.001, fill: 1, depth: 1, n: 1000,
+        tried: always, accepted: always, msPerToken: 0.001, catchUpMsPerToken: 0.001, catchUpBatchMs: 0.001, fill: 1, depth: 1, n: 1000,
         predictedTokens: 0, realizedTokens: 0, predictedMs: 0, realizedMs: 0,
       };
       const s3 = await m.createSession({ contextSize: 1024, threads: 1 });

@@ -887,6 +887,7 @@ Napi::Value session_wrap::auto_memory_get(const Napi::CallbackInfo & info) {
         d.Set("accepted", array(st.ok));
         d.Set("msPerToken", st.ms_per_token);
         d.Set("catchUpMsPerToken", st.catch_up_ms);
+        d.Set("catchUpBatchMs", st.catch_up_batch_ms);
         d.Set("fill", st.fill);
         d.Set("depth", st.depth);
         d.Set("n", st.n);
@@ -929,6 +930,7 @@ Napi::Value session_wrap::auto_memory_set(const Napi::CallbackInfo & info) {
         st.ok.resize(st.tried.size(), 0.0);
         st.ms_per_token = num(d.Get("msPerToken"));
         st.catch_up_ms = num(d.Get("catchUpMsPerToken"));
+        st.catch_up_batch_ms = num(d.Get("catchUpBatchMs"));
         st.fill = num(d.Get("fill"));
         st.depth = num(d.Get("depth"));
         st.n = num(d.Get("n"));

@@ -79,8 +79,10 @@ public:
     virtual bool computes() const { return false; }
 
     // Drafters that follow the sequence with a model of their own (a draft model): evaluate the
-    // tokens of `history` but the last that they have not seen yet, and say how many. propose()
-    // would do it first; 'auto' calls it apart, to tell catching up from drafting in its costs.
+    // tokens of `history` but the last that they have not seen yet, and say how many (up to
+    // CATCH_UP_ONE_BY_ONE one at a time, on the one-token graph; more in batches). propose() would
+    // do it first; 'auto' calls it apart, to tell catching up from drafting in its costs.
+    static constexpr size_t CATCH_UP_ONE_BY_ONE = 4;
     virtual size_t catch_up(const std::vector<int32_t> & history) { (void) history; return 0; }
 
     // Drafters that run models: stop at the next step / let their compute threads sleep.

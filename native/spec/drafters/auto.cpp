@@ -183,7 +183,8 @@ void auto_drafter::propose(const std::vector<int32_t> & history, uint32_t budget
             const double cal = calibration(s);
             // the tokens accepted since it last drafted, but the last: to evaluate before it drafts
             const size_t lag = history.size() - 1 - std::min(known[c], history.size() - 1);
-            const double catch_ms = s.catch_up_ms * (double) lag;
+            const double catch_ms = lag <= CATCH_UP_ONE_BY_ONE ? s.catch_up_ms * (double) lag
+                                  : s.catch_up_batch_ms > 0 ? s.catch_up_batch_ms : s.catch_up_ms * (double) CATCH_UP_ONE_BY_ONE;
             for (uint32_t b = 1; b <= budget; ++b) {
                 // drafters may propose fewer nodes than allowed, and trees are shallower than they are wide
                 const double nodes = s.n > 0 ? std::max(1.0, s.fill * b) : (double) b;
@@ -279,7 +280,9 @@ void auto_drafter::observe(const verify_result & r) {
             if (!cheap[c]) {
                 const double size = (double) r.tree->size();
                 const double per = size > 0 ? own_ms / size : own_ms;
-                if (caught > 0) {
+                if (caught > CATCH_UP_ONE_BY_ONE) {
+                    s.catch_up_batch_ms = s.catch_up_batch_ms > 0 ? 0.8 * s.catch_up_batch_ms + 0.2 * catch_ms : catch_ms;
+                } else if (caught > 0) {
                     const double cu = catch_ms / (double) caught;
                     s.catch_up_ms = s.catch_up_ms > 0 ? 0.8 * s.catch_up_ms + 0.2 * cu : cu;
                 }

@@ -47,7 +47,9 @@ struct auto_memory {
         std::vector<double> tried;  // [depth]: decayed counts of drafts whose token at that depth was checked
         std::vector<double> ok;     // [depth]: ... and accepted (index 0 unused)
         double ms_per_token = 0.0;  // draft time per proposed token (moving average)
-        double catch_up_ms = 0.0;   // a draft model's time per token of the sequence it had not seen (moving average)
+        // a draft model catching up with the tokens it had not seen: time per token when they are few
+        // (one at a time), time per catch-up when they are more (one batch); moving averages
+        double catch_up_ms = 0.0, catch_up_batch_ms = 0.0;
         double fill = 1.0;          // proposed nodes / budget (moving average)
         double depth = 1.0;         // depth / proposed nodes (1: chains; moving average)
         double n = 0.0;

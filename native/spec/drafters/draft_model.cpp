@@ -67,7 +67,7 @@ size_t draft_model_drafter::evaluate(const std::vector<int32_t> & history, size_
     sess->truncate((uint32_t) common);
     // usually one or two tokens (the drafts the target accepted are in the cache already): one at
     // a time, they reuse the session's one-token graph instead of building a batch graph
-    if (n - common <= 4) {
+    if (n - common <= CATCH_UP_ONE_BY_ONE) {
         for (size_t i = common; i < n; ++i) sess->eval_chain({ history[i] }, false, false, out_logits);
     } else {
         // a long catch-up (the prompt) in chunks of at most DRAFT_CATCH_UP tokens: each graph node

@@ -7,7 +7,8 @@
 // unsure: when its top token has probability below `branch_below`, the runner-up joins as a
 // sibling leaf (free: no extra draft pass). Drafting stops early when the top token falls below
 // `stop_below`. Sampling: a chain drawn from the draft's distribution after the same sampler
-// chain; the verifier accepts with min(1, p/q) (speculative sampling).
+// chain, stopped early where the draft is unsure; the verifier accepts with min(1, p/q)
+// (speculative sampling).
 #pragma once
 
 #include "runtime/session.h"
@@ -37,6 +38,10 @@ struct draft_session_slot {
 struct draft_model_options {
     float branch_below = 0.5f;   // greedy: add the runner-up as a sibling below this top-1 probability (0: chains)
     float stop_below   = 0.05f;  // greedy: stop drafting below this top-1 probability
+    // sampling: stop drafting where the draft's most likely token (after the sampler chain) has less
+    // than this probability: its samples there seldom are the target's (code pair at T = 0.8: 1.28x
+    // our autoregressive decoding without the stop, 1.42-1.47x at 0.35-0.6)
+    float stop_below_sampled = 0.5f;
     // seed-exact sampling (coupled drafts): add the runner-up of the perturbed log q as a sibling leaf
     // when it is within this margin of the best (the target's p then often picks it)
     float coupled_branch_margin = 1.0f;
