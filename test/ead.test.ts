@@ -150,12 +150,16 @@ describeShared('entropy adaptive decoding (ead)', (dir) => {
     const d = await loadModel(await cachedRandomModel({ arch: 'llama', vocabFrom: stories, type: 'f32', nEmbd: 1024, nLayer: 4, nHead: 8, nHeadKv: 8, nFf: 4096, nCtx: 2048, seed: 21 }));
     const longPrompt = Array.from({ length: 400 }, (_, i) => 3 + ((i * 7919) % 509));
     const opts = { method: 'ead' as const, draft: { model: d }, ead: { threshold: 1000 }, ignoreEos: true };
-    let t = performance.now();
+    // the prompt's processing time when warm (the first run also pays first touches), which the aborts
+    // below aim inside
+    await s.generate(longPrompt, { ...opts, maxTokens: 8 }).result();
+    s.truncate(0);
+    const t = performance.now();
     const full = await s.generate(longPrompt, { ...opts, maxTokens: 8 }).result();
     const total = performance.now() - t;
     expect(full.stats.prefillMs).toBeGreaterThan(150);
     const seen: { at: number; ms: number; reason: string; tokens: number }[] = [];
-    for (const at of [0.25 * full.stats.prefillMs, 0.75 * full.stats.prefillMs, total + 100]) {
+    for (const at of [0.2 * full.stats.prefillMs, 0.5 * full.stats.prefillMs, total + 100]) {
       s.truncate(0);
       const ac = new AbortController();
       const run = s.generate(longPrompt, { ...opts, maxTokens: 1 << 20, signal: ac.signal });
