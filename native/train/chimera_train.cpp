@@ -332,12 +332,7 @@ train_report train_chimera(std::shared_ptr<const model> target, const train_opti
         rows.resize((size_t) dp.n * T * R);
         for (int64_t i = 0; i < dp.n; ++i) to_rows(dp, i, T, d, V, tok_embd, rows.data() + (size_t) i * T * R);
         run.train_chunk(ds, rows.data(), nullptr, dp.n, B, (uint64_t) B * T, 1);
-        n_chunks++;
-        if (n_chunks % 8 == 0 && run.budget_left()) {
-            run.report("validate");
-            validate(run.pr.val_loss, run.pr.val_accuracy, nullptr, nullptr);
-            run.report("train");
-        }
+        run.validate_every(++n_chunks, 8, [&](double & l, double & a) { validate(l, a, nullptr, nullptr); });
     }
 
     run.report("validate");

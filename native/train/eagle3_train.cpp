@@ -300,12 +300,7 @@ train_report train_eagle3(std::shared_ptr<const model> target, const train_optio
             fail("ERR_INVALID_OPTION", format("the corpus is too short: its training split has no window of %u tokens", T + 1));
         }
         run.train_chunk(ds, dp.data.data(), dp.labels.data(), dp.n, B, (uint64_t) B * T, 1);
-        n_chunks++;
-        if (n_chunks % 4 == 0 && run.budget_left()) {
-            run.report("validate");
-            validate(run.pr.val_loss, run.pr.val_accuracy);
-            run.report("train");
-        }
+        run.validate_every(++n_chunks, 4, validate);
     }
 
     run.report("validate");

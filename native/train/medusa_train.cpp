@@ -173,12 +173,7 @@ train_report train_medusa(std::shared_ptr<const model> target, const train_optio
                     "(give more text)", (long long) dp.n, B));
         }
         run.train_chunk(ds, dp.hidden.data(), dp.labels.data(), dp.n, B, B, 8);
-        n_chunks++;
-        if (n_chunks % 8 == 0 && run.budget_left()) {
-            run.report("validate");
-            validate(run.pr.val_loss, run.pr.val_accuracy);
-            run.report("train");
-        }
+        run.validate_every(++n_chunks, 8, validate);
     }
 
     run.report("validate");

@@ -227,6 +227,13 @@ void train_run::train_chunk(ggml_opt_dataset_t ds, const float * data, const flo
     }
 }
 
+void train_run::validate_every(int64_t n_chunks, int64_t every, const std::function<void(double & loss, double & accuracy)> & validate) {
+    if (n_chunks % every != 0 || !budget_left()) return;
+    report("validate");
+    validate(pr.val_loss, pr.val_accuracy);
+    report("train");
+}
+
 double train_run::train_loss() {
     double loss, unc;
     ggml_opt_result_loss(res, &loss, &unc);

@@ -172,6 +172,9 @@ public:
     // batch while the budget lasts, reporting the training loss every `report_every` batches.
     void train_chunk(ggml_opt_dataset_t ds, const float * data, const float * labels, int64_t n, int64_t batch,
                      uint64_t positions_per_batch, int64_t report_every);
+    // After the n-th chunk of training: every `every` chunks, while the budget lasts, `validate`
+    // (into the progress's validation loss and accuracy), reported as the "validate" phase.
+    void validate_every(int64_t n_chunks, int64_t every, const std::function<void(double & loss, double & accuracy)> & validate);
     // The mean training loss since reset_train_loss().
     double train_loss();
     void   reset_train_loss();

@@ -258,12 +258,7 @@ train_report train_transfer(std::shared_ptr<const model> target, const train_opt
         collect(feat, src, chunk, T, d, n_up, V, k, anchors, dp, rep.feature_tokens, o.abort);
         if (dp.n < 1) fail("ERR_INVALID_OPTION", format("the corpus is too short: its training split has no window of %u tokens", T));
         run.train_chunk(ds, dp.data.data(), dp.labels.data(), dp.n, 1, (uint64_t) A * k, 1);
-        n_chunks++;
-        if (n_chunks % 4 == 0 && run.budget_left()) {
-            run.report("validate");
-            validate(run.pr.val_loss, run.pr.val_accuracy);
-            run.report("train");
-        }
+        run.validate_every(++n_chunks, 4, validate);
     }
 
     run.report("validate");
