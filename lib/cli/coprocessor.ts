@@ -8,7 +8,7 @@
 import { readFileSync } from 'node:fs';
 import { loadModel } from '../index';
 import { trainCoprocessor } from '../train';
-import { flagReaders, runTraining } from './train';
+import { flagReaders, runTraining, trainingFlags } from './train';
 
 export const COPROCESSOR_USAGE = `  specdec train-coprocessor --model PATH --corpus PATH --out FILE [options]
       --corpus PATH       text file, directory of them, or JSONL with a "text" field (repeatable)
@@ -29,19 +29,9 @@ export const COPROCESSOR_USAGE = `  specdec train-coprocessor --model PATH --cor
 export async function trainCoprocessorCommand(
   flags: Map<string, string[]>, usageError: (msg: string) => Error, checkFile: (flag: string, path: string) => void,
 ): Promise<number> {
-  const { one, num } = flagReaders(flags, usageError);
-  const modelPath = one('model');
-  if (!modelPath) throw usageError('--model PATH is required');
-  const corpus = flags.get('corpus');
-  if (!corpus || corpus.length === 0) throw usageError('--corpus PATH is required');
-  const out = one('out');
-  if (!out) throw usageError('--out FILE is required');
-  const minutes = num('minutes');
-  const tokens = num('tokens');
-  if (minutes === undefined && tokens === undefined) throw usageError('give a budget: --minutes N and/or --tokens N');
+  const { num, modelPath, corpus, out, json } = trainingFlags(flags, usageError);
   for (const n of ['latents', 'ahead', 'rank', 'learning-rate', 'seed', 'threads']) num(n);
   checkFile('--model', modelPath);
-  const json = one('json') === 'true';
   const model = await loadModel(modelPath);
   const opt = (flag: string, key: string) => (num(flag) !== undefined ? { [key]: num(flag) } : {});
   return runTraining(model, json, (signal, onProgress) => trainCoprocessor(model, {

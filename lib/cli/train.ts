@@ -59,6 +59,21 @@ export function flagReaders(flags: Map<string, string[]>, usageError: (msg: stri
   return { one, num };
 }
 
+/** What every training command needs: --model, --corpus, --out and a budget (usage errors when missing). */
+export function trainingFlags(flags: Map<string, string[]>, usageError: (msg: string) => Error) {
+  const { one, num } = flagReaders(flags, usageError);
+  const modelPath = one('model');
+  if (!modelPath) throw usageError('--model PATH is required');
+  const corpus = flags.get('corpus');
+  if (!corpus || corpus.length === 0) throw usageError('--corpus PATH is required');
+  const out = one('out');
+  if (!out) throw usageError('--out FILE is required');
+  const minutes = num('minutes');
+  const tokens = num('tokens');
+  if (minutes === undefined && tokens === undefined) throw usageError('give a budget: --minutes N and/or --tokens N');
+  return { one, num, modelPath, corpus, out, minutes, tokens, json: one('json') === 'true' };
+}
+
 /**
  * Runs a training for the CLI: progress on stderr (a live line on a terminal, a line every 5 s in a log),
  * Ctrl-C aborts it (nothing written), then the report as JSON on stdout (`json`) or `summary` on stderr; the
@@ -101,25 +116,15 @@ export async function runTraining<R>(
 export async function trainDrafterCommand(
   flags: Map<string, string[]>, usageError: (msg: string) => Error, checkFile: (flag: string, path: string) => void,
 ): Promise<number> {
-  const { one, num } = flagReaders(flags, usageError);
-  const modelPath = one('model');
-  if (!modelPath) throw usageError('--model PATH is required');
+  const { one, num, modelPath, corpus, out, minutes, tokens, json } = trainingFlags(flags, usageError);
   const kind = one('kind');
   if (!kind || !(DRAFTER_KINDS as readonly string[]).includes(kind)) throw usageError(`--kind must be one of ${DRAFTER_KINDS.join(', ')}`);
-  const corpus = flags.get('corpus');
-  if (!corpus || corpus.length === 0) throw usageError('--corpus PATH is required');
-  const out = one('out');
-  if (!out) throw usageError('--out FILE is required');
-  const minutes = num('minutes');
-  const tokens = num('tokens');
-  if (minutes === undefined && tokens === undefined) throw usageError('give a budget: --minutes N and/or --tokens N');
   for (const n of ['heads', 'ttt-steps', 'transfer-layer', 'pseudo-rows', 'lud-k', 'lud-alpha', 'learning-rate', 'seed', 'threads']) num(n);
   if ((num('lud-k') !== undefined || num('lud-alpha') !== undefined) && kind !== 'lud') throw usageError('--lud-k and --lud-alpha are for --kind lud');
   if ((num('transfer-layer') !== undefined || num('pseudo-rows') !== undefined) && kind !== 'hidden-transfer') {
     throw usageError('--transfer-layer and --pseudo-rows are for --kind hidden-transfer');
   }
   checkFile('--model', modelPath);
-  const json = one('json') === 'true';
   const model = await loadModel(modelPath);
   return runTraining(model, json, (signal, onProgress) => trainDrafter(model, {
     kind: kind as DrafterKind, corpus, out, signal, onProgress,

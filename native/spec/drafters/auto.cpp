@@ -148,6 +148,15 @@ void auto_drafter::propose(const std::vector<int32_t> & history, uint32_t budget
     double best = 1.0 / verify_ms(1);  // plain decoding: one token per one-token pass
     chosen = -1;
     chosen_budget = 0;
+    // an option: drafter c at `size`, expected to give `tokens` in `ms`, its rate scaled by its calibration
+    auto consider = [&](size_t c, uint32_t size, double tokens, double ms, double cal) {
+        if (cal * tokens / ms <= best) return;
+        best = cal * tokens / ms;
+        chosen = (int) c;
+        chosen_budget = size;
+        chosen_tokens = tokens;
+        chosen_ms = ms;
+    };
     for (size_t c = 0; c < cands.size(); ++c) {
         if (cheap[c]) {
             // it looks things up: it proposes now, and is judged on what it proposed
@@ -168,15 +177,7 @@ void auto_drafter::propose(const std::vector<int32_t> & history, uint32_t budget
             for (size_t i = 0; i < depth.size(); ++i) {
                 if (i + 1 < depth.size() && depth_upto[i + 1] == depth_upto[i]) continue;
                 const uint32_t nodes = (uint32_t) i + 1;
-                const double tokens = expected_accepted(s, depth_upto[i], PRIOR_RETRIEVAL) + 1.0;
-                const double ms = verify_ms(1 + nodes);
-                if (cal * tokens / ms > best) {
-                    best = cal * tokens / ms;
-                    chosen = (int) c;
-                    chosen_budget = nodes;
-                    chosen_tokens = tokens;
-                    chosen_ms = ms;
-                }
+                consider(c, nodes, expected_accepted(s, depth_upto[i], PRIOR_RETRIEVAL) + 1.0, verify_ms(1 + nodes), cal);
             }
         } else {
             const auto_memory::drafter_stats & s = stats_of(cands[c].name);
@@ -190,14 +191,7 @@ void auto_drafter::propose(const std::vector<int32_t> & history, uint32_t budget
                 const double nodes = s.n > 0 ? std::max(1.0, s.fill * b) : (double) b;
                 const uint32_t depth = (uint32_t) std::max(1L, std::lround(s.depth * nodes));
                 const double ms = catch_ms + s.ms_per_token * nodes + verify_ms(1 + (uint32_t) std::lround(nodes));
-                const double tokens = expected_accepted(s, depth, PRIOR_MODEL) + 1.0;
-                if (cal * tokens / ms > best) {
-                    best = cal * tokens / ms;
-                    chosen = (int) c;
-                    chosen_budget = b;
-                    chosen_tokens = tokens;
-                    chosen_ms = ms;
-                }
+                consider(c, b, expected_accepted(s, depth, PRIOR_MODEL) + 1.0, ms, cal);
             }
         }
     }
