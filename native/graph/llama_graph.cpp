@@ -17,10 +17,12 @@ namespace specdec {
 static constexpr uint32_t FA_SPLIT_KV_MIN = 512;
 static constexpr uint32_t FA_TILED_MIN_ROWS = 64;
 
-size_t llama_graph_max_nodes(const model & m, bool gathered_rows) {
+size_t llama_graph_max_nodes(const model & m, bool gathered_rows, uint32_t max_rows) {
     // worst case: invariant attention with its views, one flash-attention node and one concat per row
-    // (a gathered row: its K and V copies besides)
-    return 64 + (64 + (gathered_rows ? 14 : 10) * MAX_INVARIANT_BATCH) * m.hp.n_layer;
+    // (a gathered row: its K and V copies besides); at least 16 rows' worth, which leaves room per
+    // layer for what does not grow with the rows (adapters, taps, entry rows)
+    const size_t rows = std::max<uint32_t>(16, std::min(max_rows, MAX_INVARIANT_BATCH));
+    return 64 + (64 + (gathered_rows ? 14 : 10) * rows) * m.hp.n_layer;
 }
 
 void plan_invariant_rows(graph_shape & shape, uint32_t n_past, const std::vector<int32_t> & depth, uint32_t kv_size,
@@ -219,7 +221,7 @@ ggml_cgraph * build_llama_graph(ggml_context * ctx0, const model & m, const kv_c
     const float   kq_scale    = hp.f_attn_scale != 0.0f ? hp.f_attn_scale : 1.0f / sqrtf((float) n_embd_head);
     mm_builder    build_mm { ctx0, m, shape.invariant, shape.draft_weights, shape.lora, {} };
 
-    ggml_cgraph * gf = ggml_new_graph_custom(ctx0, llama_graph_max_nodes(m, shape.n_gather > 0), false);
+    ggml_cgraph * gf = ggml_new_graph_custom(ctx0, llama_graph_max_nodes(m, shape.n_gather > 0, shape.n_tokens), false);
 
     in.pos = ggml_new_tensor_1d(ctx0, GGML_TYPE_I32, n_tokens);
     ggml_set_name(in.pos, "inp_pos");

@@ -116,7 +116,8 @@ ggml_cgraph * build_llama_graph(ggml_context * ctx0, const model & m, const kv_c
                                 const graph_shape & shape, graph_inputs & in);
 
 // Upper bound of graph nodes for the given model (for ggml_new_graph_custom and the compute context);
-// `gathered_rows`: invariant graphs may gather rows (ggml's CPU attention), which takes more nodes.
-size_t llama_graph_max_nodes(const model & m, bool gathered_rows = false);
+// `gathered_rows`: invariant graphs may gather rows (ggml's CPU attention), which takes more nodes;
+// `max_rows`: the most rows a graph has (a session's batch size), which bounds the per-row nodes.
+size_t llama_graph_max_nodes(const model & m, bool gathered_rows = false, uint32_t max_rows = MAX_INVARIANT_BATCH);
 
 } // namespace specdec

@@ -44,7 +44,9 @@ session::session(std::shared_ptr<const model> model_, const session_params & par
     // ggml's attention on the CPU (no specdec attention kernel for this session): verification rows may be gathered
     own_attn = m->kind == BACKEND_CPU && (par.own_attention < 0 ? m->specdec_attention : par.own_attention > 0);
     gather_rows = m->kind == BACKEND_CPU && !(own_attn && m->attn_available);
-    const size_t max_nodes = llama_graph_max_nodes(*m, gather_rows);
+    // sized to the session's batch: graphs never hold more rows (compute() refuses them), and a small
+    // batch (a draft session) then allocates a small scheduler and graph context
+    const size_t max_nodes = llama_graph_max_nodes(*m, gather_rows, par.n_batch);
     sched = ggml_backend_sched_new(backends.data(), nullptr, (int) backends.size(), max_nodes, false, true);
     graph_buf.resize(ggml_tensor_overhead() * max_nodes * 2 + ggml_graph_overhead_custom(max_nodes, false));
 
