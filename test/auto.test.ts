@@ -61,7 +61,7 @@ describeShared("'auto' memory: saved, loaded, and the CLI's cache", (dir) => {
     try {
       const s = await m.createSession({ contextSize: 1024, threads: 1 });
       const ar = await s.generate(prompt, { maxTokens: 64, ignoreEos: true }).result();
-      await s.generate(prompt, { maxTokens: 64, ignoreEos: true, method: 'auto', draft: { model: d } }).result();
+      const fresh = await s.generate(prompt, { maxTokens: 64, ignoreEos: true, method: 'auto', draft: { model: d } }).result();
       const saved = s.saveAutoMemory();
       expect(saved.version).toBe(2);
       expect(saved.threads).toBe(1);
@@ -86,7 +86,10 @@ describeShared("'auto' memory: saved, loaded, and the CLI's cache", (dir) => {
       const led = await s3.generate(prompt, { maxTokens: 64, ignoreEos: true, method: 'auto', draft: { model: d } }).result();
       expect(led.tokens).toEqual(ar.tokens);
       const a = led.stats.auto!;
-      expect(a.steps.draft).toBeGreaterThan(0.5 * (a.plainSteps + a.steps.draft + a.steps.rasd + a.steps.aded));  // a fresh memory: 1 step
+      // a fresh memory tries the random draft model once or twice; the believer drafts with it until its
+      // calibration catches up (how long depends on the measured times: 17 to 55 steps of ~30 seen here)
+      expect(fresh.stats.auto!.steps.draft).toBeLessThanOrEqual(3);
+      expect(a.steps.draft).toBeGreaterThanOrEqual(10);
       for (const [bad, msg] of [
         [null, /must be an object/], [{ ...saved, version: 1 }, /version/], [{ ...saved, verifyMs: [1, 2] }, /verifyMs/],
         [{ ...saved, drafters: { nope: saved.drafters.draft } }, /unknown drafter 'nope'/],

@@ -18,6 +18,9 @@ constexpr uint32_t LOOKUP_MAX    = 16;    // nodes a lookup proposes at most (la
 constexpr double CALIBRATION_DECAY = 0.95;  // per chosen step
 constexpr double CALIBRATION_PRIOR = 3.0;   // pseudo-steps behind a calibration of 1
 
+// A moving average: one observation moves it a fifth of the way.
+double ema(double avg, double x) { return 0.8 * avg + 0.2 * x; }
+
 // depth[i] of each node (a child of the root: 1)
 std::vector<uint32_t> node_depths(const draft_tree & t) {
     std::vector<uint32_t> d(t.size());
@@ -50,7 +53,7 @@ int auto_drafter::depth_class(uint32_t depth) {
 auto_drafter::auto_drafter(std::vector<candidate> drafters, uint32_t max_budget_, uint64_t seed,
                            std::shared_ptr<auto_memory> memory, int n_threads)
     : cands(std::move(drafters)), mem(memory ? std::move(memory) : std::make_shared<auto_memory>()),
-      max_budget(std::max<uint32_t>(1, std::min<uint32_t>(max_budget_, auto_memory::MAX_TOKENS - 1))),
+      max_budget(std::max<uint32_t>(1, std::min<uint32_t>(max_budget_, auto_memory::MAX_TOKENS - 2))),  // a pass of 1 + budget tokens has its entry
       rng(seed ^ 0x5851F42D4C957F2Dull), n_by(cands.size(), 0) {
     if (mem->n_threads != n_threads) {  // verify costs of another thread count: measure again
         std::fill(mem->t_ms.begin(), mem->t_ms.end(), 0.0);
@@ -62,6 +65,10 @@ auto_drafter::auto_drafter(std::vector<candidate> drafters, uint32_t max_budget_
     for (const auto & c : cands) cheap.push_back(!c.d->computes());
     preview.resize(cands.size());
     klass.assign(cands.size(), -1);
+    class_keys.resize(cands.size());
+    for (size_t c = 0; c < cands.size(); ++c) {
+        for (int k = 0; cheap[c] && k < N_DEPTH_CLASSES; ++k) class_keys[c].push_back(cands[c].name + "@" + std::to_string(k));
+    }
     known.assign(cands.size(), 0);
 }
 
@@ -70,46 +77,47 @@ double auto_drafter::verify_ms(uint32_t n) const {
     return t_est[n];
 }
 
-// The cost of a pass is taken as non-decreasing in its size: where a smaller pass measured more than
-// a larger one (an early, slow measurement that nothing refreshed, as the one-token pass when every
-// step drafts), the larger one's bounds it. Being optimistic is safe: the size then gets chosen, and
+// A size measured is its measurement; a size between two measured ones is interpolated; beyond them,
+// an optimistic slope from the nearest one (a larger tree gets tried, then measured). The cost of a
+// pass is then taken as non-decreasing in its size: where a smaller pass measured more than a larger
+// one (an early, slow measurement that nothing refreshed, as the one-token pass when every step
+// drafts), the larger one's bounds it. Being optimistic is safe: the size then gets chosen, and
 // measured again.
 void auto_drafter::estimate_verify_costs() {
-    t_est.assign(max_budget + 2, 0.0);
-    for (uint32_t n = max_budget + 1; n >= 1; --n) {
-        t_est[n] = verify_ms_raw(n);
-        if (n + 1 < t_est.size()) t_est[n] = std::min(t_est[n], t_est[n + 1]);
+    const int top = (int) max_budget + 1;
+    const std::vector<double> & seen = mem->t_seen;
+    const std::vector<double> & ms = mem->t_ms;
+    // the nearest measured size below each size (-1: none) and the smallest measured one
+    std::vector<int> lo((size_t) top + 1, -1);
+    int smallest = -1;
+    for (int n = 1; n <= top; ++n) {
+        lo[(size_t) n] = n > 1 && seen[(size_t) n - 1] > 0 ? n - 1 : (n > 1 ? lo[(size_t) n - 1] : -1);
+        if (smallest < 0 && seen[(size_t) n] > 0) smallest = n;
     }
-}
-
-double auto_drafter::verify_ms_raw(uint32_t n) const {
-    if (mem->t_seen[n] > 0) return mem->t_ms[n];
-    int lo = -1, hi = -1;
-    for (int m = (int) n - 1; m >= 1; --m) {
-        if (mem->t_seen[(size_t) m] > 0) { lo = m; break; }
+    int hi = -1;  // the nearest measured size above n (measured sizes past the budget count too)
+    for (int m = top + 1; m < auto_memory::MAX_TOKENS && hi < 0; ++m) {
+        if (seen[(size_t) m] > 0) hi = m;
     }
-    for (int m = (int) n + 1; m < auto_memory::MAX_TOKENS; ++m) {
-        if (mem->t_seen[(size_t) m] > 0) { hi = m; break; }
+    if (smallest < 0) smallest = hi;
+    t_est.assign((size_t) top + 1, 0.0);
+    for (int n = top; n >= 1; --n) {
+        const int l = lo[(size_t) n];
+        double t;
+        if (seen[(size_t) n] > 0) {
+            t = ms[(size_t) n];
+        } else if (l > 0 && hi > 0) {  // between two measured sizes
+            const double a = ms[(size_t) l], b = std::max(a, ms[(size_t) hi]);
+            t = a + (b - a) * (double) (n - l) / (double) (hi - l);
+        } else if (l > 0) {  // above the measured sizes
+            t = ms[(size_t) l] + SLOPE_PRIOR * ms[(size_t) smallest] * (double) (n - l);
+        } else if (hi > 0) {  // below the smallest measured: the slope prior down from it
+            t = ms[(size_t) hi] * std::max(0.5, 1.0 - SLOPE_PRIOR * (double) (hi - n));
+        } else {  // nothing measured yet: any unit, only ratios matter until then
+            t = 1.0 + SLOPE_PRIOR * (double) (n - 1);
+        }
+        t_est[(size_t) n] = n < top ? std::min(t, t_est[(size_t) n + 1]) : t;
+        if (seen[(size_t) n] > 0) hi = n;
     }
-    if (lo > 0 && hi > 0) {  // between two measured sizes
-        const double a = mem->t_ms[(size_t) lo], b = std::max(a, mem->t_ms[(size_t) hi]);
-        return a + (b - a) * (double) ((int) n - lo) / (double) (hi - lo);
-    }
-    // beyond the measured sizes: from the nearest one, an optimistic slope (larger trees get tried, then measured)
-    double base = 1.0;  // nothing measured yet: any unit, only ratios matter until then
-    int from = 1;
-    if (lo > 0) {
-        base = mem->t_ms[(size_t) lo];
-        from = lo;
-    } else if (hi > 0) {
-        // below the smallest measured: the slope prior down from it (optimistic, so that it gets measured)
-        return mem->t_ms[(size_t) hi] * std::max(0.5, 1.0 - SLOPE_PRIOR * (double) (hi - (int) n));
-    }
-    double smallest = base;
-    for (int m = 1; m < auto_memory::MAX_TOKENS; ++m) {
-        if (mem->t_seen[(size_t) m] > 0) { smallest = mem->t_ms[(size_t) m]; break; }
-    }
-    return base + SLOPE_PRIOR * smallest * (double) ((int) n - from);
 }
 
 double auto_drafter::expected_accepted(const auto_memory::drafter_stats & s, uint32_t depth, double prior) const {
@@ -171,7 +179,7 @@ void auto_drafter::propose(const std::vector<int32_t> & history, uint32_t budget
             std::vector<uint32_t> depth_upto(depth.size());  // the depth of the first i + 1 nodes
             for (size_t i = 0; i < depth.size(); ++i) depth_upto[i] = deepest = std::max(deepest, depth[i]);
             klass[c] = depth_class(deepest);
-            const auto_memory::drafter_stats & s = stats_of(cands[c].name + "@" + std::to_string(klass[c]));
+            const auto_memory::drafter_stats & s = class_stats(c);
             const double cal = calibration(stats_of(cands[c].name));
             // sizes worth a look: the last node before the tree gets deeper, and the whole tree
             for (size_t i = 0; i < depth.size(); ++i) {
@@ -255,7 +263,7 @@ void auto_drafter::observe(const verify_result & r) {
     // the cost of a pass over 1 + tree nodes; one slow measurement (a preempted thread) moves it at most 2x
     const uint32_t n = std::min<uint32_t>(1 + (uint32_t) r.tree->size(), auto_memory::MAX_TOKENS - 1);
     if (mem->t_seen[n] > 0) {
-        mem->t_ms[n] = 0.8 * mem->t_ms[n] + 0.2 * std::min(r.verify_ms, 2.0 * mem->t_ms[n]);
+        mem->t_ms[n] = ema(mem->t_ms[n], std::min(r.verify_ms, 2.0 * mem->t_ms[n]));
     } else {
         mem->t_ms[n] = r.verify_ms;
     }
@@ -269,16 +277,16 @@ void auto_drafter::observe(const verify_result & r) {
             own.realized_ms      = CALIBRATION_DECAY * own.realized_ms + r.draft_ms + r.verify_ms;
         }
         if ((int) c == chosen && chosen_budget > 0) {
-            auto_memory::drafter_stats & s = cheap[c] ? stats_of(cands[c].name + "@" + std::to_string(klass[c])) : stats_of(cands[c].name);
+            auto_memory::drafter_stats & s = cheap[c] ? class_stats(c) : stats_of(cands[c].name);
             learn(s, *r.tree, r);
             if (!cheap[c]) {
                 const double size = (double) r.tree->size();
                 const double per = size > 0 ? own_ms / size : own_ms;
                 if (caught > CATCH_UP_ONE_BY_ONE) {
-                    s.catch_up_batch_ms = s.catch_up_batch_ms > 0 ? 0.8 * s.catch_up_batch_ms + 0.2 * catch_ms : catch_ms;
+                    s.catch_up_batch_ms = s.catch_up_batch_ms > 0 ? ema(s.catch_up_batch_ms, catch_ms) : catch_ms;
                 } else if (caught > 0) {
                     const double cu = catch_ms / (double) caught;
-                    s.catch_up_ms = s.catch_up_ms > 0 ? 0.8 * s.catch_up_ms + 0.2 * cu : cu;
+                    s.catch_up_ms = s.catch_up_ms > 0 ? ema(s.catch_up_ms, cu) : cu;
                 }
                 known[c] = history_len + r.path.size();  // its drafts that were accepted are in its cache
                 const double fill = size / (double) chosen_budget;
@@ -286,13 +294,13 @@ void auto_drafter::observe(const verify_result & r) {
                 for (uint32_t d : node_depths(*r.tree)) deepest = std::max(deepest, d);
                 const double depth = size > 0 ? (double) deepest / size : 1.0;
                 const bool first = s.n <= 1.0;
-                s.ms_per_token = first ? per : 0.8 * s.ms_per_token + 0.2 * per;
-                s.fill = first ? fill : 0.8 * s.fill + 0.2 * fill;
-                s.depth = first ? depth : 0.8 * s.depth + 0.2 * depth;
+                s.ms_per_token = first ? per : ema(s.ms_per_token, per);
+                s.fill = first ? fill : ema(s.fill, fill);
+                s.depth = first ? depth : ema(s.depth, depth);
             }
         } else if (cheap[c] && klass[c] >= 0) {
             // not chosen: how far its own proposal would have gone
-            learn(stats_of(cands[c].name + "@" + std::to_string(klass[c])), preview[c], r);
+            learn(class_stats(c), preview[c], r);
         }
     }
     for (auto & cd : cands) cd.d->observe(r);  // learners see every verification

@@ -104,12 +104,12 @@ private:
         double   rate = 0.0;  // expected tokens per ms
         uint32_t nodes = 0;   // the size of the draft (0: plain decoding)
     };
-    double verify_ms(uint32_t n) const;      // this step's estimate (estimate_verify_costs)
-    double verify_ms_raw(uint32_t n) const;  // from the measurements of n, or its neighbours
-    void   estimate_verify_costs();
+    double verify_ms(uint32_t n) const;  // this step's estimate (estimate_verify_costs)
+    void   estimate_verify_costs();      // t_est, from the measured sizes and their neighbours
     double expected_accepted(const auto_memory::drafter_stats & s, uint32_t depth, double prior) const;
     double calibration(const auto_memory::drafter_stats & s) const;  // realized over expected tokens per ms
     auto_memory::drafter_stats & stats_of(const std::string & key);
+    auto_memory::drafter_stats & class_stats(size_t c) { return stats_of(class_keys[c][(size_t) klass[c]]); }
     void learn(auto_memory::drafter_stats & s, const draft_tree & tree, const verify_result & r) const;
 
     std::vector<candidate>       cands;
@@ -117,6 +117,7 @@ private:
     std::vector<draft_tree>      preview;  // per cheap candidate: this step's proposal
     std::vector<double>          t_est;    // [n]: this step's verify cost estimates, n = 1 .. max_budget + 1
     std::vector<int>             klass;    // per cheap candidate: its depth class this step (-1: nothing)
+    std::vector<std::vector<std::string>> class_keys;  // per cheap candidate: "<name>@<class>" by class
     std::vector<size_t>          known;    // per candidate: tokens of the sequence its model has seen (a prefix)
     size_t                       caught = 0;     // this step: tokens the chosen drafter caught up with,
     double                       catch_ms = 0.0; // ... the time that took,
